@@ -1,0 +1,1 @@
+//! pyscaler-aws (filled by its own issue).

@@ -1,0 +1,267 @@
+//! The `Action` trait, its extension trait, and the wrappers that are actions too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::Step;
+use crate::{Context, Error, Result, RetryPolicy, Target};
+
+/// What an action would do, for a dry run and for validating a pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effects {
+    /// Side effects in words (`launch 2 t3.small from ami-123 in eu-west-1`).
+    pub summary: Vec<String>,
+    /// Whether the action creates nodes (so later steps may target [`Target::NewNodes`]).
+    pub creates_nodes: bool,
+    /// Whether the action removes nodes from the cluster.
+    pub removes_nodes: bool,
+}
+
+impl Effects {
+    /// No side effect worth naming.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// One side effect, in words.
+    pub fn says(what: impl Into<String>) -> Self {
+        Self {
+            summary: vec![what.into()],
+            ..Self::default()
+        }
+    }
+
+    /// Marks the action as one that creates nodes.
+    pub fn creating_nodes(mut self) -> Self {
+        self.creates_nodes = true;
+        self
+    }
+
+    /// Marks the action as one that removes nodes.
+    pub fn removing_nodes(mut self) -> Self {
+        self.removes_nodes = true;
+        self
+    }
+}
+
+/// One step of a scaling pipeline: launch a VM, run Puppet, send a mail.
+///
+/// `run` reads the nodes it applies to from [`Context::targets`] and records
+/// what later steps need in the context. `compensate` undoes what `run` did —
+/// also after a `run` that failed or timed out half-way — and must be safe to
+/// call twice.
+///
+/// Conveniences (`.timeout()`, `.retry()`, `.on(target)`) come from [`ActionExt`].
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// The action's name, shown in reports and logs (`deploy-ec2-node`).
+    fn name(&self) -> &str;
+
+    /// What the action would do, without doing it.
+    fn describe(&self) -> Effects {
+        Effects::none()
+    }
+
+    /// Does the work.
+    ///
+    /// # Errors
+    /// Whatever went wrong, classified ([`Error::kind`]) so the pipeline knows
+    /// whether to retry.
+    async fn run(&self, ctx: &mut Context) -> Result<()>;
+
+    /// Undoes what `run` did (all of it, or the part it got to). Safe to call twice.
+    ///
+    /// # Errors
+    /// When undoing failed; the report then says so.
+    async fn compensate(&self, _ctx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<A: Action + ?Sized> Action for Box<A> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn describe(&self) -> Effects {
+        (**self).describe()
+    }
+    async fn run(&self, ctx: &mut Context) -> Result<()> {
+        (**self).run(ctx).await
+    }
+    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
+        (**self).compensate(ctx).await
+    }
+}
+
+#[async_trait]
+impl<A: Action + ?Sized> Action for Arc<A> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn describe(&self) -> Effects {
+        (**self).describe()
+    }
+    async fn run(&self, ctx: &mut Context) -> Result<()> {
+        (**self).run(ctx).await
+    }
+    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
+        (**self).compensate(ctx).await
+    }
+}
+
+/// Conveniences every [`Action`] gets.
+pub trait ActionExt: Action + Sized + 'static {
+    /// Bounds each run (and each compensation) of this action by `after`.
+    fn timeout(self, after: Duration) -> Timeout<Self> {
+        Timeout::new(self, after)
+    }
+
+    /// Runs this action again on retryable errors, as `policy` says.
+    fn retry(self, policy: RetryPolicy) -> Retry<Self> {
+        Retry::new(self, policy)
+    }
+
+    /// Makes a pipeline step of this action, applied to `target`.
+    fn on(self, target: Target) -> Step {
+        Step::new(self, target)
+    }
+
+    /// Boxes the action.
+    fn boxed(self) -> Box<dyn Action> {
+        Box::new(self)
+    }
+}
+
+impl<A: Action + Sized + 'static> ActionExt for A {}
+
+/// An action whose every run is bounded in time.
+///
+/// Inside a [`Retry`] it bounds one attempt; around a `Retry`, the whole loop.
+#[derive(Debug, Clone)]
+pub struct Timeout<A> {
+    inner: A,
+    after: Duration,
+}
+
+impl<A> Timeout<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A, after: Duration) -> Self {
+        Self { inner, after }
+    }
+
+    /// The wrapped action.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<A: Action> Action for Timeout<A> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn describe(&self) -> Effects {
+        self.inner.describe()
+    }
+
+    async fn run(&self, ctx: &mut Context) -> Result<()> {
+        match tokio::time::timeout(self.after, self.inner.run(ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::StepTimedOut {
+                step: self.inner.name().to_owned(),
+                after: self.after,
+            }),
+        }
+    }
+
+    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
+        match tokio::time::timeout(self.after, self.inner.compensate(ctx)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::StepTimedOut {
+                step: format!("undo {}", self.inner.name()),
+                after: self.after,
+            }),
+        }
+    }
+}
+
+/// An action that is run again when it fails with a retryable error.
+///
+/// Errors whose [`Error::is_retryable`] is false end the loop at once. A
+/// cancelled run stops waiting and returns the last error.
+#[derive(Debug, Clone)]
+pub struct Retry<A> {
+    inner: A,
+    policy: RetryPolicy,
+}
+
+impl<A> Retry<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A, policy: RetryPolicy) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The wrapped action.
+    pub fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<A: Action> Action for Retry<A> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn describe(&self) -> Effects {
+        self.inner.describe()
+    }
+
+    async fn run(&self, ctx: &mut Context) -> Result<()> {
+        let mut retry = 0;
+        loop {
+            let attempt = ctx.note_attempt();
+            let error = match self.inner.run(ctx).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            retry += 1;
+            if !error.is_retryable() || retry >= self.policy.max_attempts {
+                return Err(error);
+            }
+            let delay = self.policy.delay(retry);
+            tracing::warn!(
+                step = self.inner.name(),
+                attempt,
+                delay = %humantime::format_duration(delay),
+                error = %error,
+                "Step failed with a retryable error; retrying."
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = ctx.cancellation().cancelled() => return Err(error),
+            }
+        }
+    }
+
+    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
+        let mut retry = 0;
+        loop {
+            let error = match self.inner.compensate(ctx).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            retry += 1;
+            if !error.is_retryable() || retry >= self.policy.max_attempts {
+                return Err(error);
+            }
+            tokio::time::sleep(self.policy.delay(retry)).await;
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Progress events an application can subscribe to.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::report::{NodeSummary, RunReport, StepStatus};
+use crate::{RunId, RunStatus, Target};
+
+/// Something that happened in a run or in the scaler, in the order it happened.
+///
+/// Subscribe with [`Pipeline::subscribe`](crate::Pipeline::subscribe) or
+/// [`Scaler::subscribe`](crate::Scaler::subscribe); a slow subscriber misses
+/// events rather than slowing the run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A run started.
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// The pipeline.
+        pipeline: String,
+        /// The cluster.
+        cluster: String,
+        /// Why it started.
+        reason: String,
+        /// How many main steps it has.
+        steps: usize,
+    },
+    /// A step started.
+    StepStarted {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// Its target.
+        target: Target,
+        /// The nodes it applies to, by name.
+        nodes: Vec<String>,
+    },
+    /// A step ended.
+    StepFinished {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// How it ended.
+        status: StepStatus,
+        /// How long it took.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+        /// Its error, when it failed.
+        error: Option<String>,
+    },
+    /// A node joined the cluster.
+    NodeAdded {
+        /// The run.
+        run_id: RunId,
+        /// The node.
+        node: NodeSummary,
+    },
+    /// A node left the cluster.
+    NodeRemoved {
+        /// The run.
+        run_id: RunId,
+        /// The node.
+        node: NodeSummary,
+    },
+    /// A step is being undone.
+    Compensating {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+    },
+    /// A step was undone (or undoing it failed).
+    Compensated {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// Whether undoing it succeeded.
+        succeeded: bool,
+    },
+    /// A run ended.
+    RunFinished {
+        /// The run.
+        run_id: RunId,
+        /// How it ended.
+        status: RunStatus,
+        /// Its report.
+        report: Box<RunReport>,
+    },
+    /// A trigger fired.
+    TriggerFired {
+        /// The trigger.
+        trigger: String,
+        /// Why.
+        reason: String,
+    },
+    /// The scaler did not start a run for a trigger that fired.
+    RunSkipped {
+        /// The trigger.
+        trigger: String,
+        /// Why not (at the maximum, in cooldown, a run in progress).
+        reason: String,
+    },
+}

@@ -1,0 +1,586 @@
+//! Pipelines: ordered steps, run with retries, timeouts, compensation and `finally` steps.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tracing::{error, info, info_span, warn, Instrument};
+
+use crate::action::{Retry, Timeout};
+use crate::context::StepScope;
+use crate::report::{ErrorReport, NodeSummary, StepReport, StepStatus, UndoOutcome};
+use crate::{Action, Context, Error, Event, Result, RetryPolicy, RunReport, RunStatus, Target};
+
+/// What a failed step does to the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Stop, and undo the steps that ran (the failed one included) in reverse order.
+    #[default]
+    Compensate,
+    /// Record the failure and go on with the next step.
+    Continue,
+    /// Stop, and undo nothing (to look at a failed node by hand).
+    Abort,
+}
+
+/// One step of a pipeline: an action, where it applies, and how it is run.
+pub struct Step {
+    name: String,
+    action: Box<dyn Action>,
+    target: Target,
+    timeout: Option<Duration>,
+    retry: Option<RetryPolicy>,
+    on_failure: FailurePolicy,
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .field("timeout", &self.timeout)
+            .field("retry", &self.retry)
+            .field("on_failure", &self.on_failure)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Step {
+    /// A step running `action` on `target`, named after the action.
+    pub fn new(action: impl Action + 'static, target: Target) -> Self {
+        Self {
+            name: action.name().to_owned(),
+            action: Box::new(action),
+            target,
+            timeout: None,
+            retry: None,
+            on_failure: FailurePolicy::default(),
+        }
+    }
+
+    /// Names the step (when one action is used twice in a pipeline).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Bounds each attempt of the step (and its undo) by `after`.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.timeout = Some(after);
+        self
+    }
+
+    /// Retries the step on retryable errors. A step timeout bounds each attempt.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// What a failure of this step does to the run.
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// The step's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The step's target.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Wraps the action in the step's timeout (inside) and retry (outside).
+    fn into_executor(mut self) -> Self {
+        if let Some(after) = self.timeout {
+            self.action = Box::new(Timeout::new(self.action, after));
+        }
+        if let Some(policy) = self.retry.clone() {
+            self.action = Box::new(Retry::new(self.action, policy));
+        }
+        self
+    }
+}
+
+/// Builds a [`Pipeline`]; `build()` reports the first mistake.
+#[derive(Debug)]
+pub struct PipelineBuilder {
+    name: String,
+    steps: Vec<Step>,
+    finally: Vec<Step>,
+}
+
+impl PipelineBuilder {
+    /// Adds a step, run after the ones before it.
+    pub fn step(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
+
+    /// Adds a `finally` step: it runs after the main steps whether they
+    /// succeeded or failed (after any undo), sees the report so far through
+    /// [`Context::report`], and is never undone.
+    pub fn finally(mut self, step: Step) -> Self {
+        self.finally.push(step);
+        self
+    }
+
+    /// Checks the pipeline and builds it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPipeline`] when it has no steps, two steps share a name,
+    /// a step targets the new nodes before any step can create them, or a
+    /// timeout or retry policy is empty.
+    pub fn build(self) -> Result<Pipeline> {
+        let invalid = |message: String| Error::InvalidPipeline {
+            pipeline: self.name.clone(),
+            message,
+        };
+        if self.steps.is_empty() {
+            return Err(invalid("it has no steps".into()));
+        }
+        let mut names = HashSet::new();
+        let mut can_create = false;
+        for step in self.steps.iter().chain(&self.finally) {
+            if !names.insert(step.name.as_str()) {
+                return Err(invalid(format!(
+                    "two steps are named `{}`; name one with Step::named",
+                    step.name
+                )));
+            }
+            if step.target == Target::NewNodes && !can_create {
+                return Err(invalid(format!(
+                    "step `{}` targets the new nodes, but no step before it creates nodes",
+                    step.name
+                )));
+            }
+            if step.timeout == Some(Duration::ZERO) {
+                return Err(invalid(format!("step `{}` has a zero timeout", step.name)));
+            }
+            if step.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
+                return Err(invalid(format!(
+                    "step `{}` allows zero attempts",
+                    step.name
+                )));
+            }
+            can_create |= step.action.describe().creates_nodes;
+        }
+        let (events, _) = broadcast::channel(1024);
+        Ok(Pipeline {
+            name: self.name,
+            steps: self.steps.into_iter().map(Step::into_executor).collect(),
+            finally: self.finally.into_iter().map(Step::into_executor).collect(),
+            events,
+        })
+    }
+}
+
+/// An ordered list of steps that scales a cluster, and the engine that runs it.
+///
+/// ```
+/// use pyscaler_core::{Action, ActionExt, Cluster, Context, Pipeline, Result, Target};
+///
+/// struct Hello;
+///
+/// #[async_trait::async_trait]
+/// impl Action for Hello {
+///     fn name(&self) -> &str { "hello" }
+///     async fn run(&self, ctx: &mut Context) -> Result<()> {
+///         println!("hello, {}", ctx.cluster().name());
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<()> {
+/// let pipeline = Pipeline::builder("greet").step(Hello.on(Target::None)).build()?;
+/// let report = pipeline.run(&mut Context::new(Cluster::new("web"))).await;
+/// assert!(report.is_success());
+/// # Ok(())
+/// # }
+/// ```
+pub struct Pipeline {
+    name: String,
+    steps: Vec<Step>,
+    finally: Vec<Step>,
+    events: broadcast::Sender<Event>,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field(
+                "steps",
+                &self.steps.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "finally",
+                &self.finally.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Pipeline {
+    /// Starts building a pipeline called `name`.
+    pub fn builder(name: impl Into<String>) -> PipelineBuilder {
+        PipelineBuilder {
+            name: name.into(),
+            steps: Vec::new(),
+            finally: Vec::new(),
+        }
+    }
+
+    /// The pipeline's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Events of every run of this pipeline from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The steps in order with their resolved targets and side effects; runs nothing.
+    pub fn plan(&self, ctx: &Context) -> Plan {
+        let mut creator: Option<String> = None;
+        let mut plan_step = |s: &Step| {
+            let effects = s.action.describe();
+            let planned = PlannedStep {
+                name: s.name.clone(),
+                target: s.target,
+                nodes: s.target.resolve(ctx).into_iter().map(|n| n.name).collect(),
+                nodes_from: match s.target {
+                    Target::NewNodes | Target::Cluster => creator.clone(),
+                    _ => None,
+                },
+                effects: effects.summary,
+                timeout: s.timeout,
+                retry: s.retry.clone(),
+                on_failure: s.on_failure,
+            };
+            if effects.creates_nodes {
+                creator = Some(s.name.clone());
+            }
+            planned
+        };
+        let steps = self.steps.iter().map(&mut plan_step).collect();
+        let finally = self.finally.iter().map(&mut plan_step).collect();
+        Plan {
+            pipeline: self.name.clone(),
+            cluster: ctx.cluster().name().to_owned(),
+            steps,
+            finally,
+        }
+    }
+
+    /// Runs the pipeline on `ctx` and reports what happened.
+    ///
+    /// Steps run in order. A failed step is retried when its policy and the
+    /// error allow; then its [`FailurePolicy`] decides. On `Compensate` (and on
+    /// cancellation, checked between steps) the steps that ran are undone in
+    /// reverse order, the failed one first. `finally` steps run last, always.
+    /// The run never panics on a failed step: the failure is in the report.
+    pub async fn run(&self, ctx: &mut Context) -> RunReport {
+        let span = info_span!("run", run_id = %ctx.run_id(), pipeline = %self.name, cluster = %ctx.cluster().name());
+        self.run_inner(ctx).instrument(span).await
+    }
+
+    async fn run_inner(&self, ctx: &mut Context) -> RunReport {
+        ctx.events = Some(self.events.clone());
+        ctx.report = None;
+        let mut report = RunReport {
+            run_id: ctx.run_id().clone(),
+            pipeline: self.name.clone(),
+            cluster: ctx.cluster().name().to_owned(),
+            trigger: ctx.trigger().clone(),
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+            status: RunStatus::Running,
+            steps: self
+                .steps
+                .iter()
+                .map(|s| StepReport::pending(&s.name, s.target))
+                .collect(),
+            finally: self
+                .finally
+                .iter()
+                .map(|s| StepReport::pending(&s.name, s.target))
+                .collect(),
+            nodes_added: Vec::new(),
+            nodes_removed: Vec::new(),
+            error: None,
+            undone: Vec::new(),
+        };
+        ctx.emit(Event::RunStarted {
+            run_id: ctx.run_id().clone(),
+            pipeline: self.name.clone(),
+            cluster: ctx.cluster().name().to_owned(),
+            reason: ctx.trigger().reason.clone(),
+            steps: self.steps.len(),
+        });
+        info!(steps = self.steps.len(), trigger = %ctx.trigger().name, reason = %ctx.trigger().reason, "Run started.");
+
+        let mut started = Vec::new();
+        let mut failure: Option<(usize, Error)> = None;
+        let mut undo = false;
+        let mut cancelled = false;
+        let mut continued_past_failure = false;
+        for (i, step) in self.steps.iter().enumerate() {
+            if ctx.is_cancelled() {
+                info!(step = %step.name, "Run cancelled; not starting further steps.");
+                cancelled = true;
+                undo = true;
+                break;
+            }
+            let (result, step_report) = run_step(step, ctx).await;
+            report.steps[i] = step_report;
+            started.push(i);
+            let Err(e) = result else { continue };
+            if ctx.is_cancelled() && e.kind() == crate::ErrorKind::Cancelled {
+                cancelled = true;
+                undo = true;
+                break;
+            }
+            match step.on_failure {
+                FailurePolicy::Continue => {
+                    warn!(step = %step.name, error = %e, "Step failed; continuing as its policy says.");
+                    continued_past_failure = true;
+                }
+                FailurePolicy::Compensate => {
+                    failure = Some((i, e));
+                    undo = true;
+                    break;
+                }
+                FailurePolicy::Abort => {
+                    failure = Some((i, e));
+                    break;
+                }
+            }
+        }
+        for s in &mut report.steps {
+            if s.status == StepStatus::Pending {
+                s.status = StepStatus::Skipped;
+            }
+        }
+
+        if undo {
+            for &i in started.iter().rev() {
+                let outcome = compensate_step(&self.steps[i], ctx).await;
+                let s = &mut report.steps[i];
+                if s.status == StepStatus::Succeeded {
+                    s.status = StepStatus::Compensated;
+                }
+                s.undo = Some(outcome.clone());
+                report.undone.push(outcome);
+            }
+        }
+
+        if let Some((i, e)) = failure {
+            let err = Error::StepFailed {
+                step: self.steps[i].name.clone(),
+                node: e.node().map(str::to_owned),
+                undone: report
+                    .undone
+                    .iter()
+                    .map(|u| (u.step.clone(), u.succeeded))
+                    .collect(),
+                source: Box::new(e),
+            };
+            error!(error = %err, "Run failed.");
+            report.error = Some(ErrorReport::from(&err));
+        } else if cancelled {
+            report.error = Some(ErrorReport::from(&Error::Cancelled));
+        }
+        report.status = if cancelled {
+            RunStatus::Cancelled
+        } else if report.error.is_some() {
+            RunStatus::Failed
+        } else if continued_past_failure {
+            RunStatus::CompletedWithFailures
+        } else {
+            RunStatus::Succeeded
+        };
+        report.nodes_added = ctx.new_nodes().iter().map(NodeSummary::from).collect();
+        report.nodes_removed = ctx.removed_nodes().iter().map(NodeSummary::from).collect();
+
+        for (j, step) in self.finally.iter().enumerate() {
+            ctx.report = Some(report.clone());
+            let (result, step_report) = run_step(step, ctx).await;
+            report.finally[j] = step_report;
+            if result.is_err() && report.status == RunStatus::Succeeded {
+                report.status = RunStatus::CompletedWithFailures;
+            }
+        }
+        report.ended_at = Some(chrono::Utc::now());
+        ctx.report = Some(report.clone());
+        info!(status = %report.status, "Run finished.");
+        ctx.emit(Event::RunFinished {
+            run_id: report.run_id.clone(),
+            status: report.status,
+            report: Box::new(report.clone()),
+        });
+        report
+    }
+}
+
+async fn run_step(step: &Step, ctx: &mut Context) -> (Result<()>, StepReport) {
+    let nodes = step.target.resolve(ctx);
+    let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    ctx.step = StepScope {
+        name: step.name.clone(),
+        target: Some(step.target),
+        nodes,
+        outcomes: Vec::new(),
+        attempts: 0,
+    };
+    ctx.emit(Event::StepStarted {
+        run_id: ctx.run_id().clone(),
+        step: step.name.clone(),
+        target: step.target,
+        nodes: node_names.clone(),
+    });
+    let span = info_span!("step", step = %step.name, target = %step.target);
+    let started = tokio::time::Instant::now();
+    let result = async {
+        info!(nodes = ?node_names, "Step started.");
+        let result = step.action.run(ctx).await;
+        match &result {
+            Ok(()) => info!("Step succeeded."),
+            Err(e) => warn!(error = %e, "Step failed."),
+        }
+        result
+    }
+    .instrument(span)
+    .await;
+    let duration = started.elapsed();
+    let status = if result.is_ok() {
+        StepStatus::Succeeded
+    } else {
+        StepStatus::Failed
+    };
+    let report = StepReport {
+        name: step.name.clone(),
+        target: step.target,
+        status,
+        attempts: ctx.step.attempts.max(1),
+        duration,
+        nodes: std::mem::take(&mut ctx.step.outcomes),
+        error: result.as_ref().err().map(ErrorReport::from),
+        undo: None,
+    };
+    ctx.emit(Event::StepFinished {
+        run_id: ctx.run_id().clone(),
+        step: step.name.clone(),
+        status,
+        duration,
+        error: result.as_ref().err().map(|e| e.to_string()),
+    });
+    (result, report)
+}
+
+async fn compensate_step(step: &Step, ctx: &mut Context) -> UndoOutcome {
+    ctx.step = StepScope {
+        name: step.name.clone(),
+        target: Some(step.target),
+        nodes: step.target.resolve(ctx),
+        outcomes: Vec::new(),
+        attempts: 0,
+    };
+    ctx.emit(Event::Compensating {
+        run_id: ctx.run_id().clone(),
+        step: step.name.clone(),
+    });
+    let span = info_span!("undo", step = %step.name);
+    let result = step.action.compensate(ctx).instrument(span).await;
+    match &result {
+        Ok(()) => info!(step = %step.name, "Step undone."),
+        Err(e) => error!(step = %step.name, error = %e, "Undoing the step failed."),
+    }
+    ctx.emit(Event::Compensated {
+        run_id: ctx.run_id().clone(),
+        step: step.name.clone(),
+        succeeded: result.is_ok(),
+    });
+    UndoOutcome {
+        step: step.name.clone(),
+        succeeded: result.is_ok(),
+        error: result.as_ref().err().map(ErrorReport::from),
+    }
+}
+
+/// What a run would do, step by step: the output of [`Pipeline::plan`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The cluster.
+    pub cluster: String,
+    /// The main steps, in order.
+    pub steps: Vec<PlannedStep>,
+    /// The `finally` steps.
+    pub finally: Vec<PlannedStep>,
+}
+
+/// One step of a [`Plan`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedStep {
+    /// The step's name.
+    pub name: String,
+    /// Its target.
+    pub target: Target,
+    /// The nodes it would apply to now, by name.
+    pub nodes: Vec<String>,
+    /// For targets that include new nodes: the step that creates them.
+    pub nodes_from: Option<String>,
+    /// What it would do.
+    pub effects: Vec<String>,
+    /// Its timeout per attempt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Its retry policy.
+    pub retry: Option<RetryPolicy>,
+    /// What a failure does.
+    pub on_failure: FailurePolicy,
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "Plan of `{}` on cluster {} (dry run: nothing is touched)",
+            self.pipeline, self.cluster
+        )?;
+        let mut n = 0;
+        for (label, steps) in [("", &self.steps), ("finally ", &self.finally)] {
+            for s in steps {
+                n += 1;
+                write!(f, "  {n}. {label}{} -> {}", s.name, s.target)?;
+                if !s.nodes.is_empty() {
+                    write!(f, " [{}]", s.nodes.join(", "))?;
+                }
+                if let Some(from) = &s.nodes_from {
+                    write!(f, " (+ nodes created by `{from}`)")?;
+                }
+                if let Some(t) = s.timeout {
+                    write!(f, ", timeout {}", humantime::format_duration(t))?;
+                }
+                if let Some(r) = &s.retry {
+                    write!(f, ", up to {} attempts", r.max_attempts)?;
+                }
+                writeln!(f)?;
+                for e in &s.effects {
+                    writeln!(f, "       - {e}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! pyscaler-notify (filled by its own issue).

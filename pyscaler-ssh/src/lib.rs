@@ -1,0 +1,1 @@
+//! pyscaler-ssh (filled by its own issue).

@@ -1,0 +1,134 @@
+//! The shared harness of pyscaler's integration tests.
+//!
+//! Each real service the tests need (moto for the AWS API, OpenSSH's sshd,
+//! aiosmtpd) is started by a module of this crate on a free loopback port, with
+//! its log under `target/services/<name>-<port>/`, and stopped when its guard
+//! is dropped. Nothing is assumed to be running or installed: `scripts/setup`
+//! installs the programs, and a missing one fails the test with a message
+//! that says so.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the folder holding the top `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released: good enough for tests).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    listener
+        .local_addr()
+        .expect("local address of a bound listener")
+        .port()
+}
+
+/// A fresh folder for one service's config, data and log: `target/services/<name>-<port>/`.
+pub fn service_dir(name: &str, port: u16) -> PathBuf {
+    let dir = workspace_root()
+        .join("target")
+        .join("services")
+        .join(format!("{name}-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// A program from the project's virtual environment (`.venv/bin/<name>`),
+/// with a clear failure when `scripts/setup` has not been run.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = workspace_root().join(".venv").join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (it installs moto[server] and aiosmtpd in .venv)",
+        path.display()
+    );
+    path
+}
+
+/// Waits until `addr` accepts TCP connections, or panics after `within`
+/// with the tail of the service's log.
+pub fn wait_for_port(addr: SocketAddr, within: Duration, log: &Path) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tail = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = tail
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    panic!(
+        "service did not listen on {addr} within {within:?}; log {}:\n{}",
+        log.display(),
+        tail.join("\n")
+    );
+}
+
+/// A running service process, killed (and reaped) when dropped.
+#[derive(Debug)]
+pub struct ServiceProcess {
+    name: String,
+    child: Child,
+    /// Its folder under `target/services/`.
+    pub dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Spawns `cmd` with stdout and stderr appended to `<dir>/<name>.log`.
+    pub fn spawn(name: &str, dir: &Path, mut cmd: Command) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out =
+            std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = out.try_clone().expect("clone a log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("start {name} ({cmd:?}): {e}; run scripts/setup to install it")
+            });
+        Self {
+            name: name.to_owned(),
+            child,
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops the process now (as dropping does).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
