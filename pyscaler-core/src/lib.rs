@@ -46,6 +46,8 @@ mod report;
 mod retry;
 mod scaler;
 mod target;
+#[cfg(test)]
+mod test_support;
 mod trigger;
 
 #[cfg(any(test, feature = "mocks"))]

@@ -327,3 +327,7 @@ fn slot(direction: Direction) -> usize {
         Direction::In => 1,
     }
 }
+
+#[cfg(test)]
+#[path = "scaler_tests.rs"]
+mod tests;

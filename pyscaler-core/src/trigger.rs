@@ -460,3 +460,7 @@ impl Trigger for ThresholdTrigger {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "trigger_tests.rs"]
+mod tests;

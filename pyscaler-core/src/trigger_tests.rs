@@ -1,0 +1,187 @@
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::*;
+use crate::{ErrorKind, MockMetricSource, Node};
+
+/// A metric source that plays back a script of values, one per call, then repeats the last.
+fn scripted(values: Vec<Option<f64>>) -> Arc<dyn MetricSource> {
+    let script = Arc::new(Mutex::new(values.into_iter()));
+    let last = Arc::new(Mutex::new(None));
+    let mut m = MockMetricSource::new();
+    m.expect_name().return_const("load".to_string());
+    m.expect_sample().returning(move |_| {
+        let next = script.lock().unwrap().next();
+        let v = match next {
+            Some(v) => {
+                *last.lock().unwrap() = Some(v);
+                v
+            }
+            None => last.lock().unwrap().unwrap_or(None),
+        };
+        match v {
+            Some(value) => Ok(vec![Sample {
+                node: "web-01".into(),
+                value,
+            }]),
+            None => Err(Error::other(
+                ErrorKind::Transient,
+                "ssh: connection refused",
+            )),
+        }
+    });
+    Arc::new(m)
+}
+
+fn trigger(source: Arc<dyn MetricSource>) -> ThresholdTrigger {
+    ThresholdTrigger::builder("load-high", source)
+        .when(Comparison::Greater, 2.0)
+        .interval(Duration::from_secs(10))
+        .window(Duration::from_secs(60))
+        .cooldown(Duration::from_secs(600))
+        .build()
+        .unwrap()
+}
+
+fn view() -> ClusterView {
+    ClusterView::new(Cluster::new("web").with_nodes([Node::new("a", "web-01")])).1
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breach_for_the_whole_window_fires_once_at_the_end_of_it() {
+    let mut t = trigger(scripted(vec![Some(5.0)]));
+    let start = Instant::now();
+    let fire = t.next(&view()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    assert_eq!(fire.trigger, "load-high");
+    assert!(fire.reason.contains("5.00 > 2 for 1m"), "{}", fire.reason);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breach_shorter_than_the_window_does_not_fire() {
+    // Breaching for 50 s (samples at 0..=50 s), then back to normal for good.
+    let mut t = trigger(scripted(
+        vec![Some(5.0); 6].into_iter().chain([Some(1.0)]).collect(),
+    ));
+    let fired = tokio::time::timeout(Duration::from_secs(3600), t.next(&view())).await;
+    assert!(fired.is_err(), "fired: {fired:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dip_restarts_the_window() {
+    // 0..=30 s breaching, a dip at 40 s, breaching again from 50 s: fires at 50 + 60 s.
+    let values = vec![
+        Some(5.0),
+        Some(5.0),
+        Some(5.0),
+        Some(5.0),
+        Some(1.0),
+        Some(5.0),
+    ];
+    let mut t = trigger(scripted(values));
+    let start = Instant::now();
+    t.next(&view()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(110));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cooldown_suppresses_firing_again() {
+    let mut t = trigger(scripted(vec![Some(5.0)]));
+    let v = view();
+    let start = Instant::now();
+    t.next(&v).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    t.next(&v).await.unwrap();
+    // Not before the 600 s cooldown is over, though the counter stayed high all along.
+    assert_eq!(start.elapsed(), Duration::from_secs(660));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_sample_counts_as_not_breaching_and_never_fires() {
+    // High, high, a failed read, then high: the failure restarts the window.
+    let mut t = trigger(scripted(vec![
+        Some(5.0),
+        Some(5.0),
+        Some(5.0),
+        None,
+        Some(5.0),
+    ]));
+    let start = Instant::now();
+    t.next(&view()).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(100));
+
+    let mut broken = trigger(scripted(vec![None]));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), broken.next(&view()))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_trigger_does_not_fire() {
+    let mut t = trigger(scripted(vec![Some(5.0)]));
+    t.switch()
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), t.next(&view()))
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn aggregations_combine_nodes_as_named() {
+    let samples = [1.0, 2.0, 9.0].map(|value| Sample {
+        node: "n".into(),
+        value,
+    });
+    let verdict = |agg: Aggregation, cmp: Comparison, thr: f64| {
+        let mut t = ThresholdTrigger::builder("t", scripted(vec![]))
+            .when(cmp, thr)
+            .aggregation(agg)
+            .window(Duration::ZERO)
+            .build()
+            .unwrap();
+        t.evaluate(Instant::now(), &samples).breaching
+    };
+    assert!(verdict(Aggregation::AnyNode, Comparison::Greater, 8.0));
+    assert!(!verdict(Aggregation::AllNodes, Comparison::Greater, 8.0));
+    assert!(verdict(
+        Aggregation::AllNodes,
+        Comparison::GreaterOrEqual,
+        1.0
+    ));
+    assert!(verdict(Aggregation::Average, Comparison::Equal, 4.0));
+    assert!(!verdict(Aggregation::Average, Comparison::Greater, 4.0));
+    assert!(verdict(Aggregation::Max, Comparison::LessOrEqual, 9.0));
+    assert!(verdict(Aggregation::Max, Comparison::Less, 9.5));
+}
+
+#[test]
+fn a_trigger_without_a_threshold_is_refused() {
+    let err = ThresholdTrigger::builder("t", scripted(vec![]))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("has no threshold"), "{err}");
+    let err = ThresholdTrigger::builder("t", scripted(vec![]))
+        .when(Comparison::Greater, f64::NAN)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("finite"), "{err}");
+}
+
+#[tokio::test]
+async fn manual_trigger_handles_fire_with_a_reason() {
+    let mut t = ManualTrigger::new("manual");
+    let handle = t.clone();
+    handle.fire("asked by alice");
+    let fire = t.next(&view()).await.unwrap();
+    assert_eq!(
+        fire,
+        Fire {
+            trigger: "manual".into(),
+            reason: "asked by alice".into()
+        }
+    );
+}
