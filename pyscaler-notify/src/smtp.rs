@@ -1,0 +1,308 @@
+//! The SMTP mailer, over lettre's async transport on tokio.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tracing::debug;
+
+use crate::{Mail, Mailer, NotifyError, Receipt, Secret, SmtpConfig, TlsMode};
+
+/// Sends mail to an SMTP server: plain, STARTTLS (required) or implicit TLS,
+/// with an optional login, a bound on connecting and a bound on each send.
+///
+/// Each mail uses a fresh connection, so a mailer that waits between runs
+/// holds nothing open. It does not retry: the step's retry policy does, from
+/// the error's classification.
+///
+/// ```
+/// use pyscaler_notify::{Secret, SmtpMailer, TlsMode};
+/// use std::time::Duration;
+///
+/// let mailer = SmtpMailer::builder("smtp.example.com")
+///     .tls(TlsMode::Starttls)
+///     .credentials("pyscaler", Secret::new("s3cret"))
+///     .connect_timeout(Duration::from_secs(5))
+///     .send_timeout(Duration::from_secs(30))
+///     .build()?;
+/// assert!(!format!("{mailer:?}").contains("s3cret"));
+/// # Ok::<(), pyscaler_notify::NotifyError>(())
+/// ```
+#[derive(Clone)]
+pub struct SmtpMailer {
+    server: String,
+    tls: TlsMode,
+    username: Option<String>,
+    connect_timeout: Duration,
+    send_timeout: Duration,
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+}
+
+impl fmt::Debug for SmtpMailer {
+    // The transport holds the credentials: it is left out on purpose.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpMailer")
+            .field("server", &self.server)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("send_timeout", &self.send_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpMailer {
+    /// Starts building a mailer for the server at `host`.
+    pub fn builder(host: impl Into<String>) -> SmtpMailerBuilder {
+        SmtpMailerBuilder {
+            config: SmtpConfig::new(host),
+        }
+    }
+
+    /// A mailer as `config` says, reading `password_env` from the environment.
+    ///
+    /// # Errors
+    /// [`NotifyError::InvalidConfig`] when the configuration is invalid (see
+    /// [`SmtpConfig::validate`]), the password's environment variable is not
+    /// set, or the host is not a valid TLS server name.
+    pub fn from_config(config: &SmtpConfig) -> Result<Self, NotifyError> {
+        config.validate()?;
+        let password = match (&config.password, &config.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => Some(Secret::new(std::env::var(var).map_err(|_| {
+                NotifyError::InvalidConfig(format!(
+                    "the environment variable `{var}` (password_env) is not set or not UTF-8"
+                ))
+            })?)),
+            (None, None) => None,
+        };
+        let host = config.host.trim().to_owned();
+        let port = config.port();
+        let tls = match config.tls {
+            TlsMode::None => Tls::None,
+            TlsMode::Starttls => Tls::Required(tls_parameters(&host)?),
+            TlsMode::Tls => Tls::Wrapper(tls_parameters(&host)?),
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
+            .port(port)
+            .tls(tls)
+            .timeout(Some(config.connect_timeout));
+        if let (Some(user), Some(password)) = (&config.username, password) {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
+        }
+        let server = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Self {
+            server,
+            tls: config.tls,
+            username: config.username.clone(),
+            connect_timeout: config.connect_timeout,
+            send_timeout: config.send_timeout,
+            transport: builder.build(),
+        })
+    }
+
+    /// The server, as `host:port`.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// Turns lettre's error into ours, from its classification (never its text).
+    fn classify(&self, e: lettre::transport::smtp::Error) -> NotifyError {
+        let server = self.server.clone();
+        if let Some(code) = e.status() {
+            // The server's reply text is the error's source.
+            let reply = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return NotifyError::from_reply(&server, u16::from(code), reply);
+        }
+        if e.is_timeout() {
+            return NotifyError::TimedOut {
+                server,
+                after: self.connect_timeout,
+            };
+        }
+        if e.is_tls() {
+            return NotifyError::Tls {
+                server,
+                source: Box::new(e),
+            };
+        }
+        if e.is_response() || e.is_client() {
+            return NotifyError::Protocol {
+                server,
+                source: Box::new(e),
+            };
+        }
+        // What is left: a refused or failed connection, a network error
+        // mid-session, a transport shut down. All worth another attempt.
+        NotifyError::ConnectionFailed {
+            server,
+            source: Box::new(e),
+        }
+    }
+}
+
+fn tls_parameters(host: &str) -> Result<TlsParameters, NotifyError> {
+    TlsParameters::new(host.to_owned()).map_err(|e| {
+        NotifyError::InvalidConfig(format!("`{host}` cannot be used as a TLS server name: {e}"))
+    })
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    fn destination(&self) -> String {
+        format!("smtp://{} ({})", self.server, self.tls.as_str())
+    }
+
+    async fn send(&self, mail: &Mail) -> Result<Receipt, NotifyError> {
+        let message = mail.to_message()?;
+        debug!(server = %self.server, to = mail.to().len(), cc = mail.cc().len(), "Sending mail.");
+        match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
+            Err(_) => Err(NotifyError::TimedOut {
+                server: self.server.clone(),
+                after: self.send_timeout,
+            }),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Ok(Ok(response)) => {
+                let text = response.message().collect::<Vec<_>>().join(" ");
+                Ok(Receipt::new(format!("{} {text}", response.code())))
+            }
+        }
+    }
+}
+
+/// Builds an [`SmtpMailer`]; `build()` reports the first problem.
+#[derive(Debug, Clone)]
+pub struct SmtpMailerBuilder {
+    config: SmtpConfig,
+}
+
+impl SmtpMailerBuilder {
+    /// The port (by default the usual one for the TLS mode).
+    pub fn port(mut self, port: u16) -> Self {
+        self.config.port = Some(port);
+        self
+    }
+
+    /// How the connection is protected (default: STARTTLS, required).
+    pub fn tls(mut self, tls: TlsMode) -> Self {
+        self.config.tls = tls;
+        self
+    }
+
+    /// Logs in as `username`.
+    pub fn credentials(mut self, username: impl Into<String>, password: Secret) -> Self {
+        self.config.username = Some(username.into());
+        self.config.password = Some(password);
+        self.config.password_env = None;
+        self
+    }
+
+    /// Logs in as `username` with the password in the environment variable `var`,
+    /// read when the mailer is built.
+    pub fn credentials_from_env(
+        mut self,
+        username: impl Into<String>,
+        var: impl Into<String>,
+    ) -> Self {
+        self.config.username = Some(username.into());
+        self.config.password = None;
+        self.config.password_env = Some(var.into());
+        self
+    }
+
+    /// Bounds the TCP connection (default 10 s).
+    pub fn connect_timeout(mut self, after: Duration) -> Self {
+        self.config.connect_timeout = after;
+        self
+    }
+
+    /// Bounds a whole send: connection, TLS, login and mail (default 60 s).
+    pub fn send_timeout(mut self, after: Duration) -> Self {
+        self.config.send_timeout = after;
+        self
+    }
+
+    /// Checks the settings and builds the mailer.
+    ///
+    /// # Errors
+    /// As [`SmtpMailer::from_config`].
+    pub fn build(self) -> Result<SmtpMailer, NotifyError> {
+        SmtpMailer::from_config(&self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyscaler_core::Classify;
+
+    #[test]
+    fn credentials_never_show_in_debug_output() {
+        let mailer = SmtpMailer::builder("smtp.example.com")
+            .credentials("pyscaler", Secret::new("hunter2"))
+            .build()
+            .expect("valid");
+        let dbg = format!(
+            "{mailer:?} {:?}",
+            SmtpMailer::builder("mx").credentials("u", Secret::new("hunter2"))
+        );
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("pyscaler"), "{dbg}");
+        assert_eq!(
+            mailer.destination(),
+            "smtp://smtp.example.com:587 (STARTTLS)"
+        );
+    }
+
+    #[test]
+    fn a_missing_password_variable_is_named_not_guessed() {
+        let e = SmtpMailer::builder("mx")
+            .credentials_from_env("u", "PYSCALER_TEST_SURELY_UNSET_PASSWORD")
+            .build()
+            .expect_err("unset variable");
+        assert!(matches!(e, NotifyError::InvalidConfig(_)));
+        assert!(
+            e.to_string()
+                .contains("`PYSCALER_TEST_SURELY_UNSET_PASSWORD`"),
+            "{e}"
+        );
+        assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn invalid_settings_fail_at_build_time() {
+        let e = SmtpMailer::builder("mx")
+            .send_timeout(Duration::ZERO)
+            .build()
+            .expect_err("zero timeout");
+        assert!(matches!(e, NotifyError::InvalidConfig(_)), "{e:?}");
+        let e = SmtpMailer::builder("").build().expect_err("empty host");
+        assert!(e.to_string().contains("`host` is empty"), "{e}");
+    }
+
+    #[test]
+    fn the_destination_names_server_and_tls_mode() {
+        let mailer = SmtpMailer::builder("127.0.0.1")
+            .tls(TlsMode::Tls)
+            .port(2465)
+            .build()
+            .expect("valid");
+        assert_eq!(mailer.server(), "127.0.0.1:2465");
+        assert_eq!(mailer.destination(), "smtp://127.0.0.1:2465 (TLS)");
+        let plain = SmtpMailer::builder("::1")
+            .tls(TlsMode::None)
+            .build()
+            .expect("valid");
+        assert_eq!(plain.server(), "[::1]:25");
+    }
+}
