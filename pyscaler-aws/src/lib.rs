@@ -1,1 +1,37 @@
-//! pyscaler-aws (filled by its own issue).
+//! # pyscaler-aws
+//!
+//! EC2 and classic Elastic Load Balancer providers for pyscaler, and the actions
+//! built on them: [`DeployEc2Node`] launches instances and puts them behind the
+//! load balancer (the first two steps of a scale-out), [`RemoveEc2Node`] takes
+//! nodes out and terminates them, and [`discover`] rebuilds a cluster from
+//! EC2's tags.
+//!
+//! Providers are roles with our own types in and out: [`Ec2`] ([`SdkEc2`]) and
+//! [`LoadBalancer`] ([`ClassicElb`]), configured by a [`ClientConfig`]. Their
+//! errors are one type, [`AwsError`], classified once from the API's error
+//! codes ([`kind_of_code`]).
+
+mod client;
+mod deploy;
+mod discover;
+mod ec2;
+mod elb;
+mod error;
+mod node;
+mod profile;
+mod remove;
+mod wait;
+
+pub use client::{ClientConfig, StaticCredentials};
+pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched, Launches};
+pub use discover::{discover, instances_of_run};
+#[cfg(any(test, feature = "mocks"))]
+pub use ec2::MockEc2;
+pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2};
+#[cfg(any(test, feature = "mocks"))]
+pub use elb::MockLoadBalancer;
+pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
+pub use error::{kind_of_code, AwsError};
+pub use node::{TAG_CLUSTER, TAG_RUN, TAG_STEP};
+pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
+pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};

@@ -1,0 +1,387 @@
+//! The `Ec2` provider role, its own types, and `SdkEc2`, its implementation with aws-sdk-ec2.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
+    TagSpecification,
+};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Subjects;
+use crate::{AwsError, ClientConfig};
+
+/// The life-cycle state of an EC2 instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum InstanceState {
+    /// Launched, booting.
+    Pending,
+    /// Running.
+    Running,
+    /// Being terminated.
+    ShuttingDown,
+    /// Gone.
+    Terminated,
+    /// Being stopped.
+    Stopping,
+    /// Stopped.
+    Stopped,
+    /// A state this crate does not know.
+    #[default]
+    Unknown,
+}
+
+impl InstanceState {
+    /// EC2's name of the state (`shutting-down`), as used in filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::ShuttingDown => "shutting-down",
+            Self::Terminated => "terminated",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the instance is on its way out or gone (`shutting-down`, `terminated`).
+    pub fn is_gone(self) -> bool {
+        matches!(self, Self::ShuttingDown | Self::Terminated)
+    }
+
+    fn from_sdk(name: Option<&InstanceStateName>) -> Self {
+        match name {
+            Some(InstanceStateName::Pending) => Self::Pending,
+            Some(InstanceStateName::Running) => Self::Running,
+            Some(InstanceStateName::ShuttingDown) => Self::ShuttingDown,
+            Some(InstanceStateName::Terminated) => Self::Terminated,
+            Some(InstanceStateName::Stopping) => Self::Stopping,
+            Some(InstanceStateName::Stopped) => Self::Stopped,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One EC2 instance, as far as pyscaler cares.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Instance {
+    /// The instance id (`i-0abc...`).
+    pub id: String,
+    /// Its state.
+    pub state: InstanceState,
+    /// Why it is in that state, when EC2 says (`Client.UserInitiatedShutdown`).
+    pub state_reason: Option<String>,
+    /// Its index in the launch that created it (0 for the first).
+    pub launch_index: u32,
+    /// Its private IP address.
+    pub private_ip: Option<String>,
+    /// Its public IP address.
+    pub public_ip: Option<String>,
+    /// Its public DNS name.
+    pub public_dns: Option<String>,
+    /// When it was launched.
+    pub launched_at: Option<DateTime<Utc>>,
+    /// Its tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What to launch, in one RunInstances call.
+#[derive(Clone, PartialEq)]
+pub struct LaunchSpec {
+    /// The image (`ami-...`).
+    pub image_id: String,
+    /// The instance type (`t3.small`).
+    pub instance_type: String,
+    /// The key pair to install.
+    pub key_name: Option<String>,
+    /// Security groups.
+    pub security_group_ids: Vec<String>,
+    /// The subnet.
+    pub subnet_id: Option<String>,
+    /// User data, in plain text: the provider encodes it.
+    pub user_data: Option<String>,
+    /// An IAM instance profile, by name or ARN (`arn:...`).
+    pub iam_instance_profile: Option<String>,
+    /// Tags every instance carries from the moment it exists (TagSpecifications).
+    pub tags: BTreeMap<String, String>,
+    /// The fewest instances EC2 may start (the launch fails if it cannot start as many).
+    pub min_count: u32,
+    /// The most instances to start.
+    pub max_count: u32,
+    /// The idempotency token: the same token never starts a second set of instances.
+    pub client_token: String,
+}
+
+impl fmt::Debug for LaunchSpec {
+    // User data may hold secrets: only its size is shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LaunchSpec")
+            .field("image_id", &self.image_id)
+            .field("instance_type", &self.instance_type)
+            .field("key_name", &self.key_name)
+            .field("security_group_ids", &self.security_group_ids)
+            .field("subnet_id", &self.subnet_id)
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
+            .field("iam_instance_profile", &self.iam_instance_profile)
+            .field("tags", &self.tags)
+            .field("min_count", &self.min_count)
+            .field("max_count", &self.max_count)
+            .field("client_token", &self.client_token)
+            .finish()
+    }
+}
+
+/// The EC2 role: launch, describe, find by tags, terminate.
+///
+/// [`SdkEc2`] implements it against the EC2 API; `MockEc2` (feature `mocks`)
+/// stands in for it in tests.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Ec2: Send + Sync {
+    /// Starts instances as `spec` says, in one call, tagged from the start.
+    ///
+    /// # Errors
+    /// The API's refusal, classified ([`crate::kind_of_code`]); a bad image or
+    /// instance type names the value.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Vec<Instance>, AwsError>;
+
+    /// The instances with these ids.
+    ///
+    /// # Errors
+    /// `InvalidInstanceID.NotFound` (kind `NotFound`) when one is not visible,
+    /// which happens right after a launch.
+    async fn describe(&self, instance_ids: &[String]) -> Result<Vec<Instance>, AwsError>;
+
+    /// The instances carrying all these tags, in any of these states (any state when empty).
+    ///
+    /// # Errors
+    /// The API's refusal, classified.
+    async fn find_by_tags(
+        &self,
+        tags: &[(String, String)],
+        states: &[InstanceState],
+    ) -> Result<Vec<Instance>, AwsError>;
+
+    /// Terminates the instances. Terminating a terminated instance is no error.
+    ///
+    /// # Errors
+    /// The API's refusal, classified.
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), AwsError>;
+}
+
+/// [`Ec2`] on the EC2 API, with aws-sdk-ec2.
+#[derive(Debug, Clone)]
+pub struct SdkEc2 {
+    client: aws_sdk_ec2::Client,
+}
+
+impl SdkEc2 {
+    /// A client configured by `config` (region, endpoint, credentials, SDK retries).
+    pub async fn connect(config: &ClientConfig) -> Self {
+        Self::from_client(aws_sdk_ec2::Client::new(&config.sdk_config().await))
+    }
+
+    pub(crate) fn from_client(client: aws_sdk_ec2::Client) -> Self {
+        Self { client }
+    }
+}
+
+fn instance_from_sdk(i: &aws_sdk_ec2::types::Instance) -> Instance {
+    let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+    Instance {
+        id: i.instance_id().unwrap_or_default().to_owned(),
+        state: InstanceState::from_sdk(i.state().and_then(|s| s.name())),
+        state_reason: i
+            .state_reason()
+            .and_then(|r| r.message().or(r.code()))
+            .map(str::to_owned),
+        launch_index: i
+            .ami_launch_index()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0),
+        private_ip: non_empty(i.private_ip_address()),
+        public_ip: non_empty(i.public_ip_address()),
+        public_dns: non_empty(i.public_dns_name()),
+        launched_at: i
+            .launch_time()
+            .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+            .collect(),
+    }
+}
+
+#[async_trait]
+impl Ec2 for SdkEc2 {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Vec<Instance>, AwsError> {
+        let tags: Vec<Tag> = spec
+            .tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let profile = spec.iam_instance_profile.as_ref().map(|p| {
+            let b = IamInstanceProfileSpecification::builder();
+            if p.starts_with("arn:") {
+                b.arn(p).build()
+            } else {
+                b.name(p).build()
+            }
+        });
+        let out = self
+            .client
+            .run_instances()
+            .image_id(&spec.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(i32::try_from(spec.min_count).unwrap_or(i32::MAX))
+            .max_count(i32::try_from(spec.max_count).unwrap_or(i32::MAX))
+            .client_token(&spec.client_token)
+            .set_key_name(spec.key_name.clone())
+            .set_security_group_ids(
+                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
+            )
+            .set_subnet_id(spec.subnet_id.clone())
+            .set_user_data(
+                spec.user_data
+                    .as_ref()
+                    .map(|u| base64::engine::general_purpose::STANDARD.encode(u)),
+            )
+            .set_iam_instance_profile(profile)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(tags))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "EC2",
+                    "RunInstances",
+                    e,
+                    &Subjects {
+                        image_id: Some(spec.image_id.clone()),
+                        instance_type: Some(spec.instance_type.clone()),
+                        key_name: spec.key_name.clone(),
+                        security_groups: spec.security_group_ids.clone(),
+                        subnet_id: spec.subnet_id.clone(),
+                        ..Subjects::default()
+                    },
+                )
+            })?;
+        let mut instances: Vec<Instance> = out.instances().iter().map(instance_from_sdk).collect();
+        instances.sort_by_key(|i| i.launch_index);
+        Ok(instances)
+    }
+
+    async fn describe(&self, instance_ids: &[String]) -> Result<Vec<Instance>, AwsError> {
+        if instance_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .describe_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "EC2",
+                    "DescribeInstances",
+                    e,
+                    &Subjects {
+                        instance_ids: instance_ids.to_vec(),
+                        ..Subjects::default()
+                    },
+                )
+            })?;
+        Ok(out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(instance_from_sdk)
+            .collect())
+    }
+
+    async fn find_by_tags(
+        &self,
+        tags: &[(String, String)],
+        states: &[InstanceState],
+    ) -> Result<Vec<Instance>, AwsError> {
+        let mut filters: Vec<Filter> = tags
+            .iter()
+            .map(|(k, v)| Filter::builder().name(format!("tag:{k}")).values(v).build())
+            .collect();
+        if !states.is_empty() {
+            filters.push(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(states.iter().map(|s| s.as_str().to_owned()).collect()))
+                    .build(),
+            );
+        }
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                AwsError::from_sdk("EC2", "DescribeInstances", e, &Subjects::default())
+            })?;
+            found.extend(
+                page.reservations()
+                    .iter()
+                    .flat_map(|r| r.instances())
+                    .map(instance_from_sdk),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn terminate(&self, instance_ids: &[String]) -> Result<(), AwsError> {
+        if instance_ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .terminate_instances()
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| {
+                AwsError::from_sdk(
+                    "EC2",
+                    "TerminateInstances",
+                    e,
+                    &Subjects {
+                        instance_ids: instance_ids.to_vec(),
+                        ..Subjects::default()
+                    },
+                )
+            })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! The crate's one error type, and the one place where EC2 and ELB error codes
+//! become core [`ErrorKind`]s.
+
+use std::time::Duration;
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use pyscaler_core::{BoxError, Classify, ErrorKind};
+
+use crate::InstanceState;
+
+/// What went wrong talking to EC2 or the classic Elastic Load Balancer.
+///
+/// Every variant answers [`Classify::kind`]; API errors are classified from
+/// their error code by [`kind_of_code`], the one place codes are mapped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AwsError {
+    /// A profile or builder setting is wrong; nothing was sent to AWS.
+    #[error("invalid {field}: {message}")]
+    InvalidSetting {
+        /// The setting (`image_id`, `count`).
+        field: String,
+        /// What is wrong with it, naming the value.
+        message: String,
+    },
+    /// An EC2 or ELB call failed.
+    #[error("{service} {operation} failed{}: {}{message}",
+        subject.as_ref().map(|s| format!(" for {s}")).unwrap_or_default(),
+        code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
+    Api {
+        /// `EC2` or `ELB`.
+        service: &'static str,
+        /// The API operation (`RunInstances`).
+        operation: &'static str,
+        /// The service's error code (`InvalidAMIID.NotFound`), when it sent one.
+        code: Option<String>,
+        /// The service's message, or what failed on the way.
+        message: String,
+        /// The value the error is about (`image ami-123`), when known.
+        subject: Option<String>,
+        /// The classification, from the code.
+        kind: ErrorKind,
+        /// The SDK's error.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// An instance left the way to `running` (it was stopped or terminated).
+    #[error("instance {instance_id} is {state} instead of running{}",
+        reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    InstanceLost {
+        /// The instance.
+        instance_id: String,
+        /// The state it reached.
+        state: InstanceState,
+        /// EC2's state reason, when it gave one.
+        reason: Option<String>,
+    },
+    /// A bounded wait ran out.
+    #[error("gave up after {} waiting for {what}", humantime_serde::re::humantime::format_duration(*after))]
+    WaitTimedOut {
+        /// What was awaited, naming the instances and what they were still doing.
+        what: String,
+        /// The bound.
+        after: Duration,
+    },
+    /// A running instance lacks the address the profile asks for.
+    #[error("instance {instance_id} has no {wanted} (see the profile's `ssh.via`)")]
+    NoAddress {
+        /// The instance.
+        instance_id: String,
+        /// The kind of address (`public IP`).
+        wanted: &'static str,
+    },
+    /// Removing nodes would take the cluster below its minimum size.
+    #[error("removing {removing} node(s) from cluster {cluster} of {size} would go below its minimum of {minimum}")]
+    BelowMinimum {
+        /// The cluster.
+        cluster: String,
+        /// Its size now.
+        size: usize,
+        /// How many nodes were to be removed.
+        removing: usize,
+        /// The minimum.
+        minimum: usize,
+    },
+}
+
+impl AwsError {
+    /// A setting error.
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidSetting {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The service's error code, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an API error with this code.
+    pub(crate) fn has_code(&self, wanted: &str) -> bool {
+        self.code() == Some(wanted)
+    }
+
+    /// Classifies an SDK error of `service`'s `operation`; `subjects` name the
+    /// values the call was about, so the message can say which one was refused.
+    pub(crate) fn from_sdk<E>(
+        service: &'static str,
+        operation: &'static str,
+        err: SdkError<E, HttpResponse>,
+        subjects: &Subjects,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let code = err.code().map(str::to_owned);
+        let (kind, message) = match &err {
+            SdkError::ServiceError(ctx) => {
+                let status = ctx.raw().status().as_u16();
+                let kind = match code.as_deref() {
+                    Some(c) => kind_of_code(c),
+                    None if status >= 500 => ErrorKind::Transient,
+                    None => ErrorKind::Unexpected,
+                };
+                // Codes we do not know, on a 5xx answer, are the service's fault.
+                let kind = if kind == ErrorKind::Unexpected && status >= 500 {
+                    ErrorKind::Transient
+                } else {
+                    kind
+                };
+                let message = err
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("HTTP status {status}"));
+                (kind, message)
+            }
+            // No answer in time, or no connection: a passing fault. Only calls that are
+            // safe to repeat (reads, or RunInstances with its ClientToken) are retried.
+            SdkError::TimeoutError(_) => (ErrorKind::Transient, "no answer in time".to_owned()),
+            SdkError::DispatchFailure(_) => (
+                ErrorKind::Transient,
+                "could not send the request".to_owned(),
+            ),
+            SdkError::ResponseError(_) => {
+                (ErrorKind::Transient, "could not read the answer".to_owned())
+            }
+            SdkError::ConstructionFailure(_) => (
+                ErrorKind::InvalidInput,
+                "could not build the request".to_owned(),
+            ),
+            _ => (ErrorKind::Unexpected, "unexpected SDK error".to_owned()),
+        };
+        let subject = code.as_deref().and_then(|c| subjects.for_code(c));
+        Self::Api {
+            service,
+            operation,
+            code,
+            message,
+            subject,
+            kind,
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+/// The values a call was about, so an error can name the one that was refused.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Subjects {
+    pub(crate) image_id: Option<String>,
+    pub(crate) instance_type: Option<String>,
+    pub(crate) key_name: Option<String>,
+    pub(crate) security_groups: Vec<String>,
+    pub(crate) subnet_id: Option<String>,
+    pub(crate) load_balancer: Option<String>,
+    pub(crate) instance_ids: Vec<String>,
+}
+
+impl Subjects {
+    fn for_code(&self, code: &str) -> Option<String> {
+        let one = |what: &str, v: &Option<String>| v.as_ref().map(|v| format!("{what} {v}"));
+        let many =
+            |what: &str, v: &[String]| (!v.is_empty()).then(|| format!("{what} {}", v.join(", ")));
+        if code.starts_with("InvalidAMIID") {
+            one("image", &self.image_id)
+        } else if code.starts_with("InvalidInstanceType") {
+            one("instance type", &self.instance_type)
+        } else if code.starts_with("InvalidKeyPair") {
+            one("key pair", &self.key_name)
+        } else if code.starts_with("InvalidGroup") {
+            many("security group(s)", &self.security_groups)
+        } else if code.starts_with("InvalidSubnet") {
+            one("subnet", &self.subnet_id)
+        } else if code == "LoadBalancerNotFound" {
+            one("load balancer", &self.load_balancer)
+        } else if code.starts_with("InvalidInstance") {
+            many("instance(s)", &self.instance_ids)
+        } else {
+            None
+        }
+    }
+}
+
+/// The kind of an EC2 or ELB error code. The one place codes are mapped.
+///
+/// EC2 errors reach the Rust SDK as unhandled variants, so the code is read from
+/// the error metadata; the classic ELB's wire codes (`LoadBalancerNotFound`)
+/// differ from its Rust variant names (`AccessPointNotFoundException`), and it
+/// is the wire code that is matched here.
+pub fn kind_of_code(code: &str) -> ErrorKind {
+    match code {
+        // EC2 `RequestLimitExceeded`: the account's API rate limit. ELB and the
+        // SDK say `Throttling` / `ThrottlingException`.
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled,
+        // EC2 `InsufficientInstanceCapacity`: no capacity for this type in this zone now.
+        // `Unavailable` / `ServiceUnavailable`: the service is overloaded.
+        // `InternalError` / `InternalFailure`: the service failed.
+        "InsufficientInstanceCapacity"
+        | "Unavailable"
+        | "ServiceUnavailable"
+        | "InternalError"
+        | "InternalFailure" => ErrorKind::Transient,
+        // EC2 `InvalidAMIID.NotFound` / `.Malformed` / `.Unavailable`: a bad image id.
+        c if c.starts_with("InvalidAMIID.") => ErrorKind::InvalidInput,
+        // EC2 `InvalidInstanceType` (and moto's `InvalidInstanceType.NotFound`).
+        c if c.starts_with("InvalidInstanceType") => ErrorKind::InvalidInput,
+        // EC2 `InvalidParameterValue` / `InvalidParameterCombination` / `MissingParameter`:
+        // the request itself is wrong.
+        "InvalidParameterValue" | "InvalidParameterCombination" | "MissingParameter" => {
+            ErrorKind::InvalidInput
+        }
+        // EC2 `InvalidKeyPair.NotFound`, `InvalidGroup.NotFound`, `InvalidSubnetID.NotFound`:
+        // the profile names something that does not exist.
+        "InvalidKeyPair.NotFound" | "InvalidGroup.NotFound" | "InvalidSubnetID.NotFound" => {
+            ErrorKind::InvalidInput
+        }
+        // ELB `LoadBalancerNotFound` (Rust variant `AccessPointNotFoundException`): the
+        // profile's load balancer does not exist. Bad input, never retried.
+        "LoadBalancerNotFound" => ErrorKind::InvalidInput,
+        // ELB `InvalidInstance` (Rust variant `InvalidEndPointException`): the instance
+        // cannot be registered (not running, other VPC).
+        "InvalidInstance" => ErrorKind::InvalidInput,
+        // EC2 `InvalidInstanceID.NotFound`: not visible (yet: EC2 is eventually
+        // consistent right after a launch) or long gone.
+        "InvalidInstanceID.NotFound" => ErrorKind::NotFound,
+        // EC2 `InvalidInstanceID.Malformed`.
+        "InvalidInstanceID.Malformed" => ErrorKind::InvalidInput,
+        // EC2 `UnauthorizedOperation`, `AuthFailure`; `InvalidClientTokenId`,
+        // `SignatureDoesNotMatch`, `AccessDenied`: credentials refused or too weak.
+        "UnauthorizedOperation"
+        | "AuthFailure"
+        | "InvalidClientTokenId"
+        | "SignatureDoesNotMatch"
+        | "AccessDenied" => ErrorKind::PermissionDenied,
+        // EC2 `IdempotentParameterMismatch`: the ClientToken was used before with other
+        // parameters (a retried launch asking for something else).
+        "IdempotentParameterMismatch" => ErrorKind::Conflict,
+        _ => ErrorKind::Unexpected,
+    }
+}
+
+impl Classify for AwsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidSetting { .. } | Self::BelowMinimum { .. } => ErrorKind::InvalidInput,
+            Self::Api { kind, .. } => *kind,
+            // Retrying with the same ClientToken would return the same lost instances.
+            Self::InstanceLost { .. } | Self::NoAddress { .. } => ErrorKind::Unexpected,
+            Self::WaitTimedOut { .. } => ErrorKind::Timeout,
+        }
+    }
+}
+
+impl From<AwsError> for pyscaler_core::Error {
+    fn from(e: AwsError) -> Self {
+        pyscaler_core::Error::provider(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_the_kinds_the_issue_names() {
+        let cases = [
+            ("RequestLimitExceeded", ErrorKind::Throttled, true),
+            ("Throttling", ErrorKind::Throttled, true),
+            ("InsufficientInstanceCapacity", ErrorKind::Transient, true),
+            ("Unavailable", ErrorKind::Transient, true),
+            ("InternalError", ErrorKind::Transient, true),
+            ("InvalidAMIID.NotFound", ErrorKind::InvalidInput, false),
+            ("InvalidAMIID.Malformed", ErrorKind::InvalidInput, false),
+            ("InvalidInstanceType", ErrorKind::InvalidInput, false),
+            ("InvalidParameterValue", ErrorKind::InvalidInput, false),
+            ("InvalidKeyPair.NotFound", ErrorKind::InvalidInput, false),
+            ("InvalidGroup.NotFound", ErrorKind::InvalidInput, false),
+            ("LoadBalancerNotFound", ErrorKind::InvalidInput, false),
+            ("UnauthorizedOperation", ErrorKind::PermissionDenied, false),
+            ("AuthFailure", ErrorKind::PermissionDenied, false),
+            ("IdempotentParameterMismatch", ErrorKind::Conflict, false),
+            ("InvalidInstanceID.NotFound", ErrorKind::NotFound, false),
+            ("SomethingNew", ErrorKind::Unexpected, false),
+        ];
+        for (code, kind, retryable) in cases {
+            assert_eq!(kind_of_code(code), kind, "{code}");
+            assert_eq!(kind.is_retryable_by_default(), retryable, "{code}");
+        }
+    }
+
+    #[test]
+    fn core_errors_keep_the_classification_and_the_message() {
+        let e = AwsError::Api {
+            service: "EC2",
+            operation: "RunInstances",
+            code: Some("InvalidAMIID.NotFound".into()),
+            message: "The image id '[ami-bad]' does not exist".into(),
+            subject: Some("image ami-bad".into()),
+            kind: ErrorKind::InvalidInput,
+            source: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "EC2 RunInstances failed for image ami-bad: InvalidAMIID.NotFound: The image id '[ami-bad]' does not exist"
+        );
+        let core: pyscaler_core::Error = e.into();
+        assert_eq!(core.kind(), ErrorKind::InvalidInput);
+        assert!(!core.is_retryable());
+    }
+
+    #[test]
+    fn timeouts_are_retryable_and_lost_instances_are_not() {
+        let t = AwsError::WaitTimedOut {
+            what: "i-1 to run".into(),
+            after: Duration::from_secs(300),
+        };
+        assert!(t.is_retryable());
+        assert_eq!(t.to_string(), "gave up after 5m waiting for i-1 to run");
+        let lost = AwsError::InstanceLost {
+            instance_id: "i-1".into(),
+            state: InstanceState::Terminated,
+            reason: Some("Server.InternalError".into()),
+        };
+        assert!(!lost.is_retryable());
+    }
+}
