@@ -41,6 +41,7 @@ mod cluster;
 mod context;
 mod error;
 mod events;
+mod journal;
 mod pipeline;
 mod report;
 mod retry;
@@ -57,6 +58,9 @@ pub use cluster::{Cluster, Node, NodeAddress, NodeState, RunId};
 pub use context::{Context, Outputs, TriggerInfo};
 pub use error::{BoxError, Classify, Error, ErrorKind, ProviderError, Result};
 pub use events::Event;
+pub use journal::{
+    recover, replay, FileJournal, Journal, JournalEntry, Recovery, RunCleanup, RunRecord, RunState,
+};
 pub use pipeline::{FailurePolicy, Pipeline, PipelineBuilder, Plan, PlannedStep, Step};
 pub use report::{
     ErrorReport, NodeOutcome, NodeSummary, RunReport, RunStatus, StepReport, StepStatus,

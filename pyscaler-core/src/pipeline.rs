@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +11,7 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::action::{Retry, Timeout};
 use crate::context::StepScope;
+use crate::journal::{Journal, JournalEntry};
 use crate::report::{ErrorReport, NodeSummary, StepReport, StepStatus, UndoOutcome};
 use crate::{Action, Context, Error, Event, Result, RetryPolicy, RunReport, RunStatus, Target};
 
@@ -114,6 +116,7 @@ pub struct PipelineBuilder {
     name: String,
     steps: Vec<Step>,
     finally: Vec<Step>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl PipelineBuilder {
@@ -128,6 +131,14 @@ impl PipelineBuilder {
     /// [`Context::report`], and is never undone.
     pub fn finally(mut self, step: Step) -> Self {
         self.finally.push(step);
+        self
+    }
+
+    /// Writes every run and step down in `journal` before its side effect
+    /// starts and after it ends, so [`recover`](crate::recover) can clean up
+    /// after a controller that died.
+    pub fn journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = Some(journal);
         self
     }
 
@@ -177,6 +188,7 @@ impl PipelineBuilder {
             steps: self.steps.into_iter().map(Step::into_executor).collect(),
             finally: self.finally.into_iter().map(Step::into_executor).collect(),
             events,
+            journal: self.journal,
         })
     }
 }
@@ -210,6 +222,7 @@ pub struct Pipeline {
     steps: Vec<Step>,
     finally: Vec<Step>,
     events: broadcast::Sender<Event>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl fmt::Debug for Pipeline {
@@ -235,6 +248,7 @@ impl Pipeline {
             name: name.into(),
             steps: Vec::new(),
             finally: Vec::new(),
+            journal: None,
         }
     }
 
@@ -330,17 +344,34 @@ impl Pipeline {
 
         let mut started = Vec::new();
         let mut failure: Option<(usize, Error)> = None;
+        let journaled = self
+            .record(JournalEntry::RunStarted {
+                run_id: ctx.run_id().clone(),
+                pipeline: self.name.clone(),
+                cluster: ctx.cluster().name().to_owned(),
+                trigger: ctx.trigger().clone(),
+                at: chrono::Utc::now(),
+            })
+            .await;
+        if let Err(e) = journaled {
+            report.steps[0].status = StepStatus::Failed;
+            report.steps[0].error = Some(ErrorReport::from(&e));
+            failure = Some((0, e));
+        }
         let mut undo = false;
         let mut cancelled = false;
         let mut continued_past_failure = false;
         for (i, step) in self.steps.iter().enumerate() {
+            if failure.is_some() {
+                break;
+            }
             if ctx.is_cancelled() {
                 info!(step = %step.name, "Run cancelled; not starting further steps.");
                 cancelled = true;
                 undo = true;
                 break;
             }
-            let (result, step_report) = run_step(step, ctx).await;
+            let (result, step_report) = self.run_journaled_step(step, ctx).await;
             report.steps[i] = step_report;
             started.push(i);
             let Err(e) = result else { continue };
@@ -374,6 +405,15 @@ impl Pipeline {
         if undo {
             for &i in started.iter().rev() {
                 let outcome = compensate_step(&self.steps[i], ctx).await;
+                let undone = JournalEntry::StepUndone {
+                    run_id: ctx.run_id().clone(),
+                    step: outcome.step.clone(),
+                    succeeded: outcome.succeeded,
+                    at: chrono::Utc::now(),
+                };
+                if let Err(e) = self.record(undone).await {
+                    error!(error = %e, "Could not write the undo to the journal.");
+                }
                 let s = &mut report.steps[i];
                 if s.status == StepStatus::Succeeded {
                     s.status = StepStatus::Compensated;
@@ -420,6 +460,15 @@ impl Pipeline {
             }
         }
         report.ended_at = Some(chrono::Utc::now());
+        let finished = JournalEntry::RunFinished {
+            run_id: report.run_id.clone(),
+            status: report.status,
+            new_nodes: ctx.new_nodes().to_vec(),
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.record(finished).await {
+            error!(error = %e, "Could not write the end of the run to the journal; recovery will treat it as unfinished.");
+        }
         ctx.report = Some(report.clone());
         info!(status = %report.status, "Run finished.");
         ctx.emit(Event::RunFinished {
@@ -428,6 +477,49 @@ impl Pipeline {
             report: Box::new(report.clone()),
         });
         report
+    }
+}
+
+impl Pipeline {
+    async fn record(&self, entry: JournalEntry) -> Result<()> {
+        match &self.journal {
+            Some(journal) => journal.append(entry).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a step between its two journal entries. A step whose intent could
+    /// not be written does not start; a step whose end could not be written
+    /// counts as failed, so what it did is undone rather than unrecorded.
+    async fn run_journaled_step(&self, step: &Step, ctx: &mut Context) -> (Result<()>, StepReport) {
+        let intent = JournalEntry::StepStarted {
+            run_id: ctx.run_id().clone(),
+            step: step.name.clone(),
+            intent: step.action.describe().summary,
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.record(intent).await {
+            let mut report = StepReport::pending(&step.name, step.target);
+            report.status = StepStatus::Failed;
+            report.error = Some(ErrorReport::from(&e));
+            return (Err(e), report);
+        }
+        let (mut result, mut report) = run_step(step, ctx).await;
+        let end = JournalEntry::StepFinished {
+            run_id: ctx.run_id().clone(),
+            step: step.name.clone(),
+            status: report.status,
+            new_nodes: ctx.new_nodes().to_vec(),
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.record(end).await {
+            if result.is_ok() {
+                report.status = StepStatus::Failed;
+                report.error = Some(ErrorReport::from(&e));
+                result = Err(e);
+            }
+        }
+        (result, report)
     }
 }
 

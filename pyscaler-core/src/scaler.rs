@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::journal::{recover, Journal, RunCleanup};
 use crate::trigger::ClusterView;
 use crate::{
     Cluster, Context, Error, Event, Fire, Pipeline, Result, RunReport, Trigger, TriggerInfo,
@@ -59,6 +60,7 @@ struct Binding {
 
 /// Builds a [`Scaler`].
 pub struct ScalerBuilder {
+    recovery: Option<(Arc<dyn Journal>, Arc<dyn RunCleanup>)>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     min_nodes: usize,
@@ -115,6 +117,13 @@ impl ScalerBuilder {
         self
     }
 
+    /// Before watching triggers, cleans up the runs `journal` shows as never
+    /// finished (a controller that died mid-run) with `cleanup`.
+    pub fn recover_with(mut self, journal: Arc<dyn Journal>, cleanup: Arc<dyn RunCleanup>) -> Self {
+        self.recovery = Some((journal, cleanup));
+        self
+    }
+
     /// Checks and builds.
     ///
     /// # Errors
@@ -133,6 +142,7 @@ impl ScalerBuilder {
         }
         let (events, _) = broadcast::channel(1024);
         Ok(Scaler {
+            recovery: self.recovery,
             cluster: self.cluster,
             bindings: self.bindings,
             min_nodes: self.min_nodes,
@@ -153,6 +163,7 @@ impl ScalerBuilder {
 /// Cancelling the token given to [`run`](Self::run) stops the loop; a run in
 /// progress finishes its current step and is undone, never dropped mid-step.
 pub struct Scaler {
+    recovery: Option<(Arc<dyn Journal>, Arc<dyn RunCleanup>)>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     min_nodes: usize,
@@ -177,6 +188,7 @@ impl Scaler {
     /// Starts building a scaler for `cluster`.
     pub fn builder(cluster: Cluster) -> ScalerBuilder {
         ScalerBuilder {
+            recovery: None,
             cluster,
             bindings: Vec::new(),
             min_nodes: 1,
@@ -204,6 +216,25 @@ impl Scaler {
     }
 
     async fn run_inner(&mut self, shutdown: CancellationToken) -> Vec<ScalerOutcome> {
+        if let Some((journal, cleanup)) = &self.recovery {
+            match recover(journal.as_ref(), cleanup.as_ref()).await {
+                Ok(recovered) => {
+                    for r in recovered {
+                        match &r.error {
+                            None => {
+                                info!(run_id = %r.run_id, undone = ?r.undone, "Recovered an unfinished run.")
+                            }
+                            Some(e) => {
+                                warn!(run_id = %r.run_id, error = %e, "Could not recover an unfinished run; will try again at the next start.")
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "Could not read the journal to recover unfinished runs.")
+                }
+            }
+        }
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
         let (fire_tx, mut fires) = mpsc::channel::<(usize, Fire)>(64);
         let mut tasks = tokio::task::JoinSet::new();

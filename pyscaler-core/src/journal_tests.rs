@@ -1,0 +1,239 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex as StdMutex;
+
+use super::*;
+use crate::test_support::{Log, Probe};
+use crate::{ActionExt, Cluster, Context, Pipeline, Target};
+
+fn pipeline(log: &Log, journal: Arc<dyn Journal>, fail_puppet: bool) -> Pipeline {
+    Pipeline::builder("scale-out")
+        .journal(journal)
+        .step(Probe::new("deploy", log).creating(2).on(Target::None))
+        .step(
+            Probe::new("puppet", log)
+                .failing(u32::from(fail_puppet), ErrorKind::RemoteCommandFailed)
+                .on(Target::NewNodes),
+        )
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_is_written_down_step_by_step_with_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let log = Log::default();
+    let report = pipeline(&log, journal.clone(), false)
+        .run(&mut Context::new(Cluster::new("web")))
+        .await;
+    assert!(report.is_success());
+
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run.run_id, report.run_id);
+    assert_eq!(run.state, RunState::Finished(RunStatus::Succeeded));
+    assert!(run.succeeded());
+    assert_eq!(run.new_nodes.len(), 2);
+    assert_eq!(
+        run.steps,
+        [
+            ("deploy".to_string(), Some(StepStatus::Succeeded)),
+            ("puppet".to_string(), Some(StepStatus::Succeeded))
+        ]
+    );
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
+
+    // Each entry is one JSON line; the intent names what the step was about to do.
+    let text = std::fs::read_to_string(journal.path()).unwrap();
+    assert_eq!(text.lines().count(), 6);
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .contains(r#""intent":["probe deploy"]"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_run_is_journaled_as_failed_and_compensated() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let log = Log::default();
+    let report = pipeline(&log, journal.clone(), true)
+        .run(&mut Context::new(Cluster::new("web")))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let run = &journal.runs().await.unwrap()[0];
+    assert_eq!(run.state, RunState::Finished(RunStatus::Failed));
+    assert!(
+        run.new_nodes.is_empty(),
+        "the undo took the nodes back: {:?}",
+        run.new_nodes
+    );
+    assert_eq!(
+        run.steps[0],
+        ("deploy".to_string(), Some(StepStatus::Compensated))
+    );
+}
+
+#[test]
+fn a_second_controller_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = FileJournal::open(dir.path(), "web").unwrap();
+    let err = FileJournal::open(dir.path(), "web").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        err.to_string()
+            .contains("another controller is running cluster `web`"),
+        "{err}"
+    );
+    // Another cluster has its own journal and lock.
+    assert!(FileJournal::open(dir.path(), "api").is_ok());
+    drop(_first);
+    assert!(FileJournal::open(dir.path(), "web").is_ok());
+}
+
+#[test]
+fn a_cluster_name_that_is_a_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        FileJournal::open(dir.path(), "../etc").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+}
+
+/// Records what it was asked to clean up; fails the first `failures` times.
+#[derive(Default)]
+struct Cleaner {
+    seen: StdMutex<Vec<RunId>>,
+    failures: AtomicUsize,
+}
+
+#[async_trait]
+impl RunCleanup for Cleaner {
+    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
+        self.seen.lock().unwrap().push(run.run_id.clone());
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::other(ErrorKind::Transient, "EC2 unavailable"));
+        }
+        Ok(run
+            .new_nodes
+            .iter()
+            .map(|n| format!("terminated {}", n.id))
+            .collect())
+    }
+}
+
+#[tokio::test]
+async fn recover_cleans_up_runs_that_never_finished_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), "web").unwrap();
+    let now = Utc::now();
+    let crashed = RunId::new("run-crashed");
+    for entry in [
+        JournalEntry::RunStarted {
+            run_id: crashed.clone(),
+            pipeline: "scale-out".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::default(),
+            at: now,
+        },
+        JournalEntry::StepStarted {
+            run_id: crashed.clone(),
+            step: "deploy".into(),
+            intent: vec![],
+            at: now,
+        },
+        JournalEntry::StepFinished {
+            run_id: crashed.clone(),
+            step: "deploy".into(),
+            status: StepStatus::Succeeded,
+            new_nodes: vec![Node::new("i-1", "web-01")],
+            at: now,
+        },
+        JournalEntry::StepStarted {
+            run_id: crashed.clone(),
+            step: "puppet".into(),
+            intent: vec![],
+            at: now,
+        },
+    ] {
+        journal.append(entry).await.unwrap();
+    }
+    // The controller dies mid-write: a half line is left. A new controller
+    // opens the journal; the cut line is skipped, not fatal.
+    let path = journal.path().to_path_buf();
+    drop(journal);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"entry\":\"step_fini"))
+        .unwrap();
+    let journal = FileJournal::open(dir.path(), "web").unwrap();
+
+    let unfinished = journal.unfinished_runs().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].interrupted_step(), Some("puppet"));
+
+    let cleaner = Cleaner {
+        failures: AtomicUsize::new(1),
+        ..Cleaner::default()
+    };
+    let first = recover(&journal, &cleaner).await.unwrap();
+    assert_eq!(first[0].error.as_deref(), Some("EC2 unavailable"));
+    assert_eq!(
+        journal.unfinished_runs().await.unwrap().len(),
+        1,
+        "a failed clean-up is tried again"
+    );
+
+    let second = recover(&journal, &cleaner).await.unwrap();
+    assert_eq!(second[0].undone, ["terminated i-1"]);
+    assert_eq!(second[0].interrupted_step.as_deref(), Some("puppet"));
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
+    assert!(recover(&journal, &cleaner).await.unwrap().is_empty());
+    assert_eq!(cleaner.seen.lock().unwrap().len(), 2);
+    assert_eq!(
+        journal.runs().await.unwrap()[0].state,
+        RunState::Recovered { succeeded: true }
+    );
+}
+
+/// A journal that refuses every write.
+#[derive(Debug)]
+struct FullDisk;
+
+#[async_trait]
+impl Journal for FullDisk {
+    async fn append(&self, _entry: JournalEntry) -> Result<()> {
+        Err(Error::other(
+            ErrorKind::Unexpected,
+            "No space left on device",
+        ))
+    }
+    async fn runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test]
+async fn no_step_starts_when_its_intent_cannot_be_written() {
+    let log = Log::default();
+    let report = pipeline(&log, Arc::new(FullDisk), false)
+        .run(&mut Context::new(Cluster::new("web")))
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(
+        log.entries().iter().all(|e| !e.starts_with("run")),
+        "{:?}",
+        log.entries()
+    );
+    assert!(report
+        .error
+        .unwrap()
+        .message
+        .contains("No space left on device"));
+}
