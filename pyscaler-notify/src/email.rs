@@ -400,6 +400,11 @@ mod tests {
             body.contains("Trigger:  cpu-high (avg load 3.2 > 2 for 5m)\n"),
             "{body}"
         );
+        let started = report
+            .started_at
+            .format("%Y-%m-%d %H:%M:%S UTC")
+            .to_string();
+        assert!(body.contains(&format!("Started:  {started}\n")), "{body}");
         assert!(
             body.contains(
                 "Nodes added:\n  - web-03 i-0aaa at 10.0.0.3\n  - web-04 i-0bbb at 10.0.0.4:2222\n"

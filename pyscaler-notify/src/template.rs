@@ -99,7 +99,7 @@ Nodes removed:
 /// A subject and a body template, in minijinja's syntax (Jinja2's).
 ///
 /// They see the run report's fields: `run_id`, `pipeline`, `cluster`,
-/// `trigger.name`, `trigger.reason`, `started_at`, `status` (in words:
+/// `trigger.name`, `trigger.reason`, `started_at` (`2026-11-27 23:31:48 UTC`), `status` (in words:
 /// `succeeded`, `failed`, `completed with failures`, `cancelled`), `steps` and
 /// `finally` (each with `name`, `target`, `status`, `attempts`, `duration`,
 /// `nodes`, `error`, `undo`), `nodes_added` and `nodes_removed` (each with
@@ -241,6 +241,7 @@ pub(crate) fn run_values(report: &RunReport, vars: &BTreeMap<String, String>) ->
         Value::from_serialize(&report),
         context! {
             status => report.status.to_string(),
+            started_at => report.started_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
             failed_step => failed_step,
             succeeded => report.is_success(),
             vars => vars,

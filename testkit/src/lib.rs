@@ -132,3 +132,4 @@ impl Drop for ServiceProcess {
         self.stop();
     }
 }
+pub mod smtp;
