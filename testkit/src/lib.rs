@@ -132,4 +132,5 @@ impl Drop for ServiceProcess {
         self.stop();
     }
 }
+pub mod sshd;
 pub mod smtp;

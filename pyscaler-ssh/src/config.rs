@@ -1,0 +1,242 @@
+//! How to reach nodes over SSH: user, port, credentials, host keys, timeouts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::SshError;
+
+/// How the server's host key is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum HostKeyPolicy {
+    /// Verify against the `known_hosts` file; an unknown host or a changed
+    /// key is refused (the default).
+    #[default]
+    Strict,
+    /// Trust a host seen for the first time and record its key in the
+    /// `known_hosts` file (OpenSSH's `accept-new`); a later change is refused.
+    AcceptNew,
+    /// Accept any key without checking. Only for throw-away test networks: it
+    /// lets anyone on the path read and change everything.
+    InsecureAcceptAny,
+}
+
+/// How to authenticate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "method")]
+#[non_exhaustive]
+pub enum SshAuth {
+    /// A private key file without passphrase (ed25519, ECDSA, or RSA signed with SHA-2).
+    KeyFile {
+        /// The private key's path.
+        path: PathBuf,
+    },
+    /// The keys of the running SSH agent (`SSH_AUTH_SOCK`).
+    Agent,
+}
+
+/// How to reach the nodes of a cluster over SSH.
+///
+/// A node's own [`ssh_user`](pyscaler_core::Node::ssh_user) and address port
+/// take precedence over `user` and `port`.
+///
+/// ```
+/// # use pyscaler_ssh::{HostKeyPolicy, SshAuth, SshConfig};
+/// let config: SshConfig = toml::from_str(r#"
+///     user = "admin"
+///     auth = { method = "key-file", path = "/home/ops/.ssh/id_ed25519" }
+///     host_keys = "accept-new"
+///     connect_timeout = "5s"
+///     command_timeout = "10m"
+/// "#).unwrap();
+/// assert_eq!(config.host_keys, HostKeyPolicy::AcceptNew);
+/// assert_eq!(config.port, 22);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// The login user when the node names none.
+    pub user: String,
+    /// The port when the node's address names none.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The credentials.
+    #[serde(default = "default_auth")]
+    pub auth: SshAuth,
+    /// How host keys are checked.
+    #[serde(default)]
+    pub host_keys: HostKeyPolicy,
+    /// The `known_hosts` file (default `~/.ssh/known_hosts`).
+    #[serde(default = "default_known_hosts")]
+    pub known_hosts: PathBuf,
+    /// Bound on the TCP connection and the SSH handshake.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Bound on authentication.
+    #[serde(default = "default_auth_timeout", with = "humantime_serde")]
+    pub auth_timeout: Duration,
+    /// Bound on one command, unless the command sets its own.
+    #[serde(default = "default_command_timeout", with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// How many bytes of a command's stdout (and, separately, stderr) are
+    /// kept; beyond it the output is cut and marked as truncated.
+    #[serde(default = "default_output_cap")]
+    pub output_cap: usize,
+}
+
+fn default_port() -> u16 {
+    22
+}
+fn default_auth() -> SshAuth {
+    SshAuth::Agent
+}
+fn default_known_hosts() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".ssh")
+        .join("known_hosts")
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_auth_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_output_cap() -> usize {
+    1024 * 1024
+}
+
+impl SshConfig {
+    /// A configuration for `user`, with the agent, strict host keys and default timeouts.
+    pub fn new(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            port: default_port(),
+            auth: default_auth(),
+            host_keys: HostKeyPolicy::default(),
+            known_hosts: default_known_hosts(),
+            connect_timeout: default_connect_timeout(),
+            auth_timeout: default_auth_timeout(),
+            command_timeout: default_command_timeout(),
+            output_cap: default_output_cap(),
+        }
+    }
+
+    /// Authenticates with this private key file.
+    pub fn with_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.auth = SshAuth::KeyFile { path: path.into() };
+        self
+    }
+
+    /// Authenticates with the SSH agent.
+    pub fn with_agent(mut self) -> Self {
+        self.auth = SshAuth::Agent;
+        self
+    }
+
+    /// Sets the default port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets the host-key policy.
+    pub fn with_host_keys(mut self, policy: HostKeyPolicy) -> Self {
+        self.host_keys = policy;
+        self
+    }
+
+    /// Uses this `known_hosts` file.
+    pub fn with_known_hosts(mut self, path: impl Into<PathBuf>) -> Self {
+        self.known_hosts = path.into();
+        self
+    }
+
+    /// Sets the connect (TCP and handshake) timeout.
+    pub fn with_connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+
+    /// Sets the authentication timeout.
+    pub fn with_auth_timeout(mut self, d: Duration) -> Self {
+        self.auth_timeout = d;
+        self
+    }
+
+    /// Sets the default per-command timeout.
+    pub fn with_command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = d;
+        self
+    }
+
+    /// Sets the output cap (bytes kept of stdout, and of stderr).
+    pub fn with_output_cap(mut self, bytes: usize) -> Self {
+        self.output_cap = bytes;
+        self
+    }
+
+    /// Checks the configuration before anything connects.
+    ///
+    /// # Errors
+    /// [`SshError::InvalidInput`] for an empty user, a zero timeout or a key
+    /// file that does not exist.
+    pub fn validate(&self) -> Result<(), SshError> {
+        if self.user.trim().is_empty() {
+            return Err(SshError::InvalidInput("the SSH user is empty".into()));
+        }
+        for (name, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("auth_timeout", self.auth_timeout),
+            ("command_timeout", self.command_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(SshError::InvalidInput(format!("{name} must not be zero")));
+            }
+        }
+        if let SshAuth::KeyFile { path } = &self.auth {
+            if !path.is_file() {
+                return Err(SshError::InvalidInput(format!(
+                    "the private key file {} does not exist",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_reports_a_missing_key_file_and_zero_timeouts() {
+        let c = SshConfig::new("admin").with_key_file("/nonexistent/key");
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/key"));
+        let c = SshConfig::new("admin").with_command_timeout(Duration::ZERO);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("command_timeout"));
+        assert!(SshConfig::new("admin").validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<SshConfig, _> = toml::from_str("user = \"a\"\nhost_key = \"strict\"\n");
+        assert!(r.is_err());
+    }
+}

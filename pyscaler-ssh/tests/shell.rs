@@ -1,0 +1,369 @@
+//! `Ssh2Shell` against a real OpenSSH sshd started by the testkit.
+
+use std::time::{Duration, Instant};
+
+use pyscaler_core::{ErrorKind, Node, NodeAddress};
+use pyscaler_ssh::{HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError};
+use pyscaler_testkit::sshd::{generate_key, Sshd};
+
+fn node(sshd: &Sshd, id: &str) -> Node {
+    Node::new(id, format!("web-{id}"))
+        .with_address(NodeAddress::new("127.0.0.1").with_port(sshd.port()))
+        .with_ssh_user(sshd.user())
+}
+
+/// A config trusting `sshd`'s ed25519 host key, in a fresh known_hosts file.
+fn trusted(sshd: &Sshd, dir: &tempfile::TempDir) -> SshConfig {
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, sshd.known_hosts_line("ssh-ed25519")).expect("write known_hosts");
+    SshConfig::new(sshd.user())
+        .with_key_file(sshd.client_key())
+        .with_known_hosts(known)
+        .with_connect_timeout(Duration::from_secs(10))
+        .with_command_timeout(Duration::from_secs(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_returns_stdout_stderr_exit_code_and_signal() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let n = node(&sshd, "1");
+
+    let out = shell
+        .exec(&n, &RemoteCommand::new("echo out; echo err >&2; exit 3"))
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout, "out\n");
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(out.exit_code, Some(3));
+    assert!(!out.success());
+
+    let out = shell
+        .exec(&n, &RemoteCommand::new("kill -TERM $$"))
+        .await
+        .expect("exec");
+    assert_eq!(out.signal.as_deref(), Some("TERM"));
+    assert_eq!(out.exit_code, None);
+
+    // An argument and an environment value cannot inject a command.
+    let evil = "x'; touch /tmp/pwned-$$; echo '";
+    let out = shell
+        .exec(
+            &n,
+            &RemoteCommand::program("printf", ["%s|%s", evil, "$HOME"])
+                .expect("quote")
+                .env("NAME", "a b; exit 7"),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout, format!("{evil}|$HOME"));
+    let out = shell
+        .exec(
+            &n,
+            &RemoteCommand::new("printf %s \"$NAME\"").env("NAME", "a b; exit 7"),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(
+        (out.stdout.as_str(), out.exit_code),
+        ("a b; exit 7", Some(0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_stderr_does_not_deadlock_and_output_is_capped() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir).with_output_cap(100_000)).expect("shell");
+    let n = node(&sshd, "1");
+    // 8 MB on stderr, far beyond the channel window, with stdout after it.
+    let out = shell
+        .exec(
+            &n,
+            &RemoteCommand::new("head -c 8000000 /dev/zero | tr '\\0' e >&2; echo done"),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(out.stdout, "done\n");
+    assert_eq!(out.stderr.len(), 100_000);
+    assert!(out.truncated);
+    assert_eq!(out.exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_and_download_round_trip() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let n = node(&sshd, "1");
+    let remote_dir = format!("/tmp/pyscaler-ssh-upload-{}", sshd.port());
+    shell
+        .exec(
+            &n,
+            &RemoteCommand::new(format!("rm -rf {remote_dir}; mkdir -p {remote_dir}")),
+        )
+        .await
+        .expect("mkdir");
+    let path = format!("{remote_dir}/a file; with spaces");
+    let contents: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    shell
+        .upload(&n, &path, contents.clone(), 0o750, false)
+        .await
+        .expect("upload");
+    let back = shell.download(&n, &path).await.expect("download");
+    assert_eq!(back, contents);
+    let mode = shell
+        .exec(
+            &n,
+            &RemoteCommand::program("stat", ["-c", "%a", &path]).expect("quote"),
+        )
+        .await
+        .expect("stat");
+    assert_eq!(mode.stdout.trim(), "750");
+
+    let missing = shell.download(&n, "/nonexistent/file").await.unwrap_err();
+    assert!(matches!(missing, SshError::Transfer { .. }), "{missing}");
+    let denied = shell
+        .upload(&n, "/proc/forbidden", b"x".to_vec(), 0o644, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(denied, SshError::Transfer { .. }), "{denied}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_refuses_a_changed_or_unknown_host_key() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = Sshd::start();
+    // The file holds another server's key under this server's name.
+    let known = dir.path().join("known_hosts");
+    let line = other
+        .known_hosts_line("ssh-ed25519")
+        .replace(&other.port().to_string(), &sshd.port().to_string());
+    std::fs::write(&known, line).expect("write");
+    let config = SshConfig::new(sshd.user())
+        .with_key_file(sshd.client_key())
+        .with_known_hosts(&known);
+    let shell = Ssh2Shell::new(config.clone()).expect("shell");
+    let e = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::HostKeyMismatch { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("[127.0.0.1]:{}", sshd.port())) && msg.contains("SHA256:"),
+        "{msg}"
+    );
+    let core: pyscaler_core::Error = e.into();
+    assert!(!core.is_retryable());
+
+    // Unknown host: refused, and nothing is written.
+    let empty = dir.path().join("empty_known_hosts");
+    let shell = Ssh2Shell::new(config.with_known_hosts(&empty)).expect("shell");
+    let e = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::HostKeyUnknown { .. }), "{e}");
+    assert!(!empty.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_key_type_is_the_one_compared() {
+    // The server has ed25519 and ECDSA keys; only the ECDSA one is recorded.
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, sshd.known_hosts_line("ecdsa-sha2-nistp256")).expect("write");
+    let shell = Ssh2Shell::new(
+        SshConfig::new(sshd.user())
+            .with_key_file(sshd.client_key())
+            .with_known_hosts(&known),
+    )
+    .expect("shell");
+    let out = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("echo ok"))
+        .await
+        .expect("the ECDSA key is offered and matches");
+    assert_eq!(out.stdout, "ok\n");
+    // An entry for port 22 of the same host vouches for nothing on another port.
+    let port22 = dir.path().join("port22");
+    std::fs::write(
+        &port22,
+        sshd.known_hosts_line("ssh-ed25519")
+            .replace(&format!("[127.0.0.1]:{}", sshd.port()), "127.0.0.1"),
+    )
+    .expect("write");
+    let shell = Ssh2Shell::new(
+        SshConfig::new(sshd.user())
+            .with_key_file(sshd.client_key())
+            .with_known_hosts(&port22),
+    )
+    .expect("shell");
+    let e = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::HostKeyUnknown { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_new_records_then_refuses_a_changed_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("sub").join("known_hosts");
+    let first = Sshd::start();
+    let port = first.port();
+    let config = SshConfig::new(first.user())
+        .with_key_file(first.client_key())
+        .with_host_keys(HostKeyPolicy::AcceptNew)
+        .with_known_hosts(&known);
+    let n = node(&first, "1");
+    let shell = Ssh2Shell::new(config.clone()).expect("shell");
+    shell
+        .exec(&n, &RemoteCommand::new("true"))
+        .await
+        .expect("first use is trusted");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert!(
+        recorded.starts_with(&format!("[127.0.0.1]:{port} ")),
+        "{recorded}"
+    );
+    assert_eq!(recorded.lines().count(), 1);
+    // A second shell (a new process) trusts the recorded key.
+    Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&n, &RemoteCommand::new("true"))
+        .await
+        .expect("recorded key matches");
+    drop(first);
+
+    // Same address, new host keys: refused.
+    let second = Sshd::start_on(port);
+    let config = config.with_key_file(second.client_key());
+    let e = Ssh2Shell::new(config)
+        .expect("shell")
+        .exec(&n, &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::HostKeyMismatch { .. }), "{e}");
+    assert_eq!(std::fs::read_to_string(&known).expect("read"), recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wrong = dir.path().join("wrong_key");
+    generate_key(&wrong, "ed25519");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir).with_key_file(&wrong)).expect("shell");
+    let e = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::AuthRefused { .. }), "{e}");
+    let core: pyscaler_core::Error = e.into();
+    assert_eq!(core.kind(), ErrorKind::PermissionDenied);
+    assert!(!core.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_against_a_port_that_never_answers() {
+    // A listening socket that never accepts: TCP connects, no SSH banner comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    generate_key(&key, "ed25519");
+    let shell = Ssh2Shell::new(
+        SshConfig::new("nobody")
+            .with_key_file(&key)
+            .with_known_hosts(dir.path().join("known_hosts"))
+            .with_connect_timeout(Duration::from_millis(300)),
+    )
+    .expect("shell");
+    let n = Node::new("1", "silent").with_address(NodeAddress::new("127.0.0.1").with_port(port));
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        shell.exec(&n, &RemoteCommand::new("true")),
+    )
+    .await
+    .expect("the connect timeout ends the call")
+    .unwrap_err();
+    assert!(matches!(e, SshError::ConnectTimeout { .. }), "{e}");
+    let core: pyscaler_core::Error = e.into();
+    assert_eq!(core.kind(), ErrorKind::Timeout);
+    assert!(core.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_overruns_is_ended() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let n = node(&sshd, "1");
+    let marker = format!("sleep 37.{}", sshd.port());
+    let e = shell
+        .exec(
+            &n,
+            &RemoteCommand::new(format!("echo started; {marker}; echo never"))
+                .timeout(Duration::from_millis(500)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::CommandTimedOut { .. }), "{e}");
+    // The session is still usable, and the command's process is gone.
+    // `[s]leep` matches the sleep but not the shell running pgrep.
+    let pattern = format!("[s]leep 37.{}", sshd.port());
+    let out = shell
+        .exec(
+            &n,
+            &RemoteCommand::program("pgrep", ["-f", &pattern]).expect("quote"),
+        )
+        .await
+        .expect("pgrep");
+    assert_eq!(out.exit_code, Some(1), "still running: {}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_sessions_all_succeed() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let nodes: Vec<Node> = (0..100).map(|i| node(&sshd, &i.to_string())).collect();
+    let started = Instant::now();
+    let outs = futures::future::join_all(nodes.iter().map(|n| {
+        let shell = &shell;
+        async move {
+            shell
+                .exec(
+                    n,
+                    &RemoteCommand::program("echo", [&n.name]).expect("quote"),
+                )
+                .await
+        }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    for (n, out) in nodes.iter().zip(outs) {
+        let out = out.unwrap_or_else(|e| panic!("{}: {e}", n.name));
+        assert_eq!(out.stdout, format!("{}\n", n.name));
+    }
+    eprintln!("measured: 100 concurrent logins + `echo` in {elapsed:?}");
+
+    // 100 consecutive commands over one reused session.
+    let n = &nodes[0];
+    let started = Instant::now();
+    for i in 0..100 {
+        let out = shell
+            .exec(n, &RemoteCommand::new(format!("echo {i}")))
+            .await
+            .expect("exec");
+        assert_eq!(out.stdout, format!("{i}\n"));
+    }
+    eprintln!(
+        "measured: 100 consecutive commands over one session: {:?} each",
+        started.elapsed() / 100
+    );
+}

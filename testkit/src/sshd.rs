@@ -1,0 +1,202 @@
+//! OpenSSH's `sshd` on a free loopback port, with its own host keys, a freshly
+//! generated client key and a login user whose shell starts fast.
+//!
+//! The login user: root's shell here runs a slow `.bashrc` (pyenv), and bash
+//! sources it for every command sshd starts, so the tests log in as a
+//! dedicated user [`LOGIN_USER`] whose shell is `/bin/sh` (dash: no rc file).
+//! When the tests run as root it is created with `useradd` (idempotently);
+//! otherwise the tests log in as the current user.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_port, service_dir, wait_for_port, ServiceProcess};
+
+/// The dedicated login user of the SSH tests (created when running as root).
+pub const LOGIN_USER: &str = "pyscaler-ssh-test";
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running `sshd`, stopped when dropped.
+#[derive(Debug)]
+pub struct Sshd {
+    process: ServiceProcess,
+    port: u16,
+    user: String,
+    client_key: PathBuf,
+    host_keys: Vec<(String, String)>,
+}
+
+impl Sshd {
+    /// Starts sshd on a free loopback port, with fresh ed25519 and ECDSA host keys.
+    pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts sshd on `port` (to restart a server at the same address with new host keys).
+    pub fn start_on(port: u16) -> Self {
+        let user = login_user();
+        let dir = service_dir("sshd", port);
+        let mut host_keys = Vec::new();
+        let mut host_key_lines = String::new();
+        for kind in ["ed25519", "ecdsa"] {
+            let key = dir.join(format!("ssh_host_{kind}_key"));
+            generate_key(&key, kind);
+            let public = read(&key.with_extension("pub"));
+            let mut fields = public.split_whitespace();
+            let (Some(alg), Some(b64)) = (fields.next(), fields.next()) else {
+                panic!("unexpected public key {public}");
+            };
+            host_keys.push((alg.to_owned(), b64.to_owned()));
+            host_key_lines.push_str(&format!("HostKey {}\n", key.display()));
+        }
+        let client_key = dir.join("client_key");
+        generate_key(&client_key, "ed25519");
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized)
+            .expect("write authorized_keys");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\n\
+                 ListenAddress 127.0.0.1\n\
+                 {host_key_lines}\
+                 PidFile none\n\
+                 UsePAM no\n\
+                 StrictModes no\n\
+                 PubkeyAuthentication yes\n\
+                 PasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\n\
+                 AuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\n\
+                 MaxStartups 200:30:400\n\
+                 MaxSessions 200\n\
+                 UseDNS no\n\
+                 PrintMotd no\n\
+                 PrintLastLog no\n\
+                 LogLevel INFO\n\
+                 Subsystem sftp internal-sftp\n",
+                authorized.display()
+            ),
+        )
+        .expect("write sshd_config");
+        if is_root() {
+            // sshd's privilege separation needs this folder when run as root.
+            std::fs::create_dir_all("/run/sshd").expect("create /run/sshd");
+        }
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} is missing: run scripts/setup (it installs openssh-server)"
+        );
+        let mut cmd = Command::new(SSHD);
+        cmd.arg("-D").arg("-e").arg("-f").arg(&config);
+        let process = ServiceProcess::spawn("sshd", &dir, cmd);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(10),
+            &process.log,
+        );
+        Self {
+            process,
+            port,
+            user,
+            client_key,
+            host_keys,
+        }
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user the tests log in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The private key sshd accepts.
+    pub fn client_key(&self) -> &Path {
+        &self.client_key
+    }
+
+    /// Its folder under `target/services/`.
+    pub fn dir(&self) -> &Path {
+        &self.process.dir
+    }
+
+    /// Its log file.
+    pub fn log(&self) -> &Path {
+        &self.process.log
+    }
+
+    /// A `known_hosts` line for its host key of algorithm `alg` (`ssh-ed25519`,
+    /// `ecdsa-sha2-nistp256`), as OpenSSH writes it for a port other than 22.
+    pub fn known_hosts_line(&self, alg: &str) -> String {
+        let (alg, b64) = self
+            .host_keys
+            .iter()
+            .find(|(a, _)| a == alg)
+            .unwrap_or_else(|| panic!("no {alg} host key; have {:?}", self.host_keys));
+        format!("[127.0.0.1]:{} {alg} {b64}\n", self.port)
+    }
+}
+
+/// Generates a key pair without passphrase at `path` (and `path.pub`).
+pub fn generate_key(path: &Path, kind: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-N", "", "-C", "pyscaler-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("run ssh-keygen (install openssh-client)");
+    assert!(status.success(), "ssh-keygen -t {kind} failed");
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn user_exists(name: &str) -> bool {
+    Command::new("id")
+        .arg("-u")
+        .arg(name)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The login user of the tests: [`LOGIN_USER`] (created if missing) as root,
+/// the current user otherwise.
+pub fn login_user() -> String {
+    if !is_root() {
+        let out = Command::new("id").arg("-un").output().expect("run id -un");
+        return String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    }
+    if !user_exists(LOGIN_USER) {
+        // Another test binary may create it at the same time: check again after.
+        let _ = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", LOGIN_USER])
+            .status();
+        assert!(
+            user_exists(LOGIN_USER),
+            "could not create the login user {LOGIN_USER} with useradd"
+        );
+    }
+    // useradd leaves the account locked (`!` password), and without PAM sshd
+    // refuses locked accounts even for keys: `*` means "no password, not locked".
+    let _ = Command::new("usermod")
+        .args(["-p", "*", LOGIN_USER])
+        .status();
+    LOGIN_USER.to_owned()
+}
