@@ -641,3 +641,6 @@ impl Action for DeployEc2Node {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,621 @@
+//! DeployEc2Node against mocked providers: every path, in virtual time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyscaler_core::{
+    ActionExt, Cluster, ErrorKind, MockAction, Pipeline, RunId, RunStatus, StepStatus, Target,
+};
+
+use super::*;
+use crate::{InstanceHealth, MockEc2, MockLoadBalancer, SshVia};
+
+fn api_err(code: &str) -> AwsError {
+    AwsError::Api {
+        service: "EC2",
+        operation: "Test",
+        code: Some(code.to_owned()),
+        message: format!("{code} from the mock"),
+        subject: None,
+        kind: crate::kind_of_code(code),
+        source: None,
+    }
+}
+
+fn profile(lb: bool) -> Ec2Profile {
+    let b = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .tag("team", "web")
+        .ssh_user("admin");
+    let b = if lb { b.load_balancer("web-lb") } else { b };
+    b.build().expect("valid profile")
+}
+
+fn instance(n: u32, state: InstanceState) -> Instance {
+    Instance {
+        id: format!("i-{n}"),
+        state,
+        launch_index: n,
+        private_ip: Some(format!("10.0.0.{}", n + 10)),
+        tags: [("Name".to_owned(), "web-03..04".to_owned())].into(),
+        ..Instance::default()
+    }
+}
+
+fn ids(n: u32) -> Vec<String> {
+    (0..n).map(|i| format!("i-{i}")).collect()
+}
+
+/// A cluster of two nodes, so new ones are numbered from 3.
+fn context() -> Context {
+    Context::new(Cluster::new("web").with_nodes([
+        pyscaler_core::Node::new("i-a", "web-01"),
+        pyscaler_core::Node::new("i-b", "web-02"),
+    ]))
+    .with_run_id(RunId::new("run-20261127T000000Z-0000beef"))
+}
+
+/// Calls in the order they reached the providers.
+type Calls = Arc<Mutex<Vec<String>>>;
+
+fn note(calls: &Calls, what: impl Into<String>) {
+    calls.lock().expect("calls lock").push(what.into());
+}
+
+/// An EC2 that launches `n` instances, says the first describe "not found yet",
+/// then pending, then running; terminates; then says terminated.
+fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
+    let mut ec2 = MockEc2::new();
+    let c = calls.clone();
+    ec2.expect_launch().returning(move |spec| {
+        note(&c, format!("launch {}", spec.client_token));
+        Ok((0..spec.max_count)
+            .map(|i| instance(i, InstanceState::Pending))
+            .collect())
+    });
+    let polls = Arc::new(AtomicUsize::new(0));
+    let terminated = Arc::new(Mutex::new(false));
+    let (c, t) = (calls.clone(), terminated.clone());
+    ec2.expect_describe().returning(move |wanted| {
+        note(&c, "describe");
+        if *t.lock().expect("lock") {
+            return Ok(wanted
+                .iter()
+                .map(|id| Instance {
+                    id: id.clone(),
+                    state: InstanceState::Terminated,
+                    ..Instance::default()
+                })
+                .collect());
+        }
+        match polls.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(api_err("InvalidInstanceID.NotFound")),
+            1 => Ok((0..n)
+                .map(|i| instance(i, InstanceState::Pending))
+                .collect()),
+            _ => Ok((0..n)
+                .map(|i| instance(i, InstanceState::Running))
+                .collect()),
+        }
+    });
+    let c = calls.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    ec2
+}
+
+fn elb_happy(calls: &Calls) -> MockLoadBalancer {
+    let mut elb = MockLoadBalancer::new();
+    let c = calls.clone();
+    elb.expect_register().returning(move |lb, ids| {
+        note(&c, format!("register {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    let polls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    elb.expect_health().returning(move |_, ids| {
+        note(&c, "health");
+        let state = if polls.fetch_add(1, Ordering::SeqCst) == 0 {
+            HealthState::OutOfService
+        } else {
+            HealthState::InService
+        };
+        Ok(ids
+            .iter()
+            .map(|id| InstanceHealth {
+                instance_id: id.clone(),
+                state,
+                reason: None,
+            })
+            .collect())
+    });
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    elb
+}
+
+fn deploy(ec2: MockEc2, elb: Option<MockLoadBalancer>, count: u32) -> DeployEc2Node {
+    DeployEc2Node::builder(
+        Arc::new(ec2),
+        elb.map(|e| Arc::new(e) as Arc<dyn LoadBalancer>),
+        profile(true),
+    )
+    .count(count)
+    .build()
+    .expect("valid action")
+}
+
+fn failing_step() -> MockAction {
+    let mut a = MockAction::new();
+    a.expect_name().return_const("configure".to_owned());
+    a.expect_describe().returning(Effects::none);
+    a.expect_run().returning(|_| {
+        Err(Error::other(
+            ErrorKind::RemoteCommandFailed,
+            "puppet failed",
+        ))
+    });
+    a.expect_compensate().returning(|_| Ok(()));
+    a
+}
+
+fn calls_of(calls: &Calls) -> Vec<String> {
+    calls.lock().expect("calls lock").clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn launches_in_one_call_tagged_and_registers_in_one_call() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(2, &calls);
+    ec2.checkpoint();
+    let seen = Arc::new(Mutex::new(None::<LaunchSpec>));
+    let (c, s) = (calls.clone(), seen.clone());
+    ec2.expect_launch().times(1).returning(move |spec| {
+        note(&c, "launch");
+        *s.lock().expect("lock") = Some(spec.clone());
+        Ok(vec![
+            instance(0, InstanceState::Pending),
+            instance(1, InstanceState::Pending),
+        ])
+    });
+    let polls = Arc::new(AtomicUsize::new(0));
+    ec2.expect_describe()
+        .returning(move |_| match polls.fetch_add(1, Ordering::SeqCst) {
+            0 => Err(api_err("InvalidInstanceID.NotFound")),
+            1 => Ok(vec![
+                instance(0, InstanceState::Running),
+                instance(1, InstanceState::Pending),
+            ]),
+            _ => Ok(vec![
+                instance(0, InstanceState::Running),
+                instance(1, InstanceState::Running),
+            ]),
+        });
+    let action = deploy(ec2, Some(elb_happy(&calls)), 2);
+    let pipeline = Pipeline::builder("scale-out")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    let spec = seen.lock().expect("lock").clone().expect("launched");
+    assert_eq!((spec.min_count, spec.max_count), (2, 2));
+    assert_eq!(
+        spec.client_token,
+        client_token(ctx.run_id(), "deploy-ec2-node")
+    );
+    assert_eq!(
+        spec.tags.get("Name").map(String::as_str),
+        Some("web-03..04")
+    );
+    assert_eq!(spec.tags.get(TAG_CLUSTER).map(String::as_str), Some("web"));
+    assert_eq!(
+        spec.tags.get(TAG_RUN).map(String::as_str),
+        Some("run-20261127T000000Z-0000beef")
+    );
+    assert_eq!(spec.tags.get("team").map(String::as_str), Some("web"));
+    assert_eq!(
+        calls_of(&calls),
+        ["launch", "register web-lb i-0,i-1", "health", "health"]
+    );
+    let names: Vec<&str> = ctx.new_nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["web-03", "web-04"]);
+    let n = &ctx.new_nodes()[0];
+    assert_eq!(n.address, Some(NodeAddress::new("10.0.0.10")));
+    assert_eq!(n.ssh_user.as_deref(), Some("admin"));
+    assert_eq!(n.instance_id.as_deref(), Some("i-0"));
+    assert_eq!(ctx.cluster().len(), 4);
+    let outcomes = &report.steps[0].nodes;
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        outcomes[0].summary.contains("InService in web-lb"),
+        "{outcomes:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_launch_is_typed_and_leaves_nothing_to_undo() {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_launch()
+        .times(1)
+        .returning(|_| Err(api_err("InvalidAMIID.NotFound")));
+    // No describe, terminate or deregister: mockall fails on any unexpected call.
+    let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None).retry(RetryPolicy::attempts(3)))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("error");
+    assert_eq!(err.kind, ErrorKind::InvalidInput);
+    assert_eq!(report.steps[0].attempts, 1, "bad input is not retried");
+    assert!(report.undo_succeeded());
+    assert!(ctx.new_nodes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_lost_while_waiting_is_terminated() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.checkpoint();
+    let c = calls.clone();
+    ec2.expect_launch().returning(move |_| {
+        note(&c, "launch");
+        Ok(vec![instance(0, InstanceState::Pending)])
+    });
+    let terminated = Arc::new(Mutex::new(false));
+    let t = terminated.clone();
+    ec2.expect_describe().returning(move |_| {
+        let state = if *t.lock().expect("lock") {
+            InstanceState::Terminated
+        } else {
+            InstanceState::ShuttingDown
+        };
+        Ok(vec![Instance {
+            state_reason: Some("Server.InternalError".into()),
+            ..instance(0, state)
+        }])
+    });
+    let c = calls.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert!(
+        err.message
+            .contains("i-0 is shutting-down instead of running: Server.InternalError"),
+        "{}",
+        err.message
+    );
+    assert_eq!(calls_of(&calls), ["launch", "terminate i-0"]);
+    assert!(report.undo_succeeded());
+    assert!(ctx.new_nodes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_running_is_bounded() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.checkpoint();
+    ec2.expect_launch()
+        .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
+    let terminated = Arc::new(Mutex::new(false));
+    let t = terminated.clone();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let p = polls.clone();
+    ec2.expect_describe().returning(move |_| {
+        let state = if *t.lock().expect("lock") {
+            InstanceState::Terminated
+        } else {
+            p.fetch_add(1, Ordering::SeqCst);
+            InstanceState::Pending
+        };
+        Ok(vec![instance(0, state)])
+    });
+    ec2.expect_terminate().returning(move |_| {
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .running_within(Duration::from_secs(60))
+        .build()
+        .expect("action");
+    let mut ctx = context();
+    let started = tokio::time::Instant::now();
+    let err = action.run(&mut ctx).await.expect_err("never runs");
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(
+        err.to_string()
+            .contains("i-0 to run (last seen: i-0 pending)"),
+        "{err}"
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    // Backoff capped at 5 s: about 60 / 5 polls, never a busy loop.
+    let n = polls.load(Ordering::SeqCst);
+    assert!((12..=20).contains(&n), "{n} polls");
+    action.compensate(&mut ctx).await.expect("undone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_registration_is_deregistered_then_terminated() {
+    let calls = Calls::default();
+    let ec2 = ec2_happy(1, &calls);
+    let mut elb = MockLoadBalancer::new();
+    let c = calls.clone();
+    elb.expect_register().returning(move |lb, _| {
+        note(&c, format!("register {lb}"));
+        Err(AwsError::Api {
+            service: "ELB",
+            operation: "RegisterInstancesWithLoadBalancer",
+            code: Some("LoadBalancerNotFound".into()),
+            message: "There is no ACTIVE Load Balancer named 'web-lb'".into(),
+            subject: Some("load balancer web-lb".into()),
+            kind: ErrorKind::InvalidInput,
+            source: None,
+        })
+    });
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, _| {
+        note(&c, format!("deregister {lb}"));
+        Err(api_err("LoadBalancerNotFound"))
+    });
+    let action = deploy(ec2, Some(elb), 1);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert_eq!(err.kind, ErrorKind::InvalidInput);
+    assert!(
+        err.message.contains("for load balancer web-lb"),
+        "{}",
+        err.message
+    );
+    let token = client_token(ctx.run_id(), "deploy-ec2-node");
+    assert_eq!(
+        calls_of(&calls),
+        [
+            format!("launch {token}"),
+            "describe".into(),
+            "describe".into(),
+            "describe".into(),
+            "register web-lb".into(),
+            "deregister web-lb".into(),
+            "terminate i-0".into(),
+            "describe".into(),
+        ]
+    );
+    assert!(report.undo_succeeded());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_later_failure_undoes_in_order_and_undoing_twice_is_safe() {
+    let calls = Calls::default();
+    let action = Arc::new(deploy(ec2_happy(2, &calls), Some(elb_happy(&calls)), 2));
+    let pipeline = Pipeline::builder("p")
+        .step(action.clone().on(Target::None))
+        .step(failing_step().on(Target::NewNodes))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(report.steps[0].status, StepStatus::Compensated);
+    let after_run = calls_of(&calls);
+    let undo: Vec<&str> = after_run
+        .iter()
+        .skip_while(|c| !c.starts_with("deregister"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        undo,
+        ["deregister web-lb i-0,i-1", "terminate i-0,i-1", "describe"]
+    );
+    assert!(ctx.new_nodes().is_empty());
+    assert_eq!(ctx.cluster().len(), 2);
+    let launched = ctx
+        .outputs()
+        .get::<Launches>()
+        .and_then(|l| l.get("deploy-ec2-node"))
+        .cloned()
+        .expect("recorded");
+    assert!(launched.undone);
+    assert_eq!(launched.instance_ids, ids(2));
+
+    // The engine, or a person, may undo again: nothing more reaches AWS.
+    let before = calls_of(&calls).len();
+    action.compensate(&mut ctx).await.expect("second undo");
+    assert_eq!(calls_of(&calls).len(), before);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retried_launch_sends_the_same_client_token() {
+    let tokens = Arc::new(Mutex::new(Vec::new()));
+    let mut ec2 = MockEc2::new();
+    let t = tokens.clone();
+    ec2.expect_launch().times(2).returning(move |spec| {
+        let mut t = t.lock().expect("lock");
+        t.push(spec.client_token.clone());
+        if t.len() == 1 {
+            Err(api_err("RequestLimitExceeded"))
+        } else {
+            Ok(vec![instance(0, InstanceState::Running)])
+        }
+    });
+    ec2.expect_describe()
+        .returning(|_| Ok(vec![instance(0, InstanceState::Running)]));
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None).retry(RetryPolicy::attempts(3)))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(report.steps[0].attempts, 2);
+    let tokens = tokens.lock().expect("lock").clone();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0], tokens[1]);
+    assert!(tokens[0].len() <= 64 && tokens[0].is_ascii());
+    // Another run, or another step, never shares it.
+    assert_ne!(
+        tokens[0],
+        client_token(&RunId::new("run-other"), "deploy-ec2-node")
+    );
+    assert_ne!(tokens[0], client_token(ctx.run_id(), "deploy-more"));
+}
+
+/// Delegates to a mock, but its launch never answers (a call cut off by the step timeout).
+struct SilentLaunch(MockEc2);
+
+#[async_trait]
+impl Ec2 for SilentLaunch {
+    async fn launch(&self, _spec: &LaunchSpec) -> Result<Vec<Instance>, AwsError> {
+        std::future::pending().await
+    }
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>, AwsError> {
+        self.0.describe(ids).await
+    }
+    async fn find_by_tags(
+        &self,
+        tags: &[(String, String)],
+        states: &[InstanceState],
+    ) -> Result<Vec<Instance>, AwsError> {
+        self.0.find_by_tags(tags, states).await
+    }
+    async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        self.0.terminate(ids).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_cut_off_by_the_step_timeout_is_found_by_its_tags_and_undone() {
+    let mut ec2 = MockEc2::new();
+    let searched = Arc::new(Mutex::new(Vec::new()));
+    let s = searched.clone();
+    ec2.expect_find_by_tags()
+        .times(1)
+        .returning(move |tags, _| {
+            s.lock().expect("lock").extend(tags.iter().cloned());
+            Ok(vec![instance(0, InstanceState::Pending)])
+        });
+    ec2.expect_terminate()
+        .withf(|ids| ids == ["i-0".to_owned()])
+        .times(1)
+        .returning(|_| Ok(()));
+    ec2.expect_describe()
+        .returning(|_| Ok(vec![instance(0, InstanceState::Terminated)]));
+    let mut elb = MockLoadBalancer::new();
+    elb.expect_deregister()
+        .withf(|lb, ids| lb == "web-lb" && ids == ["i-0".to_owned()])
+        .times(1)
+        .returning(|_, _| Ok(()));
+    let action = DeployEc2Node::builder(
+        Arc::new(SilentLaunch(ec2)),
+        Some(Arc::new(elb)),
+        profile(true),
+    )
+    .build()
+    .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None).timeout(Duration::from_secs(30)))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(
+        report.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Timeout)
+    );
+    assert!(report.undo_succeeded(), "{report:?}");
+    let searched = searched.lock().expect("lock").clone();
+    assert!(searched.contains(&(TAG_RUN.to_owned(), ctx.run_id().to_string())));
+    assert!(searched.contains(&(TAG_STEP.to_owned(), "deploy-ec2-node".to_owned())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_without_the_wanted_address_fails_and_is_undone() {
+    let calls = Calls::default();
+    let ec2 = ec2_happy(1, &calls);
+    let p = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .ssh_via(SshVia::PublicIp)
+        .build()
+        .expect("profile");
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, p)
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert!(
+        err.message.contains("i-0 has no public IP"),
+        "{}",
+        err.message
+    );
+    assert!(calls_of(&calls).contains(&"terminate i-0".to_owned()));
+}
+
+#[test]
+fn mistakes_are_caught_when_building() {
+    let build = |elb: bool, lb: bool, count: u32, min: Option<u32>| {
+        let b = DeployEc2Node::builder(
+            Arc::new(MockEc2::new()),
+            elb.then(|| Arc::new(MockLoadBalancer::new()) as Arc<dyn LoadBalancer>),
+            profile(lb),
+        )
+        .count(count);
+        let b = match min {
+            Some(m) => b.allow_partial(m),
+            None => b,
+        };
+        b.build().map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(build(true, true, 2, None).is_ok());
+    assert!(build(false, false, 1, None).is_ok());
+    assert!(build(false, true, 1, None)
+        .expect_err("lb without provider")
+        .contains("`web-lb`"));
+    assert!(build(true, false, 1, None).is_err());
+    assert!(build(false, false, 0, None).is_err());
+    assert!(build(false, false, 2, Some(3)).is_err());
+    assert!(build(false, false, 3, Some(1)).is_ok());
+}
+
+#[test]
+fn describe_says_it_creates_nodes() {
+    let a = deploy(MockEc2::new(), Some(MockLoadBalancer::new()), 3);
+    let e = a.describe();
+    assert!(e.creates_nodes);
+    assert_eq!(
+        e.summary[0],
+        "launch 3 t3.small from ami-03cf127a in us-east-1"
+    );
+    assert!(e.summary[1].contains("web-lb"));
+}
