@@ -1,5 +1,6 @@
 //! The SMTP configuration as a file holds it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -87,6 +88,10 @@ pub struct SmtpConfig {
     /// The environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the usual
+    /// public ones (a private relay's CA). Read when the mailer is built.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// How long to wait for the TCP connection.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -122,6 +127,7 @@ impl SmtpConfig {
             username: None,
             password: None,
             password_env: None,
+            ca_file: None,
             connect_timeout: default_connect_timeout(),
             send_timeout: default_send_timeout(),
             from: None,
@@ -152,7 +158,7 @@ impl SmtpConfig {
     ///
     /// # Errors
     /// [`NotifyError::InvalidConfig`] for an empty or malformed host, port 0, a
-    /// zero timeout, a password without a user (or a user without a password),
+    /// zero timeout, a `ca_file` without TLS, a password without a user (or a user without a password),
     /// or both `password` and `password_env`.
     pub fn validate(&self) -> Result<(), NotifyError> {
         let invalid = |m: &str| Err(NotifyError::InvalidConfig(m.to_owned()));
@@ -170,6 +176,9 @@ impl SmtpConfig {
         }
         if self.connect_timeout.is_zero() || self.send_timeout.is_zero() {
             return invalid("`connect_timeout` and `send_timeout` must be longer than zero");
+        }
+        if self.ca_file.is_some() && self.tls == TlsMode::None {
+            return invalid("`ca_file` is set but `tls` is \"none\"");
         }
         if self.password.is_some() && self.password_env.is_some() {
             return invalid("give `password` or `password_env`, not both");
@@ -222,6 +231,10 @@ mod tests {
             (
                 "host = \"mx\"\nusername = \"u\"\npassword = \"p\"\npassword_env = \"P\"",
                 "not both",
+            ),
+            (
+                "host = \"mx\"\ntls = \"none\"\nca_file = \"ca.pem\"",
+                "`tls` is \"none\"",
             ),
             ("host = \"mx\"\nhots = \"typo\"", "unknown field `hots`"),
             ("host = \"mx\"\ntls = \"ssl\"", "unknown variant `ssl`"),

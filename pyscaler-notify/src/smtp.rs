@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tracing::debug;
 
@@ -81,10 +81,16 @@ impl SmtpMailer {
         };
         let host = config.host.trim().to_owned();
         let port = config.port();
+        let ca = match &config.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                NotifyError::InvalidConfig(format!("cannot read `ca_file` {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let tls = match config.tls {
             TlsMode::None => Tls::None,
-            TlsMode::Starttls => Tls::Required(tls_parameters(&host)?),
-            TlsMode::Tls => Tls::Wrapper(tls_parameters(&host)?),
+            TlsMode::Starttls => Tls::Required(tls_parameters(&host, ca.as_deref())?),
+            TlsMode::Tls => Tls::Wrapper(tls_parameters(&host, ca.as_deref())?),
         };
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.clone())
             .port(port)
@@ -130,7 +136,12 @@ impl SmtpMailer {
                 after: self.connect_timeout,
             };
         }
-        if e.is_tls() {
+        // tokio-rustls reports a failed handshake (a certificate that does
+        // not verify, a name that does not match) as InvalidData; lettre
+        // files it as a connection error. Trying again will not help.
+        let handshake_failed =
+            io_source(&e).is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData);
+        if e.is_tls() || handshake_failed {
             return NotifyError::Tls {
                 server,
                 source: Box::new(e),
@@ -151,10 +162,29 @@ impl SmtpMailer {
     }
 }
 
-fn tls_parameters(host: &str) -> Result<TlsParameters, NotifyError> {
-    TlsParameters::new(host.to_owned()).map_err(|e| {
-        NotifyError::InvalidConfig(format!("`{host}` cannot be used as a TLS server name: {e}"))
+fn tls_parameters(host: &str, ca_pem: Option<&[u8]>) -> Result<TlsParameters, NotifyError> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(pem) = ca_pem {
+        let cert = Certificate::from_pem(pem).map_err(|e| {
+            NotifyError::InvalidConfig(format!("`ca_file` holds no usable PEM certificate: {e}"))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder.build_rustls().map_err(|e| {
+        NotifyError::InvalidConfig(format!("TLS settings for `{host}` are not usable: {e}"))
     })
+}
+
+/// The I/O error at the root of `e`, if any.
+fn io_source<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        next = err.source();
+    }
+    None
 }
 
 #[async_trait]
@@ -217,6 +247,13 @@ impl SmtpMailerBuilder {
         self.config.username = Some(username.into());
         self.config.password = None;
         self.config.password_env = Some(var.into());
+        self
+    }
+
+    /// Trusts the certificate authorities in this PEM file besides the usual
+    /// public ones (for a relay with a private CA).
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.config.ca_file = Some(path.into());
         self
     }
 

@@ -14,7 +14,7 @@ use pyscaler_core::{
 use pyscaler_notify::{
     Email, FileMailer, Mail, Mailer, NotifyError, SmtpMailer, Templates, TlsMode,
 };
-use pyscaler_testkit::smtp::SmtpServer;
+use pyscaler_testkit::smtp::{SmtpServer, SmtpTls};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -408,4 +408,61 @@ async fn the_file_mailer_writes_a_readable_eml() {
     );
     assert!(header(&headers, "Date").is_some(), "{headers}");
     assert!(body.contains("  - web-03 i-0aaa at 10.0.0.3\n"), "{body}");
+}
+
+fn tls_mailer(server: &SmtpServer, mode: TlsMode, trust_ca: bool) -> SmtpMailer {
+    let mut builder = SmtpMailer::builder("127.0.0.1")
+        .port(server.port())
+        .tls(mode)
+        .connect_timeout(Duration::from_secs(5))
+        .send_timeout(Duration::from_secs(10));
+    if trust_ca {
+        builder = builder.ca_file(server.ca_file().expect("a TLS server has a CA"));
+    }
+    builder.build().expect("valid mailer")
+}
+
+#[tokio::test]
+async fn starttls_and_implicit_tls_deliver_to_a_server_with_a_private_ca() {
+    for (server_tls, mode) in [
+        (SmtpTls::Starttls, TlsMode::Starttls),
+        (SmtpTls::Implicit, TlsMode::Tls),
+    ] {
+        let server = SmtpServer::start_with(server_tls);
+        let receipt = tls_mailer(&server, mode, true)
+            .send(&mail())
+            .await
+            .unwrap_or_else(|e| panic!("{mode:?}: {e}; log {}", server.log().display()));
+        assert!(receipt.summary.starts_with("250"), "{receipt}");
+        let messages = server.messages();
+        assert_eq!(messages.len(), 1, "{mode:?}");
+        let (headers, _) = parse(&messages[0]);
+        assert_eq!(header(&headers, "X-RcptTo"), Some("nobody@example.com"));
+    }
+}
+
+#[tokio::test]
+async fn required_starttls_sends_nothing_to_a_server_without_it() {
+    let server = SmtpServer::start();
+    let mailer = SmtpMailer::builder("127.0.0.1")
+        .port(server.port())
+        .tls(TlsMode::Starttls)
+        .build()
+        .expect("valid mailer");
+    let e = mailer.send(&mail()).await.expect_err("no STARTTLS offered");
+    assert!(!e.is_retryable(), "{e:?}");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_certificate_from_an_unknown_ca_is_refused_and_not_retried() {
+    let server = SmtpServer::start_with(SmtpTls::Implicit);
+    let e = tls_mailer(&server, TlsMode::Tls, false)
+        .send(&mail())
+        .await
+        .expect_err("the test CA is not trusted");
+    assert!(matches!(e, NotifyError::Tls { .. }), "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(!e.is_retryable());
+    assert!(server.messages().is_empty());
 }
