@@ -278,8 +278,9 @@ fn mail() -> Mail {
         .expect("valid mail")
 }
 
-/// A minimal SMTP server: connection `i` answers `RCPT` with `rcpt[i]`
-/// (`250 OK` past the list), and accepts data.
+/// A minimal SMTP server: it offers `AUTH` and refuses every login (535);
+/// connection `i` answers `RCPT` with `rcpt[i]` (`250 OK` past the list);
+/// it accepts data.
 async fn scripted_server(rcpt: Vec<&'static str>) -> (u16, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
@@ -304,7 +305,8 @@ async fn scripted_server(rcpt: Vec<&'static str>) -> (u16, Arc<AtomicUsize>) {
                     }
                     let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
                     let reply = match verb.as_str() {
-                        "EHLO" | "HELO" => "250 scripted".to_string(),
+                        "EHLO" | "HELO" => "250-scripted\r\n250 AUTH PLAIN LOGIN".to_string(),
+                        "AUTH" => "535 5.7.8 Authentication credentials invalid".to_string(),
                         "MAIL" => "250 2.1.0 OK".to_string(),
                         "RCPT" => rcpt_reply.to_string(),
                         "DATA" => {
@@ -465,4 +467,75 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_not_retried() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(!e.is_retryable());
     assert!(server.messages().is_empty());
+}
+
+/// Every span field and event field, as text.
+#[derive(Clone, Default)]
+struct LogCapture(Arc<std::sync::Mutex<String>>);
+
+impl tracing::field::Visit for LogCapture {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let line = format!("{field}={value:?} ");
+        self.0.lock().expect("log buffer").push_str(&line);
+    }
+}
+
+impl tracing::Subscriber for LogCapture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        span.record(&mut self.clone());
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
+        values.record(&mut self.clone());
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        event.record(&mut self.clone());
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn a_refused_login_is_reported_without_the_password() {
+    const PASSWORD: &str = "correct-horse-battery-staple";
+    let logs = LogCapture::default();
+    let _guard = tracing::subscriber::set_default(logs.clone());
+    let (port, connections) = scripted_server(vec![]).await;
+    let mailer = SmtpMailer::builder("127.0.0.1")
+        .port(port)
+        .tls(TlsMode::None)
+        .credentials("pyscaler", pyscaler_notify::Secret::new(PASSWORD))
+        .build()
+        .expect("valid mailer");
+    let pipeline = Pipeline::builder("scale-out")
+        .step(Launch.on(Target::None))
+        .finally(
+            email(mailer.clone())
+                .on(Target::None)
+                .retry(RetryPolicy::attempts(3).initial_delay(Duration::from_millis(10))),
+        )
+        .build()
+        .expect("valid pipeline");
+    let report = pipeline.run(&mut context()).await;
+    let step = &report.finally[0];
+    assert_eq!(step.attempts, 1, "a refused login is not retried");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    let error = step.error.as_ref().expect("the refusal");
+    assert_eq!(error.kind, ErrorKind::PermissionDenied);
+    assert!(error.message.contains("535 5.7.8"), "{}", error.message);
+
+    let logs = logs.0.lock().expect("log buffer").clone();
+    assert!(logs.contains("535 5.7.8"), "the failure was logged: {logs}");
+    for text in [
+        format!("{report}"),
+        format!("{report:?}"),
+        format!("{mailer:?}"),
+        logs,
+    ] {
+        assert!(!text.contains(PASSWORD), "{text}");
+    }
 }
