@@ -134,3 +134,4 @@ impl Drop for ServiceProcess {
 }
 pub mod sshd;
 pub mod smtp;
+pub mod moto;

@@ -1,0 +1,65 @@
+//! An AWS API for the EC2 and ELB tests: `moto_server` (from `.venv`) on a free
+//! loopback port, validating AMIs and instance types as EC2 does.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{free_port, service_dir, venv_bin, wait_for_port, ServiceProcess};
+
+/// The fake credentials moto accepts; pass them to the SDK explicitly.
+pub const ACCESS_KEY_ID: &str = "testing";
+/// The fake secret moto accepts.
+pub const SECRET_ACCESS_KEY: &str = "testing";
+/// The region the tests use.
+pub const REGION: &str = "us-east-1";
+/// An AMI that moto ships.
+pub const AMI: &str = "ami-03cf127a";
+
+/// A running `moto_server`, stopped when dropped. Each one starts empty.
+#[derive(Debug)]
+pub struct MotoServer {
+    process: ServiceProcess,
+    port: u16,
+}
+
+impl MotoServer {
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port, with AMI and
+    /// instance-type validation on, and waits until it listens.
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = service_dir("moto", port);
+        let mut cmd = Command::new(venv_bin("moto_server"));
+        cmd.args(["-H", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_DEFAULT_REGION", REGION)
+            .env("PYTHONUNBUFFERED", "1");
+        let process = ServiceProcess::spawn("moto", &dir, cmd);
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30),
+            &process.log,
+        );
+        Self { process, port }
+    }
+
+    /// The endpoint to give the SDK (`http://127.0.0.1:PORT`).
+    pub fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on (on 127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's log file (one line per request).
+    pub fn log(&self) -> &Path {
+        &self.process.log
+    }
+}
