@@ -228,6 +228,16 @@ pub(crate) fn shorten(command: &str) -> String {
     }
 }
 
+impl SshError {
+    /// Whether the node could not be reached at all (nothing ran there).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+        )
+    }
+}
+
 impl Classify for SshError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -12,13 +12,19 @@
 
 mod config;
 mod error;
+mod fanout;
 mod known_hosts;
+mod puppet;
 mod quote;
 mod shell;
 mod ssh2_shell;
+#[cfg(test)]
+mod testing;
 
 pub use config::{HostKeyPolicy, SshAuth, SshConfig};
 pub use error::SshError;
+pub use fanout::{FanOut, NodeFailure, NodeResult, OnNodeFailure};
+pub use puppet::{OsConfiguration, OsConfigurationBuilder, OsFamily};
 pub use quote::{command_line, quote};
 #[cfg(any(test, feature = "mocks"))]
 pub use shell::MockRemoteShell;

@@ -185,7 +185,7 @@ impl CommandOutput {
 }
 
 /// Whether sudo's stderr says it would have prompted (sudo 1.8 and 1.9 wording).
-fn sudo_wants_password(stderr: &str) -> bool {
+pub(crate) fn sudo_wants_password(stderr: &str) -> bool {
     stderr.lines().any(|l| {
         l.starts_with("sudo:")
             && (l.contains("a password is required") || l.contains("a terminal is required"))

@@ -183,6 +183,9 @@ pub fn login_user() -> String {
         let out = Command::new("id").arg("-un").output().expect("run id -un");
         return String::from_utf8_lossy(&out.stdout).trim().to_owned();
     }
+    // Tests of one binary run in parallel threads: create the user once.
+    static CREATE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = CREATE.lock().unwrap_or_else(|p| p.into_inner());
     if !user_exists(LOGIN_USER) {
         // Another test binary may create it at the same time: check again after.
         let _ = Command::new("useradd")
@@ -197,6 +200,13 @@ pub fn login_user() -> String {
     // refuses locked accounts even for keys: `*` means "no password, not locked".
     let _ = Command::new("usermod")
         .args(["-p", "*", LOGIN_USER])
+        .status();
+    // Puppet and other tools write to the home folder: make sure it is the user's.
+    let home = format!("/home/{LOGIN_USER}");
+    let _ = std::fs::create_dir_all(&home);
+    let _ = Command::new("chown")
+        .arg(format!("{LOGIN_USER}:"))
+        .arg(&home)
         .status();
     LOGIN_USER.to_owned()
 }

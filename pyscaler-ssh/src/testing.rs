@@ -1,0 +1,38 @@
+//! Helpers of this crate's unit tests.
+
+use pyscaler_core::{
+    Action, ActionExt, Cluster, Context, Node, NodeAddress, Pipeline, RunReport, Target,
+};
+
+use crate::CommandOutput;
+
+/// A context whose run created `n` nodes `web-00`.. (the targets of `Target::Cluster`).
+pub(crate) fn ctx_with_nodes(n: usize) -> Context {
+    let mut ctx = Context::new(Cluster::new("web"));
+    ctx.add_new_nodes((0..n).map(|i| {
+        Node::new(format!("i-{i}"), format!("web-{i:02}"))
+            .with_address(NodeAddress::new(format!("10.0.0.{i}")))
+    }));
+    ctx
+}
+
+/// Runs `action` as the one step of a pipeline on the cluster (the nodes above).
+pub(crate) async fn run_step(action: impl Action + 'static, ctx: &mut Context) -> RunReport {
+    Pipeline::builder("test")
+        .step(action.on(Target::Cluster))
+        .build()
+        .expect("pipeline")
+        .run(ctx)
+        .await
+}
+
+/// A command's output.
+pub(crate) fn output(stdout: &str, stderr: &str, exit_code: i32) -> CommandOutput {
+    CommandOutput {
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+        exit_code: Some(exit_code),
+        signal: None,
+        truncated: false,
+    }
+}
