@@ -385,3 +385,6 @@ impl Ec2 for SdkEc2 {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -195,3 +195,6 @@ impl LoadBalancer for ClassicElb {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;
