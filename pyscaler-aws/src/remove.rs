@@ -321,3 +321,6 @@ fn store(ctx: &mut Context, step: &str, record: Removal) {
         r.0.insert(step.to_owned(), record);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,223 @@
+//! RemoveEc2Node against mocked providers, in virtual time.
+
+use std::sync::Mutex;
+
+use chrono::{TimeZone, Utc};
+use pyscaler_core::{
+    ActionExt, CancellationToken, Cluster, Pipeline, RunStatus, StepStatus, Target,
+};
+
+use super::*;
+use crate::{Instance, InstanceState, MockEc2, MockLoadBalancer};
+
+type Calls = Arc<Mutex<Vec<String>>>;
+
+fn note(calls: &Calls, what: String) {
+    calls.lock().expect("lock").push(what);
+}
+
+fn calls_of(calls: &Calls) -> Vec<String> {
+    calls.lock().expect("lock").clone()
+}
+
+fn profile() -> Ec2Profile {
+    Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .load_balancer("web-lb")
+        .build()
+        .expect("profile")
+}
+
+/// web-01 (oldest) .. web-03 (newest), and a hand-made node without an instance.
+fn cluster(with_manual: bool) -> Cluster {
+    let node = |n: u32| {
+        Node::new(format!("i-{n}"), format!("web-0{n}"))
+            .with_instance_id(format!("i-{n}"))
+            .with_launched_at(
+                Utc.with_ymd_and_hms(2026, 1, n, 0, 0, 0)
+                    .single()
+                    .expect("date"),
+            )
+    };
+    let c = Cluster::new("web").with_nodes([node(2), node(1), node(3)]);
+    if with_manual {
+        c.with_nodes([Node::new("db", "db-01")])
+    } else {
+        c
+    }
+}
+
+fn ec2(calls: &Calls) -> MockEc2 {
+    let mut ec2 = MockEc2::new();
+    let c = calls.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        Ok(())
+    });
+    let c = calls.clone();
+    ec2.expect_describe().returning(move |ids| {
+        note(&c, "describe".into());
+        Ok(ids
+            .iter()
+            .map(|id| Instance {
+                id: id.clone(),
+                state: InstanceState::Terminated,
+                ..Instance::default()
+            })
+            .collect())
+    });
+    ec2
+}
+
+fn elb(calls: &Calls) -> MockLoadBalancer {
+    let mut elb = MockLoadBalancer::new();
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    let c = calls.clone();
+    elb.expect_register().returning(move |lb, ids| {
+        note(&c, format!("register {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    elb
+}
+
+fn remove(calls: &Calls) -> RemoveEc2NodeBuilder {
+    RemoveEc2Node::builder(Arc::new(ec2(calls)), Some(Arc::new(elb(calls))), &profile())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_newest_node_is_drained_terminated_and_removed() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .draining(Duration::from_secs(20))
+        .build()
+        .expect("action");
+    assert!(action.describe().removes_nodes);
+    let pipeline = Pipeline::builder("scale-in")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = Context::new(cluster(false));
+    let started = tokio::time::Instant::now();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(20),
+        "drained first"
+    );
+    assert_eq!(
+        calls_of(&calls),
+        ["deregister web-lb i-3", "terminate i-3", "describe"]
+    );
+    let left: Vec<&str> = ctx
+        .cluster()
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(left, ["web-02", "web-01"]);
+    assert_eq!(report.nodes_removed.len(), 1);
+    assert_eq!(report.nodes_removed[0].name, "web-03");
+    assert_eq!(
+        report.steps[0].nodes[0].summary,
+        "deregistered from web-lb, terminated i-3"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_oldest_two_can_be_picked() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .pick(Pick::Oldest)
+        .count(2)
+        .draining(Duration::ZERO)
+        .build()
+        .expect("action");
+    let mut ctx = Context::new(cluster(false));
+    action.run(&mut ctx).await.expect("removed");
+    assert_eq!(calls_of(&calls)[0], "deregister web-lb i-1,i-2");
+    assert_eq!(ctx.cluster().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cluster_minimum_is_kept_before_any_call() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .count(2)
+        .min_nodes(2)
+        .build()
+        .expect("action");
+    let mut ctx = Context::new(cluster(false));
+    let err = action.run(&mut ctx).await.expect_err("below minimum");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(
+        err.to_string(),
+        "removing 2 node(s) from cluster web of 3 would go below its minimum of 2"
+    );
+    assert!(calls_of(&calls).is_empty());
+    assert_eq!(ctx.cluster().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn target_nodes_must_be_ec2_instances() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .pick(Pick::Target)
+        .min_nodes(0)
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::Cluster))
+        .build()
+        .expect("pipeline");
+    let mut ctx = Context::new(cluster(true));
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert!(
+        err.message.contains("db-01 is not an EC2 instance"),
+        "{}",
+        err.message
+    );
+    assert!(calls_of(&calls).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_while_draining_registers_the_nodes_again() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .draining(Duration::from_secs(300))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let cancel = CancellationToken::new();
+    let mut ctx = Context::new(cluster(false)).with_cancellation(cancel.clone());
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cancel.cancel();
+    });
+    let report = pipeline.run(&mut ctx).await;
+    stopper.await.expect("stopper");
+    assert_eq!(report.status, RunStatus::Cancelled, "{report:?}");
+    assert_eq!(report.steps[0].status, StepStatus::Failed);
+    assert_eq!(
+        calls_of(&calls),
+        ["deregister web-lb i-3", "register web-lb i-3"]
+    );
+    assert_eq!(ctx.cluster().len(), 3, "nothing was terminated");
+}
+
+#[test]
+fn mistakes_are_caught_when_building() {
+    let calls = Calls::default();
+    assert!(remove(&calls).count(0).build().is_err());
+    assert!(
+        RemoveEc2Node::builder(Arc::new(MockEc2::new()), None, &profile())
+            .build()
+            .is_err()
+    );
+}
