@@ -598,4 +598,23 @@ mod tests {
         );
         assert!(!effects.creates_nodes && !effects.removes_nodes);
     }
+
+    #[tokio::test]
+    async fn sender_and_recipients_can_come_from_the_config_file() {
+        let cfg = SmtpConfig::from_toml(
+            "host = \"mx\"\nfrom = \"pyscaler <ops@example.com>\"\nto = [\"a@example.com\", \"b@example.com\"]\ncc = [\"c@example.com\"]",
+        )
+        .expect("valid config");
+        let (m, outbox) = mailer(vec![]);
+        let email = Email::builder(m)
+            .addresses_from(&cfg)
+            .build()
+            .expect("addresses from the config");
+        email.run(&mut context()).await.expect("sent");
+        let mail = &sent(&outbox)[0];
+        assert_eq!(mail.from().email(), "ops@example.com");
+        let to: Vec<String> = mail.to().iter().map(MailAddress::email).collect();
+        assert_eq!(to, ["a@example.com", "b@example.com"]);
+        assert_eq!(mail.cc().len(), 1);
+    }
 }

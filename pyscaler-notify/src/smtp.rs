@@ -342,4 +342,26 @@ mod tests {
             .expect("valid");
         assert_eq!(plain.server(), "[::1]:25");
     }
+
+    #[test]
+    fn the_password_can_come_from_the_environment() {
+        // A name no other test uses, so setting it races with nothing.
+        std::env::set_var("PYSCALER_NOTIFY_TEST_PASSWORD_FROM_ENV", "from-the-env");
+        let cfg = SmtpConfig::from_toml(
+            "host = \"mx\"\nusername = \"u\"\npassword_env = \"PYSCALER_NOTIFY_TEST_PASSWORD_FROM_ENV\"",
+        )
+        .expect("valid config");
+        let mailer = SmtpMailer::from_config(&cfg).expect("the variable is set");
+        assert!(!format!("{mailer:?} {cfg:?}").contains("from-the-env"));
+    }
+
+    #[test]
+    fn an_unreadable_ca_file_is_a_config_error() {
+        let e = SmtpMailer::builder("mx")
+            .ca_file("/nonexistent/ca.pem")
+            .build()
+            .expect_err("no such file");
+        assert!(matches!(e, NotifyError::InvalidConfig(_)), "{e:?}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    }
 }
