@@ -86,7 +86,7 @@ impl SshAccess {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Fields {
     region: String,
@@ -110,6 +110,32 @@ struct Fields {
     load_balancer: Option<String>,
     #[serde(default)]
     ssh: SshAccess,
+}
+
+impl std::fmt::Debug for Fields {
+    // User data may hold secrets (a registration token): only its size is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ec2Profile")
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("image_id", &self.image_id)
+            .field("instance_type", &self.instance_type)
+            .field("key_name", &self.key_name)
+            .field("security_group_ids", &self.security_group_ids)
+            .field("subnet_id", &self.subnet_id)
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
+            .field("iam_instance_profile", &self.iam_instance_profile)
+            .field("tags", &self.tags)
+            .field("load_balancer", &self.load_balancer)
+            .field("ssh", &self.ssh)
+            .finish()
+    }
 }
 
 /// What to launch on EC2, where, and how to reach it: one cluster's machine profile.
@@ -137,10 +163,16 @@ struct Fields {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "Fields", into = "Fields")]
 pub struct Ec2Profile {
     f: Fields,
+}
+
+impl std::fmt::Debug for Ec2Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.f.fmt(f)
+    }
 }
 
 impl TryFrom<Fields> for Ec2Profile {
@@ -547,6 +579,15 @@ mod tests {
         )
         .expect_err("bad image");
         assert!(e.to_string().contains("`ubuntu`"), "{e}");
+    }
+
+    #[test]
+    fn user_data_stays_out_of_debug_output() {
+        let p = base().user_data("TOKEN=hunter2").build().expect("profile");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<13 bytes>"), "{shown}");
+        assert!(!format!("{:?}", base().user_data("TOKEN=hunter2")).contains("hunter2"));
     }
 
     #[test]

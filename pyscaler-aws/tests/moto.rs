@@ -444,6 +444,9 @@ async fn scaling_out_by_ten_makes_one_launch_and_one_registration() {
         .expect("deploy ten");
     assert_eq!(stack.counts.get("RunInstances"), 1);
     assert_eq!(stack.counts.get("RegisterInstancesWithLoadBalancer"), 1);
+    // Waiting polls all ten at once, and stops as soon as they are ready.
+    assert!(stack.counts.get("DescribeInstances") <= 3);
+    assert!(stack.counts.get("DescribeInstanceHealth") <= 3);
     assert_eq!(stack.running().await.len(), 10);
     assert_eq!(stack.registered().await.len(), 10);
     assert_eq!(ctx.new_nodes().len(), 10);

@@ -619,3 +619,129 @@ fn describe_says_it_creates_nodes() {
     );
     assert!(e.summary[1].contains("web-lb"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_partial_launch_is_accepted_when_allowed() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(2, &calls);
+    ec2.checkpoint();
+    let seen = Arc::new(Mutex::new((0, 0)));
+    let s = seen.clone();
+    ec2.expect_launch().times(1).returning(move |spec| {
+        *s.lock().expect("lock") = (spec.min_count, spec.max_count);
+        // EC2 had capacity for two of the three.
+        Ok(vec![
+            instance(0, InstanceState::Pending),
+            instance(1, InstanceState::Pending),
+        ])
+    });
+    ec2.expect_describe().returning(|_| {
+        Ok(vec![
+            instance(0, InstanceState::Running),
+            instance(1, InstanceState::Running),
+        ])
+    });
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .count(3)
+        .allow_partial(1)
+        .build()
+        .expect("action");
+    let mut ctx = context();
+    action.run(&mut ctx).await.expect("deployed");
+    assert_eq!(*seen.lock().expect("lock"), (1, 3));
+    assert_eq!(ctx.new_nodes().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_in_service_is_bounded_and_says_why() {
+    let calls = Calls::default();
+    let mut elb = elb_happy(&calls);
+    elb.checkpoint();
+    elb.expect_register().returning(|_, _| Ok(()));
+    elb.expect_health().returning(|_, ids| {
+        Ok(ids
+            .iter()
+            .map(|id| InstanceHealth {
+                instance_id: id.clone(),
+                state: HealthState::OutOfService,
+                reason: Some("Instance has failed at least the UnhealthyThreshold number of health checks consecutively.".into()),
+            })
+            .collect())
+    });
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    let action = DeployEc2Node::builder(
+        Arc::new(ec2_happy(1, &calls)),
+        Some(Arc::new(elb)),
+        profile(true),
+    )
+    .in_service_within(Duration::from_secs(120))
+    .build()
+    .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert_eq!(err.kind, ErrorKind::Timeout);
+    assert!(
+        err.message
+            .contains("gave up after 2m waiting for i-0 to be InService in web-lb (last seen: i-0 OutOfService: Instance has failed"),
+        "{}",
+        err.message
+    );
+    let tail: Vec<String> = calls_of(&calls).into_iter().rev().take(3).rev().collect();
+    assert_eq!(tail, ["deregister web-lb i-0", "terminate i-0", "describe"]);
+}
+
+#[tokio::test]
+async fn the_ssh_wait_passes_when_the_port_answers_and_is_bounded_when_not() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let open = listener.local_addr().expect("address").port();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("address").port()
+    };
+    for (port, ok) in [(open, true), (closed, false)] {
+        let calls = Calls::default();
+        let p = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .ssh_via(SshVia::Fixed {
+                host: "127.0.0.1".into(),
+                port: Some(port),
+            })
+            .build()
+            .expect("profile");
+        let action = DeployEc2Node::builder(Arc::new(ec2_happy(1, &calls)), None, p)
+            .poll(
+                RetryPolicy::attempts(u32::MAX)
+                    .initial_delay(Duration::from_millis(10))
+                    .max_delay(Duration::from_millis(50)),
+            )
+            .wait_for_ssh(Duration::from_millis(500))
+            .build()
+            .expect("action");
+        let mut ctx = context();
+        let result = action.run(&mut ctx).await;
+        if ok {
+            result.expect("SSH answered");
+            assert_eq!(
+                ctx.new_nodes()[0].address,
+                Some(NodeAddress::new("127.0.0.1").with_port(open))
+            );
+        } else {
+            let err = result.expect_err("nothing listens");
+            assert_eq!(err.kind(), ErrorKind::Timeout);
+            assert!(
+                err.to_string()
+                    .contains(&format!("SSH to accept connections at 127.0.0.1:{closed}")),
+                "{err}"
+            );
+            assert!(ctx.new_nodes().is_empty());
+        }
+    }
+}
