@@ -276,8 +276,14 @@ impl OsConfiguration {
         }
     }
 
-    fn run_dir(&self, ctx: &Context) -> String {
-        format!("{}/{}", self.work_dir.trim_end_matches('/'), ctx.run_id())
+    /// The node's folder for this run (distinct per node, even when nodes share a host).
+    fn run_dir(&self, ctx: &Context, node: &Node) -> String {
+        format!(
+            "{}/{}-{}",
+            self.work_dir.trim_end_matches('/'),
+            ctx.run_id(),
+            crate::quote::file_safe(&node.id)
+        )
     }
 
     /// The script that installs Puppet when it is missing (exit 0 when present).
@@ -474,21 +480,39 @@ impl Action for OsConfiguration {
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {
-        let dir = self.run_dir(ctx);
-        let dir = &dir;
+        let ctx_ro: &Context = ctx;
+        let dirs: std::collections::BTreeMap<String, String> = ctx_ro
+            .targets()
+            .iter()
+            .map(|n| (n.id.clone(), self.run_dir(ctx_ro, n)))
+            .collect();
+        let dirs = &dirs;
         self.fan_out
-            .run(ctx, |node| async move { self.configure(&node, dir).await })
+            .run(ctx, |node| async move {
+                let dir = dirs.get(&node.id).cloned().unwrap_or_default();
+                self.configure(&node, &dir).await
+            })
             .await
     }
 
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        let dir = quote(&self.run_dir(ctx)).map_err(Error::from)?;
-        let command = RemoteCommand::new(format!("rm -rf {dir}")).sudo(self.sudo);
-        let command = &command;
+        let ctx_ro: &Context = ctx;
+        let mut commands = std::collections::BTreeMap::new();
+        for n in ctx_ro.targets() {
+            let dir = quote(&self.run_dir(ctx_ro, n)).map_err(Error::from)?;
+            commands.insert(
+                n.id.clone(),
+                RemoteCommand::new(format!("rm -rf {dir}")).sudo(self.sudo),
+            );
+        }
+        let commands = &commands;
         // Best effort on every node: a node already gone has nothing left to clean.
         self.fan_out
             .on_failure(crate::OnNodeFailure::Continue)
             .run(ctx, |node| async move {
+                let Some(command) = commands.get(&node.id) else {
+                    return Ok(NodeResult::new("nothing to clean"));
+                };
                 match self.shell.exec(&node, command).await {
                     Ok(out) => Ok(NodeResult::from(&out)),
                     Err(e) if e.is_unreachable() => Ok(NodeResult::new(format!(

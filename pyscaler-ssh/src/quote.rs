@@ -36,6 +36,19 @@ where
     Ok(line)
 }
 
+/// `text` with every character but `[A-Za-z0-9._-]` replaced by `_`: usable in a file name.
+pub(crate) fn file_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Checks that `name` is a valid environment variable name (`[A-Za-z_][A-Za-z0-9_]*`).
 pub(crate) fn check_env_name(name: &str) -> Result<(), SshError> {
     let mut chars = name.chars();
@@ -61,6 +74,12 @@ mod tests {
         assert!(check_env_name("1X").is_err());
         assert!(check_env_name("A;B").is_err());
         assert!(check_env_name("").is_err());
+    }
+
+    #[test]
+    fn file_safe_keeps_names_plain() {
+        assert_eq!(file_safe("i-0abc"), "i-0abc");
+        assert_eq!(file_safe("../a b/$x"), ".._a_b__x");
     }
 
     #[test]
