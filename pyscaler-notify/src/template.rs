@@ -253,3 +253,115 @@ pub(crate) fn run_values(report: &RunReport, vars: &BTreeMap<String, String>) ->
 fn to_millis(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis().try_into().unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use pyscaler_core::{
+        ErrorKind, ErrorReport, NodeAddress, RunId, RunStatus, StepReport, Target, TriggerInfo,
+    };
+
+    use super::*;
+
+    fn report(status: RunStatus) -> RunReport {
+        RunReport {
+            run_id: RunId::new("run-1"),
+            pipeline: "scale-in".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::new("cpu-low", "avg load 0.1 < 0.5 for 10m"),
+            started_at: chrono::Utc::now(),
+            ended_at: None,
+            status,
+            steps: vec![StepReport {
+                name: "remove-ec2-node".into(),
+                target: Target::None,
+                status: StepStatus::Succeeded,
+                attempts: 3,
+                duration: Duration::from_micros(1_204_567),
+                nodes: Vec::new(),
+                error: None,
+                undo: None,
+            }],
+            finally: Vec::new(),
+            nodes_added: Vec::new(),
+            nodes_removed: vec![NodeSummary {
+                id: "i-0old".into(),
+                name: "web-01".into(),
+                instance_id: Some("i-0old".into()),
+                address: Some(NodeAddress::new("10.0.0.1")),
+            }],
+            error: None,
+            undone: Vec::new(),
+        }
+    }
+
+    fn render(t: &Templates, r: &RunReport) -> (String, String) {
+        let vars = BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]);
+        t.render("test", &run_values(r, &vars)).expect("renders")
+    }
+
+    #[test]
+    fn the_default_templates_parse() {
+        Templates::scale_out_succeeded()
+            .check("success")
+            .expect("parses");
+        Templates::scale_out_failed()
+            .check("failure")
+            .expect("parses");
+    }
+
+    #[test]
+    fn a_scale_in_names_the_removed_nodes_and_rounds_durations() {
+        let (subject, body) = render(
+            &Templates::scale_out_succeeded(),
+            &report(RunStatus::Succeeded),
+        );
+        assert_eq!(
+            subject,
+            "[pyscaler] web: scale-in succeeded, 1 node(s) removed"
+        );
+        assert!(
+            body.contains("Nodes removed:\n  - web-01 i-0old at 10.0.0.1\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("  - remove-ec2-node: succeeded in 1s 204ms (3 attempts)\n"),
+            "{body}"
+        );
+        assert!(!body.contains("Nodes added"), "{body}");
+    }
+
+    #[test]
+    fn a_cancelled_run_uses_words_and_has_no_failed_step() {
+        let mut r = report(RunStatus::Cancelled);
+        r.error = Some(ErrorReport {
+            kind: ErrorKind::Cancelled,
+            message: "cancelled".into(),
+            chain: vec!["cancelled".into()],
+            node: None,
+        });
+        let (subject, body) = render(&Templates::scale_out_failed(), &r);
+        assert_eq!(subject, "[pyscaler] web: scale-in CANCELLED");
+        assert!(body.contains("Error (cancelled): cancelled\n"), "{body}");
+        assert!(body.contains("Nothing was undone.\n"), "{body}");
+        assert!(!body.contains("Node:"), "{body}");
+    }
+
+    #[test]
+    fn run_variables_are_there_and_the_report_wins_a_clash() {
+        let t = Templates::new(
+            "{{ region }} {{ vars.region }} {{ trigger.name }} {{ succeeded }}",
+            "{{ reason }}",
+        );
+        let mut vars = BTreeMap::from([("region".to_string(), "eu-west-1".to_string())]);
+        vars.insert(
+            "trigger".into(),
+            "a string that must not hide the report's".into(),
+        );
+        vars.insert("reason".into(), "asked by alice".into());
+        let (subject, body) = t
+            .render("test", &run_values(&report(RunStatus::Succeeded), &vars))
+            .expect("renders");
+        assert_eq!(subject, "eu-west-1 eu-west-1 cpu-low True");
+        assert_eq!(body, "asked by alice");
+    }
+}
