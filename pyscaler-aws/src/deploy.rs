@@ -13,6 +13,7 @@ use pyscaler_core::{
 use tracing::{info, warn};
 
 use crate::node::{name_tag, next_free_number, node_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
+use crate::terminate::terminate_and_wait;
 use crate::wait::{default_poll, Poller};
 use crate::{
     AwsError, Ec2, Ec2Profile, HealthState, Instance, InstanceState, LaunchSpec, LoadBalancer,
@@ -431,58 +432,6 @@ impl DeployEc2Node {
         }
         .into())
     }
-
-    /// Terminates `ids` and waits until they are gone; unknown ids count as gone.
-    pub(crate) async fn terminate_and_wait(
-        ec2: &dyn Ec2,
-        poll: &RetryPolicy,
-        within: Duration,
-        ctx: &Context,
-        ids: &[String],
-    ) -> Result<()> {
-        match ec2.terminate(ids).await {
-            Ok(()) => {}
-            Err(e) if e.has_code("InvalidInstanceID.NotFound") => {
-                // One unknown id fails the whole call: terminate the others one by one.
-                for id in ids {
-                    match ec2.terminate(std::slice::from_ref(id)).await {
-                        Ok(()) => {}
-                        Err(e) if e.has_code("InvalidInstanceID.NotFound") => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let mut poller = Poller::new(poll, within);
-        let mut last = String::new();
-        while poller.tick(ctx.cancellation()).await? {
-            match ec2.describe(ids).await {
-                Ok(instances) => {
-                    let left: Vec<&Instance> = instances
-                        .iter()
-                        .filter(|i| i.state != InstanceState::Terminated)
-                        .collect();
-                    if left.is_empty() {
-                        return Ok(());
-                    }
-                    last = left
-                        .iter()
-                        .map(|i| format!("{} {}", i.id, i.state))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                }
-                Err(e) if e.has_code("InvalidInstanceID.NotFound") => return Ok(()),
-                Err(e) if pyscaler_core::Classify::is_retryable(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(AwsError::WaitTimedOut {
-            what: format!("{} to terminate (last seen: {last})", ids.join(", ")),
-            after: poller.within(),
-        }
-        .into())
-    }
 }
 
 #[async_trait]
@@ -623,11 +572,11 @@ impl Action for DeployEc2Node {
                     Err(e) => return Err(e.into()),
                 }
             }
-            Self::terminate_and_wait(
+            terminate_and_wait(
                 self.ec2.as_ref(),
                 &self.poll,
                 self.terminated_within,
-                ctx,
+                ctx.cancellation(),
                 &ids,
             )
             .await?;

@@ -4,13 +4,15 @@
 //! built on them: [`DeployEc2Node`] launches instances and puts them behind the
 //! load balancer (the first two steps of a scale-out), [`RemoveEc2Node`] takes
 //! nodes out and terminates them, and [`discover`] rebuilds a cluster from
-//! EC2's tags.
+//! EC2's tags. [`Ec2RunCleanup`] lets the core's `recover` undo what a run
+//! left on EC2 when its controller died.
 //!
 //! Providers are roles with our own types in and out: [`Ec2`] ([`SdkEc2`]) and
 //! [`LoadBalancer`] ([`ClassicElb`]), configured by a [`ClientConfig`]. Their
 //! errors are one type, [`AwsError`], classified once from the API's error
 //! codes ([`kind_of_code`]).
 
+mod cleanup;
 mod client;
 mod deploy;
 mod discover;
@@ -20,8 +22,10 @@ mod error;
 mod node;
 mod profile;
 mod remove;
+mod terminate;
 mod wait;
 
+pub use cleanup::Ec2RunCleanup;
 pub use client::{ClientConfig, StaticCredentials};
 pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched, Launches};
 pub use discover::{discover, instances_of_run};

@@ -11,8 +11,9 @@ use pyscaler_core::{
 };
 use tracing::{info, warn};
 
+use crate::terminate::terminate_and_wait;
 use crate::wait::default_poll;
-use crate::{AwsError, DeployEc2Node, Ec2, Ec2Profile, LoadBalancer};
+use crate::{AwsError, Ec2, Ec2Profile, LoadBalancer};
 
 /// Which nodes [`RemoveEc2Node`] removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -259,11 +260,11 @@ impl Action for RemoveEc2Node {
 
         record.terminating = true;
         store(ctx, &step, record);
-        DeployEc2Node::terminate_and_wait(
+        terminate_and_wait(
             self.ec2.as_ref(),
             &self.poll,
             self.terminated_within,
-            ctx,
+            ctx.cancellation(),
             &ids,
         )
         .await?;

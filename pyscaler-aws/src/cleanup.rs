@@ -1,0 +1,188 @@
+//! `Ec2RunCleanup`: undoing what a run left on EC2 when its controller died.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pyscaler_core::{CancellationToken, Result, RetryPolicy, RunCleanup, RunRecord};
+use tracing::info;
+
+use crate::terminate::terminate_and_wait;
+use crate::wait::default_poll;
+use crate::{instances_of_run, AwsError, Ec2, Ec2Profile, LoadBalancer};
+
+/// The core's [`RunCleanup`] for EC2: finds the live instances tagged
+/// `pyscaler:run` with the unfinished run's id (so also a launch whose answer
+/// never reached the journal), deregisters them from the profile's load
+/// balancer, terminates them and waits until they are gone.
+///
+/// Only instances a run launched carry its tag: nodes a scale-in run had
+/// deregistered but not yet terminated are not put back.
+pub struct Ec2RunCleanup {
+    ec2: Arc<dyn Ec2>,
+    elb: Option<Arc<dyn LoadBalancer>>,
+    load_balancer: Option<String>,
+    poll: RetryPolicy,
+    terminated_within: Duration,
+}
+
+impl fmt::Debug for Ec2RunCleanup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ec2RunCleanup")
+            .field("load_balancer", &self.load_balancer)
+            .field("terminated_within", &self.terminated_within)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ec2RunCleanup {
+    /// A clean-up for the cluster of `profile`, with its providers.
+    ///
+    /// # Errors
+    /// [`AwsError::InvalidSetting`] when a load balancer provider is given
+    /// without the profile naming a load balancer, or the reverse.
+    pub fn new(
+        ec2: Arc<dyn Ec2>,
+        elb: Option<Arc<dyn LoadBalancer>>,
+        profile: &Ec2Profile,
+    ) -> Result<Self, AwsError> {
+        let load_balancer = profile.load_balancer().map(str::to_owned);
+        if load_balancer.is_some() != elb.is_some() {
+            return Err(AwsError::invalid(
+                "load balancer",
+                "give a LoadBalancer provider exactly when the profile names a load balancer",
+            ));
+        }
+        Ok(Self {
+            ec2,
+            elb,
+            load_balancer,
+            poll: default_poll(),
+            terminated_within: Duration::from_secs(300),
+        })
+    }
+
+    /// Bounds the wait until the instances are terminated (5 min by default).
+    pub fn terminated_within(mut self, d: Duration) -> Self {
+        self.terminated_within = d;
+        self
+    }
+}
+
+#[async_trait]
+impl RunCleanup for Ec2RunCleanup {
+    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
+        let instances = instances_of_run(self.ec2.as_ref(), &run.run_id).await?;
+        let ids: Vec<String> = instances.into_iter().map(|i| i.id).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut undone = Vec::new();
+        if let (Some(elb), Some(lb)) = (&self.elb, &self.load_balancer) {
+            match elb.deregister(lb, &ids).await {
+                Ok(()) => undone.push(format!("deregistered {} from {lb}", ids.join(", "))),
+                Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        terminate_and_wait(
+            self.ec2.as_ref(),
+            &self.poll,
+            self.terminated_within,
+            &CancellationToken::new(),
+            &ids,
+        )
+        .await?;
+        info!(run_id = %run.run_id, instances = ?ids, "Terminated the instances of an unfinished run.");
+        undone.push(format!("terminated {}", ids.join(", ")));
+        Ok(undone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chrono::Utc;
+    use pyscaler_core::{RunId, RunState};
+
+    use super::*;
+    use crate::{Instance, InstanceState, MockEc2, MockLoadBalancer, TAG_RUN};
+
+    fn record() -> RunRecord {
+        RunRecord {
+            run_id: RunId::new("run-dead"),
+            pipeline: "scale-out".into(),
+            cluster: "web".into(),
+            started_at: Utc::now(),
+            state: RunState::Unfinished,
+            steps: vec![("deploy-ec2-node".into(), None)],
+            new_nodes: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfinished_runs_instances_are_deregistered_and_terminated() {
+        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut ec2 = MockEc2::new();
+        ec2.expect_find_by_tags()
+            .withf(|tags, _| tags == [(TAG_RUN.to_owned(), "run-dead".to_owned())])
+            .returning(|_, _| {
+                Ok(vec![Instance {
+                    id: "i-1".into(),
+                    state: InstanceState::Running,
+                    ..Instance::default()
+                }])
+            });
+        let c = calls.clone();
+        ec2.expect_terminate().returning(move |ids| {
+            c.lock()
+                .expect("lock")
+                .push(format!("terminate {}", ids.join(",")));
+            Ok(())
+        });
+        ec2.expect_describe().returning(|_| {
+            Ok(vec![Instance {
+                id: "i-1".into(),
+                state: InstanceState::Terminated,
+                ..Instance::default()
+            }])
+        });
+        let mut elb = MockLoadBalancer::new();
+        let c = calls.clone();
+        elb.expect_deregister().returning(move |lb, ids| {
+            c.lock()
+                .expect("lock")
+                .push(format!("deregister {lb} {}", ids.join(",")));
+            Ok(())
+        });
+        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .load_balancer("web-lb")
+            .build()
+            .expect("profile");
+        let cleanup =
+            Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile).expect("cleanup");
+        let undone = cleanup.cleanup(&record()).await.expect("cleaned up");
+        assert_eq!(undone, ["deregistered i-1 from web-lb", "terminated i-1"]);
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            ["deregister web-lb i-1", "terminate i-1"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_run_that_launched_nothing_needs_nothing() {
+        let mut ec2 = MockEc2::new();
+        ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
+        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .build()
+            .expect("profile");
+        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), None, &profile).expect("cleanup");
+        assert!(cleanup
+            .cleanup(&record())
+            .await
+            .expect("nothing")
+            .is_empty());
+    }
+}
