@@ -404,6 +404,12 @@ impl Stdout {
                 self.pid = std::str::from_utf8(head)
                     .ok()
                     .and_then(|s| s.trim().parse().ok());
+                if self.pid.is_none() {
+                    // Not our line (a login script printed first): keep it.
+                    let mut line = std::mem::take(head);
+                    line.push(b'\n');
+                    self.body.push(&line);
+                }
                 self.head = None;
                 self.body.push(&bytes[i + 1..]);
             }

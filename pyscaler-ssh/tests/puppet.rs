@@ -27,16 +27,26 @@ async fn puppet_apply_reports_changes_then_none_then_failure() {
     // Puppet runs as the unprivileged login user: it manages files in /tmp.
     let target = format!("/tmp/pyscaler-puppet-test-{}", sshd.port());
     let _ = std::fs::remove_dir_all(&target);
-    let converge = format!(
-        "file {{ '{target}': ensure => directory }}\n\
-         file {{ '{target}/motd': ensure => file, content => \"scaled by pyscaler\\n\" }}\n"
-    );
+    // The change comes from a class in a modules folder, copied along.
+    let modules = dir.path().join("modules");
+    std::fs::create_dir_all(modules.join("motd/manifests")).expect("mkdir");
+    std::fs::write(
+        modules.join("motd/manifests/init.pp"),
+        "class motd($dir) {\n\
+           file { $dir: ensure => directory }\n\
+           file { \"${dir}/motd\": ensure => file, content => \"scaled by pyscaler\\n\" }\n\
+         }\n",
+    )
+    .expect("write module");
+    let converge = format!("class {{ 'motd': dir => '{target}' }}\n");
     let run = |manifest: String| {
         let shell = shell.clone();
         let node = node.clone();
+        let modules = modules.clone();
         async move {
             let puppet = OsConfiguration::builder(shell)
                 .manifest(manifest)
+                .modules_dir(modules)
                 .no_install()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -56,6 +66,13 @@ async fn puppet_apply_reports_changes_then_none_then_failure() {
     assert_eq!(
         std::fs::read_to_string(format!("{target}/motd")).expect("managed file"),
         "scaled by pyscaler\n"
+    );
+
+    // The copied manifest and modules are removed afterwards.
+    let copied = format!("/tmp/pyscaler-puppet/{}-i-1", first.run_id);
+    assert!(
+        !std::path::Path::new(&copied).exists(),
+        "{copied} left behind"
     );
 
     let second = run(converge).await;

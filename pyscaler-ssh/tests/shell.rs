@@ -366,4 +366,51 @@ async fn a_hundred_concurrent_sessions_all_succeed() {
         "measured: 100 consecutive commands over one session: {:?} each",
         started.elapsed() / 100
     );
+    // One login per node: the 100 commands reused the first node's session.
+    assert_eq!(sshd.accepted_logins(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_and_ecdsa_keys_log_in() {
+    // OpenSSH 8.8+ refuses RSA signatures with SHA-1: this passes only with rsa-sha2.
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for kind in ["rsa", "ecdsa"] {
+        let key = dir.path().join(format!("id_{kind}"));
+        generate_key(&key, kind);
+        sshd.authorize(&key);
+        let shell = Ssh2Shell::new(trusted(&sshd, &dir).with_key_file(&key)).expect("shell");
+        let out = shell
+            .exec(&node(&sshd, kind), &RemoteCommand::new("echo in"))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(out.stdout, "in\n", "{kind}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_server_closed_is_replaced() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let n = node(&sshd, "1");
+    // The login shell's parent is sshd's process for this connection.
+    let out = shell
+        .exec(&n, &RemoteCommand::new("echo $PPID"))
+        .await
+        .expect("first");
+    let session_pid = out.stdout.trim().to_owned();
+    assert_eq!(sshd.accepted_logins(), 1);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &session_pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    // The cached session is dead: the next command logs in again and runs.
+    let out = shell
+        .exec(&n, &RemoteCommand::new("echo again"))
+        .await
+        .expect("a fresh session");
+    assert_eq!(out.stdout, "again\n");
+    assert_eq!(sshd.accepted_logins(), 2);
 }

@@ -133,6 +133,24 @@ impl Sshd {
         &self.process.log
     }
 
+    /// Adds a public key (`<path>.pub` of a key made by [`generate_key`]) to
+    /// the keys sshd accepts; it reads them at each login.
+    pub fn authorize(&self, private_key: &Path) {
+        let public = read(&private_key.with_extension("pub"));
+        let authorized = self.process.dir.join("authorized_keys");
+        let mut keys = read(&authorized);
+        keys.push_str(&public);
+        std::fs::write(&authorized, keys).expect("write authorized_keys");
+    }
+
+    /// How many logins sshd accepted so far (from its log).
+    pub fn accepted_logins(&self) -> usize {
+        read(&self.process.log)
+            .lines()
+            .filter(|l| l.starts_with("Accepted publickey"))
+            .count()
+    }
+
     /// A `known_hosts` line for its host key of algorithm `alg` (`ssh-ed25519`,
     /// `ecdsa-sha2-nistp256`), as OpenSSH writes it for a port other than 22.
     pub fn known_hosts_line(&self, alg: &str) -> String {
