@@ -1,4 +1,4 @@
-//! DeployEc2Node, RemoveEc2Node and discovery against a real AWS API endpoint:
+//! DeployEc2Node, RemoveEc2Node, discovery and run clean-up against a real AWS API endpoint:
 //! `moto_server`, started by the shared harness on a free loopback port.
 
 use std::collections::BTreeMap;
@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pyscaler_aws::{
     discover, instances_of_run, AwsError, ClassicElb, ClientConfig, DeployEc2Node, Ec2, Ec2Profile,
-    HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec, LoadBalancer, Pick,
-    RemoveEc2Node, SdkEc2, StaticCredentials,
+    Ec2RunCleanup, HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec, LoadBalancer,
+    Pick, RemoveEc2Node, SdkEc2, StaticCredentials,
 };
 use pyscaler_core::{
-    Action, ActionExt, Cluster, Context, Error, ErrorKind, Pipeline, Result, RunStatus, Target,
+    Action, ActionExt, Cluster, Context, Error, ErrorKind, NodeAddress, Pipeline, Result,
+    RunCleanup, RunRecord, RunState, RunStatus, Target,
 };
 use pyscaler_testkit::moto::{MotoServer, ACCESS_KEY_ID, AMI, REGION, SECRET_ACCESS_KEY};
 
@@ -454,4 +455,85 @@ async fn scaling_out_by_ten_makes_one_launch_and_one_registration() {
         ctx.new_nodes().last().map(|n| n.name.as_str()),
         Some("web-10")
     );
+}
+
+#[tokio::test]
+async fn the_local_stack_reaches_every_node_at_one_fixed_address() {
+    let stack = Stack::start().await;
+    stack.create_load_balancer().await;
+    // Stands for the loopback sshd of the local test stack.
+    let sshd = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = sshd.local_addr().expect("address").port();
+    let profile = Ec2Profile::builder(REGION, AMI, "t3.small")
+        .endpoint_url(stack.moto.endpoint_url())
+        .load_balancer(LB)
+        .ssh_via(pyscaler_aws::SshVia::Fixed {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+        })
+        .ssh_user("pyscaler")
+        .build()
+        .expect("profile");
+    let deploy = DeployEc2Node::builder(stack.ec2.clone(), Some(stack.elb.clone()), profile)
+        .count(2)
+        .wait_for_ssh(Duration::from_secs(10))
+        .build()
+        .expect("action");
+    let mut ctx = Context::new(Cluster::new("web"));
+    deploy.run(&mut ctx).await.expect("deployed");
+    for node in ctx.new_nodes() {
+        assert_eq!(
+            node.address,
+            Some(NodeAddress::new("127.0.0.1").with_port(port))
+        );
+        assert_eq!(node.ssh_user.as_deref(), Some("pyscaler"));
+    }
+}
+
+#[tokio::test]
+async fn recovery_undoes_what_a_dead_controllers_run_left_behind() {
+    let stack = Stack::start().await;
+    stack.create_load_balancer().await;
+    let mut ctx = Context::new(Cluster::new("web"));
+    stack
+        .deploy(stack.profile(AMI, "t3.small"), 2)
+        .run(&mut ctx)
+        .await
+        .expect("deployed");
+    // Another run's instance must survive the clean-up.
+    let mut other = Context::new(Cluster::new("web"));
+    stack
+        .deploy(stack.profile(AMI, "t3.small"), 1)
+        .run(&mut other)
+        .await
+        .expect("deployed");
+    assert_eq!(stack.registered().await.len(), 3);
+
+    // The controller died during the run: the journal says it never finished.
+    let record = RunRecord {
+        run_id: ctx.run_id().clone(),
+        pipeline: "scale-out".into(),
+        cluster: "web".into(),
+        started_at: chrono::Utc::now(),
+        state: RunState::Unfinished,
+        steps: vec![("deploy-ec2-node".into(), None)],
+        new_nodes: Vec::new(),
+    };
+    let cleanup = Ec2RunCleanup::new(
+        stack.ec2.clone(),
+        Some(stack.elb.clone()),
+        &stack.profile(AMI, "t3.small"),
+    )
+    .expect("cleanup")
+    .terminated_within(Duration::from_secs(30));
+    let undone = cleanup.cleanup(&record).await.expect("cleaned up");
+    assert_eq!(undone.len(), 2, "{undone:?}");
+
+    let survivor = other.new_nodes()[0].id.clone();
+    assert_eq!(stack.running().await, [survivor.clone()]);
+    assert_eq!(stack.registered().await, [survivor]);
+    assert!(instances_of_run(stack.ec2.as_ref(), ctx.run_id())
+        .await
+        .expect("listed")
+        .is_empty());
 }
