@@ -76,6 +76,7 @@ pub struct OsConfiguration {
     work_dir: String,
     timeout: Option<Duration>,
     fan_out: FanOut,
+    facts: Vec<Fact>,
 }
 
 impl std::fmt::Debug for OsConfiguration {
@@ -84,6 +85,7 @@ impl std::fmt::Debug for OsConfiguration {
             .field("manifest", &self.manifest_name)
             .field("modules", &self.modules.len())
             .field("sudo", &self.sudo)
+            .field("facts", &self.facts)
             .field("fan_out", &self.fan_out)
             .finish_non_exhaustive()
     }
@@ -99,6 +101,26 @@ pub struct OsConfigurationBuilder {
     work_dir: String,
     timeout: Option<Duration>,
     fan_out: FanOut,
+    facts: Vec<Fact>,
+}
+
+/// A Facter fact handed to `puppet apply` (`$facts['name']` in the manifest).
+#[derive(Clone)]
+struct Fact {
+    name: String,
+    value: String,
+    secret: bool,
+}
+
+impl std::fmt::Debug for Fact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.secret {
+            "***"
+        } else {
+            self.value.as_str()
+        };
+        write!(f, "{}={value}", self.name)
+    }
 }
 
 impl std::fmt::Debug for OsConfigurationBuilder {
@@ -106,6 +128,7 @@ impl std::fmt::Debug for OsConfigurationBuilder {
         f.debug_struct("OsConfigurationBuilder")
             .field("manifest", &self.manifest.as_ref().map(|m| &m.0))
             .field("modules", &self.modules)
+            .field("facts", &self.facts)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +154,29 @@ fn default_install() -> Vec<(OsFamily, String)> {
 }
 
 impl OsConfigurationBuilder {
+    /// Hands the manifest a fact, `$facts['name']` (passed as `FACTER_name`
+    /// in the command's environment). For passwords use [`secret_fact`](Self::secret_fact).
+    pub fn fact(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.facts.push(Fact {
+            name: name.into(),
+            value: value.into(),
+            secret: false,
+        });
+        self
+    }
+
+    /// Hands the manifest a secret fact: written to a file only the login
+    /// user can read in the run's work folder (removed after the run), never
+    /// on a command line, in a log line or in `Debug` output.
+    pub fn secret_fact(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.facts.push(Fact {
+            name: name.into(),
+            value: value.into(),
+            secret: true,
+        });
+        self
+    }
+
     /// Applies this manifest text.
     pub fn manifest(mut self, text: impl Into<String>) -> Self {
         self.manifest = Some(("inline manifest".into(), Ok(text.into())));
@@ -215,7 +261,20 @@ impl OsConfigurationBuilder {
                 self.work_dir
             )));
         }
+        if let Some(bad) = self.facts.iter().find(|f| {
+            f.name.is_empty()
+                || !f
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) {
+            return Err(Error::InvalidConfig(format!(
+                "fact name {:?} must be letters, digits and underscores",
+                bad.name
+            )));
+        }
         Ok(OsConfiguration {
+            facts: self.facts,
             shell: self.shell,
             manifest,
             manifest_name,
@@ -273,6 +332,7 @@ impl OsConfiguration {
             work_dir: "/tmp/pyscaler-puppet".into(),
             timeout: None,
             fan_out: FanOut::default(),
+            facts: Vec::new(),
         }
     }
 
@@ -409,8 +469,30 @@ impl OsConfiguration {
         }
         apply.push(' ');
         apply.push_str(&quote(&manifest)?);
+        let mut prelude = String::new();
+        let secrets: Vec<&Fact> = self.facts.iter().filter(|f| f.secret).collect();
+        if !secrets.is_empty() {
+            let mut file = String::new();
+            for f in &secrets {
+                file.push_str(&format!("export FACTER_{}={}\n", f.name, quote(&f.value)?));
+            }
+            shell
+                .upload(
+                    node,
+                    &format!("{dir}/facts.env"),
+                    file.into_bytes(),
+                    0o600,
+                    false,
+                )
+                .await?;
+            prelude.push_str(". ./facts.env && ");
+        }
         // 3. puppet apply, then clean up whatever it did.
-        let mut command = RemoteCommand::new(format!("cd {qdir} && {apply}")).sudo(self.sudo);
+        let mut command =
+            RemoteCommand::new(format!("cd {qdir} && {prelude}{apply}")).sudo(self.sudo);
+        for f in self.facts.iter().filter(|f| !f.secret) {
+            command = command.env(format!("FACTER_{}", f.name), f.value.clone());
+        }
         if let Some(t) = self.timeout {
             command = command.timeout(t);
         }
@@ -741,5 +823,82 @@ mod tests {
             .manifest_file("/nonexistent.pp")
             .build()
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn facts_reach_puppet_and_secret_ones_stay_off_the_command_line() {
+        let uploads = Arc::new(Mutex::new(Vec::new()));
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let mut mock = MockRemoteShell::new();
+        let log = commands.clone();
+        mock.expect_exec().returning(move |_node, cmd| {
+            log.lock().unwrap().push(cmd.render().unwrap());
+            Ok(output(
+                "",
+                "",
+                if cmd.line().contains("puppet apply") {
+                    2
+                } else {
+                    0
+                },
+            ))
+        });
+        let up = uploads.clone();
+        mock.expect_upload()
+            .returning(move |_, path, contents, mode, _| {
+                up.lock().unwrap().push((
+                    path.to_owned(),
+                    String::from_utf8(contents).unwrap(),
+                    mode,
+                ));
+                Ok(())
+            });
+        let action = OsConfiguration::builder(Arc::new(mock))
+            .manifest("notify { $facts['tomcat_http_port']: }")
+            .fact("tomcat_http_port", "8080")
+            .secret_fact("tomcat_manager_password", "pa ss'word")
+            .build()
+            .unwrap();
+        assert!(!format!("{action:?}").contains("pa ss"), "{action:?}");
+        let report = run_step(action, &mut ctx_with_nodes(1)).await;
+        assert!(report.is_success(), "{report}");
+
+        let commands = commands.lock().unwrap();
+        let apply = commands
+            .iter()
+            .find(|c| c.contains("puppet apply"))
+            .unwrap();
+        assert!(apply.contains("FACTER_tomcat_http_port=8080"), "{apply}");
+        assert!(apply.contains(". ./facts.env && puppet apply"), "{apply}");
+        assert!(
+            commands.iter().all(|c| !c.contains("pa ss")),
+            "{commands:?}"
+        );
+        let uploads = uploads.lock().unwrap();
+        let (path, text, mode) = uploads
+            .iter()
+            .find(|(p, _, _)| p.ends_with("/facts.env"))
+            .unwrap();
+        assert_eq!(*mode, 0o600, "{path}");
+        // Sourced by sh, the file gives back the value exactly.
+        let sourced = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "{text}printf %s \"$FACTER_tomcat_manager_password\""
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&sourced.stdout), "pa ss'word");
+        assert!(!format!("{report:?}").contains("pa ss"));
+    }
+
+    #[test]
+    fn a_fact_name_that_is_not_a_word_is_refused() {
+        let err = OsConfiguration::builder(Arc::new(MockRemoteShell::new()))
+            .manifest("")
+            .fact("x; rm -rf /", "1")
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("fact name"), "{err}");
     }
 }
