@@ -530,7 +530,7 @@ async fn recovery_undoes_what_a_dead_controllers_run_left_behind() {
     assert_eq!(undone.len(), 2, "{undone:?}");
 
     let survivor = other.new_nodes()[0].id.clone();
-    assert_eq!(stack.running().await, [survivor.clone()]);
+    assert_eq!(stack.running().await, std::slice::from_ref(&survivor));
     assert_eq!(stack.registered().await, [survivor]);
     assert!(instances_of_run(stack.ec2.as_ref(), ctx.run_id())
         .await
