@@ -473,8 +473,11 @@ impl Action for DeployEc2Node {
         let instances = match launch {
             Ok(i) => i,
             Err(e) => {
-                // A refusal with a code means EC2 answered: nothing was started.
-                launched(ctx, &step).answered = e.code().is_some();
+                // A definitive refusal (bad input, permissions, token conflict) means
+                // nothing was started. After a passing fault an earlier SDK attempt may
+                // have launched without us hearing back: compensation searches the tags.
+                launched(ctx, &step).answered =
+                    e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
                 return Err(e.into());
             }
         };

@@ -745,3 +745,29 @@ async fn the_ssh_wait_passes_when_the_port_answers_and_is_bounded_when_not() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_passing_fault_at_launch_compensation_still_looks_for_instances() {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_launch()
+        .times(1)
+        .returning(|_| Err(api_err("InsufficientInstanceCapacity")));
+    // An earlier SDK attempt may have launched: the tags are searched, and nothing is found.
+    ec2.expect_find_by_tags()
+        .times(1)
+        .returning(|_, _| Ok(Vec::new()));
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(
+        report.error.as_ref().map(|e| e.kind),
+        Some(ErrorKind::Transient)
+    );
+    assert!(report.undo_succeeded());
+}
