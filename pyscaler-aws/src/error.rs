@@ -275,6 +275,15 @@ impl Classify for AwsError {
             Self::WaitTimedOut { .. } => ErrorKind::Timeout,
         }
     }
+
+    fn node(&self) -> Option<&str> {
+        match self {
+            Self::InstanceLost { instance_id, .. } | Self::NoAddress { instance_id, .. } => {
+                Some(instance_id)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl From<AwsError> for pyscaler_core::Error {
@@ -348,5 +357,8 @@ mod tests {
             reason: Some("Server.InternalError".into()),
         };
         assert!(!lost.is_retryable());
+        assert_eq!(Classify::node(&lost), Some("i-1"));
+        let core: pyscaler_core::Error = lost.into();
+        assert_eq!(core.node(), Some("i-1"));
     }
 }
