@@ -12,7 +12,7 @@ use pyscaler_core::{
 };
 use tracing::{info, warn};
 
-use crate::node::{name_tag, next_free_number, node_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
+use crate::node::{name_tag, next_free_number, node_name, node_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 use crate::terminate::terminate_and_wait;
 use crate::wait::{default_poll, Poller};
 use crate::{
@@ -312,6 +312,38 @@ impl DeployEc2Node {
         }
     }
 
+    /// Waits until the launched instances run (and answer on SSH), registers them
+    /// and waits until InService: the nodes, and a summary for the report.
+    async fn make_ready(
+        &self,
+        ctx: &mut Context,
+        step: &str,
+        ids: &[String],
+    ) -> Result<(Vec<Node>, String)> {
+        let running = self.wait_running(ctx, ids).await?;
+        let mut nodes = Vec::with_capacity(running.len());
+        for instance in &running {
+            // The address the profile asks for must exist once running.
+            self.profile.ssh().address_of(instance)?;
+            nodes.push(node_of(instance, &self.profile));
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+
+        if let Some(within) = self.ssh_within {
+            self.wait_ssh(ctx, &nodes, within).await?;
+        }
+
+        let mut summary = format!("running ({})", self.profile.instance_type());
+        if let (Some(elb), Some(lb)) = (&self.elb, self.profile.load_balancer()) {
+            launched(ctx, step).load_balancer = Some(lb.to_owned());
+            elb.register(lb, ids).await?;
+            info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
+            self.wait_in_service(ctx, elb.as_ref(), lb, ids).await?;
+            summary.push_str(&format!(", InService in {lb}"));
+        }
+        Ok((nodes, summary))
+    }
+
     async fn wait_running(&self, ctx: &Context, ids: &[String]) -> Result<Vec<Instance>> {
         let mut poller = Poller::new(&self.poll, self.running_within);
         let mut last = String::from("not yet visible");
@@ -495,41 +527,34 @@ impl Action for DeployEc2Node {
         }
         info!(step = %step, instances = ?ids, "Launched; waiting until they run.");
 
-        let running = self.wait_running(ctx, &ids).await?;
-        let mut nodes = Vec::with_capacity(running.len());
-        for instance in &running {
-            // The address the profile asks for must exist once running.
-            self.profile.ssh().address_of(instance)?;
-            nodes.push(node_of(instance, &self.profile));
+        match self.make_ready(ctx, &step, &ids).await {
+            Ok((nodes, summary)) => {
+                let took = started.elapsed();
+                for node in &nodes {
+                    info!(step = %step, node = %node, "Node ready.");
+                    ctx.record_node(
+                        NodeOutcome::ok(
+                            node.name.clone(),
+                            format!("launched {}: {summary}", node.id),
+                        )
+                        .with_duration(took),
+                    );
+                }
+                ctx.add_new_nodes(nodes);
+                Ok(())
+            }
+            Err(e) => {
+                // Every launched instance is named in the report, with why it is not ready.
+                let took = started.elapsed();
+                for instance in &instances {
+                    ctx.record_node(
+                        NodeOutcome::failed(node_name(instance), format!("{}: {e}", instance.id))
+                            .with_duration(took),
+                    );
+                }
+                Err(e)
+            }
         }
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-
-        if let Some(within) = self.ssh_within {
-            self.wait_ssh(ctx, &nodes, within).await?;
-        }
-
-        let mut summary = format!("running ({})", self.profile.instance_type());
-        if let (Some(elb), Some(lb)) = (&self.elb, self.profile.load_balancer()) {
-            launched(ctx, &step).load_balancer = Some(lb.to_owned());
-            elb.register(lb, &ids).await?;
-            info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
-            self.wait_in_service(ctx, elb.as_ref(), lb, &ids).await?;
-            summary.push_str(&format!(", InService in {lb}"));
-        }
-
-        let took = started.elapsed();
-        for node in &nodes {
-            info!(step = %step, node = %node, "Node ready.");
-            ctx.record_node(
-                NodeOutcome::ok(
-                    node.name.clone(),
-                    format!("launched {}: {summary}", node.id),
-                )
-                .with_duration(took),
-            );
-        }
-        ctx.add_new_nodes(nodes);
-        Ok(())
     }
 
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {

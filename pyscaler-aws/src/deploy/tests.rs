@@ -695,6 +695,15 @@ async fn waiting_for_in_service_is_bounded_and_says_why() {
         "{}",
         err.message
     );
+    let outcome = &report.steps[0].nodes;
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(outcome[0].node, "web-03");
+    assert!(!outcome[0].succeeded);
+    assert!(
+        outcome[0].summary.starts_with("i-0: gave up after 2m"),
+        "{}",
+        outcome[0].summary
+    );
     let tail: Vec<String> = calls_of(&calls).into_iter().rev().take(3).rev().collect();
     assert_eq!(tail, ["deregister web-lb i-0", "terminate i-0", "describe"]);
 }
