@@ -284,6 +284,13 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
         });
     }
     verify_host_key(config, &session, &spec)?;
+    tracing::debug!(
+        node = %host,
+        kex = session.methods(MethodType::Kex).unwrap_or("?"),
+        host_key = session.methods(MethodType::HostKey).unwrap_or("?"),
+        cipher = session.methods(MethodType::CryptCs).unwrap_or("?"),
+        "SSH handshake done."
+    );
 
     session.set_timeout(millis(config.auth_timeout));
     let (result, method) = match &config.auth {

@@ -326,12 +326,26 @@ async fn a_command_that_overruns_is_ended() {
     assert_eq!(out.exit_code, Some(1), "still running: {}", out.stdout);
 }
 
+/// This process's user + system CPU time so far (Linux `/proc/self/stat`, 100 ticks/s).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    Duration::from_millis(fields.iter().sum::<u64>() * 10)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_sessions_all_succeed() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
     let nodes: Vec<Node> = (0..100).map(|i| node(&sshd, &i.to_string())).collect();
+    let cpu_before = cpu_time();
     let started = Instant::now();
     let outs = futures::future::join_all(nodes.iter().map(|n| {
         let shell = &shell;
@@ -350,7 +364,10 @@ async fn a_hundred_concurrent_sessions_all_succeed() {
         let out = out.unwrap_or_else(|e| panic!("{}: {e}", n.name));
         assert_eq!(out.stdout, format!("{}\n", n.name));
     }
-    eprintln!("measured: 100 concurrent logins + `echo` in {elapsed:?}");
+    eprintln!(
+        "measured: 100 concurrent logins + `echo` in {elapsed:?}, client CPU {:?}",
+        cpu_time().saturating_sub(cpu_before)
+    );
 
     // 100 consecutive commands over one reused session.
     let n = &nodes[0];
