@@ -294,10 +294,19 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
 
     session.set_timeout(millis(config.auth_timeout));
     let (result, method) = match &config.auth {
-        SshAuth::KeyFile { path } => (
-            session.userauth_pubkey_file(&ep.user, None, path, None),
-            format!("key file {}", path.display()),
-        ),
+        SshAuth::KeyFile { path } => {
+            // With the public key beside it, libssh2 need not derive it from
+            // the private key (a failed OpenSSL 3 PEM decode first, which costs
+            // more client CPU than the key exchange).
+            let mut public = path.clone().into_os_string();
+            public.push(".pub");
+            let public = std::path::PathBuf::from(public);
+            let public = public.is_file().then_some(public.as_path());
+            (
+                session.userauth_pubkey_file(&ep.user, public, path, None),
+                format!("key file {}", path.display()),
+            )
+        }
         SshAuth::Agent => (session.userauth_agent(&ep.user), "ssh-agent".to_owned()),
     };
     match result {
