@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pyscaler_core::{
-    Action, Context, Effects, Error, ErrorKind, Node, NodeAddress, NodeOutcome, Result,
-    RetryPolicy, RunId,
+    Action, CancellationToken, Context, Effects, Error, ErrorKind, Node, NodeAddress, NodeOutcome,
+    Result, RetryPolicy, RunId,
 };
 use tracing::{info, warn};
 
@@ -600,11 +600,12 @@ impl Action for DeployEc2Node {
                     Err(e) => return Err(e.into()),
                 }
             }
+            // Undoing runs to the end even in a cancelled run (the step's timeout bounds it).
             terminate_and_wait(
                 self.ec2.as_ref(),
                 &self.poll,
                 self.terminated_within,
-                ctx.cancellation(),
+                &CancellationToken::new(),
                 &ids,
             )
             .await?;

@@ -780,3 +780,46 @@ async fn after_a_passing_fault_at_launch_compensation_still_looks_for_instances(
     );
     assert!(report.undo_succeeded());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.checkpoint();
+    ec2.expect_launch()
+        .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
+    let terminated = Arc::new(Mutex::new(false));
+    let t = terminated.clone();
+    ec2.expect_describe().returning(move |_| {
+        let state = if *t.lock().expect("lock") {
+            InstanceState::Terminated
+        } else {
+            InstanceState::Pending
+        };
+        Ok(vec![instance(0, state)])
+    });
+    let c = calls.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let cancel = pyscaler_core::CancellationToken::new();
+    let mut ctx = context().with_cancellation(cancel.clone());
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        cancel.cancel();
+    });
+    let report = pipeline.run(&mut ctx).await;
+    stopper.await.expect("stopper");
+    assert_eq!(report.status, RunStatus::Cancelled, "{report:?}");
+    assert!(report.undo_succeeded(), "{report:?}");
+    assert_eq!(calls_of(&calls), ["terminate i-0"]);
+}
