@@ -163,6 +163,32 @@ impl Sshd {
     }
 }
 
+/// An `ssh-agent` on a socket in `dir`, holding `key`; stopped when dropped.
+/// Returns the agent and its socket path (for `SSH_AUTH_SOCK`).
+pub fn ssh_agent(dir: &Path, key: &Path) -> (ServiceProcess, PathBuf) {
+    let socket = dir.join("agent.sock");
+    let mut cmd = Command::new("ssh-agent");
+    cmd.arg("-D").arg("-a").arg(&socket);
+    let agent = ServiceProcess::spawn("ssh-agent", dir, cmd);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ssh-agent did not create {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("ssh-add")
+        .arg("-q")
+        .arg(key)
+        .env("SSH_AUTH_SOCK", &socket)
+        .status()
+        .expect("run ssh-add");
+    assert!(status.success(), "ssh-add {} failed", key.display());
+    (agent, socket)
+}
+
 /// Generates a key pair without passphrase at `path` (and `path.pub`).
 pub fn generate_key(path: &Path, kind: &str) {
     let status = Command::new("ssh-keygen")
