@@ -39,6 +39,8 @@ pub enum Event {
         target: Target,
         /// The nodes it applies to, by name.
         nodes: Vec<String>,
+        /// Its place among the main steps (1 for the first); `None` for a `finally` step.
+        position: Option<usize>,
     },
     /// A step ended.
     StepFinished {

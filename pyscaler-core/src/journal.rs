@@ -307,13 +307,15 @@ impl FileJournal {
             .map_err(|e| io_error(format!("open journal {}", path.display()), e))?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::other(
-                ErrorKind::Conflict,
-                format!(
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::other(
+                    ErrorKind::Conflict,
+                    format!(
                     "another controller is running cluster `{cluster}`: it holds the lock on {}",
                     path.display()
                 ),
-            )),
+                ))
+            }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(io_error(format!("lock journal {}", path.display()), e))
             }

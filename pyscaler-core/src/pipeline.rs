@@ -371,7 +371,7 @@ impl Pipeline {
                 undo = true;
                 break;
             }
-            let (result, step_report) = self.run_journaled_step(step, ctx).await;
+            let (result, step_report) = self.run_journaled_step(step, i + 1, ctx).await;
             report.steps[i] = step_report;
             started.push(i);
             let Err(e) = result else { continue };
@@ -453,7 +453,7 @@ impl Pipeline {
 
         for (j, step) in self.finally.iter().enumerate() {
             ctx.report = Some(report.clone());
-            let (result, step_report) = run_step(step, ctx).await;
+            let (result, step_report) = run_step(step, None, ctx).await;
             report.finally[j] = step_report;
             if result.is_err() && report.status == RunStatus::Succeeded {
                 report.status = RunStatus::CompletedWithFailures;
@@ -491,7 +491,12 @@ impl Pipeline {
     /// Runs a step between its two journal entries. A step whose intent could
     /// not be written does not start; a step whose end could not be written
     /// counts as failed, so what it did is undone rather than unrecorded.
-    async fn run_journaled_step(&self, step: &Step, ctx: &mut Context) -> (Result<()>, StepReport) {
+    async fn run_journaled_step(
+        &self,
+        step: &Step,
+        position: usize,
+        ctx: &mut Context,
+    ) -> (Result<()>, StepReport) {
         let intent = JournalEntry::StepStarted {
             run_id: ctx.run_id().clone(),
             step: step.name.clone(),
@@ -504,7 +509,7 @@ impl Pipeline {
             report.error = Some(ErrorReport::from(&e));
             return (Err(e), report);
         }
-        let (mut result, mut report) = run_step(step, ctx).await;
+        let (mut result, mut report) = run_step(step, Some(position), ctx).await;
         let end = JournalEntry::StepFinished {
             run_id: ctx.run_id().clone(),
             step: step.name.clone(),
@@ -523,7 +528,11 @@ impl Pipeline {
     }
 }
 
-async fn run_step(step: &Step, ctx: &mut Context) -> (Result<()>, StepReport) {
+async fn run_step(
+    step: &Step,
+    position: Option<usize>,
+    ctx: &mut Context,
+) -> (Result<()>, StepReport) {
     let nodes = step.target.resolve(ctx);
     let node_names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     ctx.step = StepScope {
@@ -538,6 +547,7 @@ async fn run_step(step: &Step, ctx: &mut Context) -> (Result<()>, StepReport) {
         step: step.name.clone(),
         target: step.target,
         nodes: node_names.clone(),
+        position,
     });
     let span = info_span!("step", step = %step.name, target = %step.target);
     let started = tokio::time::Instant::now();

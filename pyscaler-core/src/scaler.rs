@@ -301,7 +301,7 @@ impl Scaler {
         tasks.abort_all();
         while let Some(done) = tasks.join_next().await {
             if let Ok(trigger) = done {
-                warn!(trigger = trigger.name(), "Trigger stopped.");
+                tracing::debug!(trigger = trigger.name(), "Trigger stopped.");
             }
         }
         outcomes

@@ -384,7 +384,7 @@ impl ThresholdTrigger {
                 self.aggregation,
                 self.comparison.symbol(),
                 self.threshold,
-                humantime::format_duration(held)
+                humantime::format_duration(Duration::from_secs(held.as_secs()))
             ),
         };
         Evaluation {
