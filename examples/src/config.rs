@@ -1,0 +1,193 @@
+//! The configuration file of the Tomcat cluster example.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pyscaler_aws::Ec2Profile;
+use pyscaler_notify::SmtpConfig;
+use pyscaler_ssh::SshConfig;
+use serde::Deserialize;
+
+/// Everything `tomcat_cluster` needs, read from one TOML file.
+///
+/// The same file format drives the local stack (moto, a loopback sshd,
+/// aiosmtpd) and real AWS: only `[ec2]` (endpoint, how nodes are reached) and
+/// the credentials differ. See `examples/tomcat/aws.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TomcatClusterConfig {
+    /// The cluster's name (the `pyscaler:cluster` tag).
+    pub cluster: String,
+    /// What to launch and how to reach it.
+    pub ec2: Ec2Profile,
+    /// How to log in to the nodes.
+    pub ssh: SshConfig,
+    /// Where notifications go (from/to come from here too).
+    pub smtp: SmtpConfig,
+    /// Tomcat and the application.
+    #[serde(default)]
+    pub tomcat: TomcatSettings,
+    /// How many nodes one scale-out adds, and bounds on waiting for them.
+    #[serde(default)]
+    pub deploy: DeploySettings,
+    /// The automatic path: the counter, its threshold and the bounds.
+    #[serde(default)]
+    pub watch: WatchSettings,
+    /// Where the run journal lives (one file per cluster).
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
+    /// The folder of the shipped assets (manifest, scripts, web app);
+    /// relative paths are taken from the config file's folder.
+    #[serde(default = "default_assets")]
+    pub assets: PathBuf,
+}
+
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from("target/pyscaler-journal")
+}
+
+fn default_assets() -> PathBuf {
+    PathBuf::from(".")
+}
+
+/// Tomcat and the application deployed on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TomcatSettings {
+    /// The HTTP connector's port.
+    pub http_port: u16,
+    /// The JVM's maximum heap (`-Xmx`).
+    pub heap: String,
+    /// The JMX port.
+    pub jmx_port: u16,
+    /// The application's name (its URL path).
+    pub app: String,
+    /// Text the application's page must contain to count as deployed.
+    pub expected_text: String,
+    /// The environment variable holding the Tomcat manager's password
+    /// (never in the file, never in a log line).
+    pub manager_password_env: String,
+    /// Run the node-side commands with `sudo -n`.
+    pub sudo: bool,
+    /// Bound on the application answering after deployment.
+    #[serde(with = "humantime_serde")]
+    pub ready_within: Duration,
+    /// Bound on Puppet (the first run installs Java and Tomcat).
+    #[serde(with = "humantime_serde")]
+    pub puppet_timeout: Duration,
+}
+
+impl Default for TomcatSettings {
+    fn default() -> Self {
+        Self {
+            http_port: 8080,
+            heap: "256m".into(),
+            jmx_port: 9010,
+            app: "demo".into(),
+            expected_text: "pyscaler demo app".into(),
+            manager_password_env: "TOMCAT_MANAGER_PASSWORD".into(),
+            sudo: true,
+            ready_within: Duration::from_secs(120),
+            puppet_timeout: Duration::from_secs(900),
+        }
+    }
+}
+
+/// How a scale-out launches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeploySettings {
+    /// Nodes added by one run.
+    pub count: u32,
+    /// Bound on the SSH port answering after launch.
+    #[serde(with = "humantime_serde")]
+    pub ssh_within: Duration,
+    /// Bound on the load balancer reporting the nodes InService.
+    #[serde(with = "humantime_serde")]
+    pub in_service_within: Duration,
+}
+
+impl Default for DeploySettings {
+    fn default() -> Self {
+        Self {
+            count: 1,
+            ssh_within: Duration::from_secs(300),
+            in_service_within: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The automatic path: a `ThresholdTrigger` on an `SshCounter`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// The command printing the load figure on each node.
+    pub counter_command: String,
+    /// Scale out when the average across nodes is above this.
+    pub threshold: f64,
+    /// How often the counter is read.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long it must stay above the threshold.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Quiet time after a scale-out.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// The fewest nodes.
+    pub min_nodes: usize,
+    /// The most nodes.
+    pub max_nodes: usize,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            counter_command: "cut -d' ' -f1 /proc/loadavg".into(),
+            threshold: 4.0,
+            interval: Duration::from_secs(10),
+            window: Duration::from_secs(300),
+            cooldown: Duration::from_secs(600),
+            min_nodes: 1,
+            max_nodes: 10,
+        }
+    }
+}
+
+impl TomcatClusterConfig {
+    /// Reads and checks the file at `path`; relative paths in it are taken
+    /// from the file's folder.
+    ///
+    /// # Errors
+    /// A message naming the file and what is wrong in it.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut config: Self =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.assets.is_relative() {
+            config.assets = base.join(&config.assets);
+        }
+        config
+            .ssh
+            .validate()
+            .map_err(|e| format!("{}: [ssh] {e}", path.display()))?;
+        config
+            .smtp
+            .validate()
+            .map_err(|e| format!("{}: [smtp] {e}", path.display()))?;
+        if config.deploy.count == 0 {
+            return Err(format!(
+                "{}: [deploy] count must be at least 1",
+                path.display()
+            ));
+        }
+        Ok(config)
+    }
+
+    /// A shipped asset's path.
+    pub fn asset(&self, relative: &str) -> PathBuf {
+        self.assets.join(relative)
+    }
+}

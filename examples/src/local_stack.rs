@@ -1,0 +1,239 @@
+//! The local stack the demo and the end-to-end test run against: moto for the
+//! AWS API (with a classic load balancer), an sshd on loopback standing in for
+//! every new VM, and aiosmtpd catching the mail. Started through the same
+//! harness as the integration tests; stopped when dropped.
+
+use std::path::{Path, PathBuf};
+
+use pyscaler_testkit::moto::{self, MotoServer};
+use pyscaler_testkit::smtp::SmtpServer;
+use pyscaler_testkit::sshd::Sshd;
+
+/// The name of the load balancer the stack creates in moto.
+pub const LOAD_BALANCER: &str = "tomcat-lb";
+/// The file the demo's load counter reads on the node.
+pub const LOAD_FILE: &str = "/var/tmp/pyscaler-demo/load";
+
+/// The running local stack.
+#[derive(Debug)]
+pub struct LocalStack {
+    /// The AWS API.
+    pub moto: MotoServer,
+    /// The stand-in VM.
+    pub sshd: Sshd,
+    /// The mail server.
+    pub smtp: SmtpServer,
+    /// The example's config file, written for this stack.
+    pub config: PathBuf,
+    /// The folder holding the config, known_hosts and the journal.
+    pub dir: PathBuf,
+}
+
+impl LocalStack {
+    /// Starts the three services, creates the load balancer, lets the SSH
+    /// user use `sudo -n` (as root), and writes the example's config file.
+    ///
+    /// # Panics
+    /// When a service cannot start (with its log), as a test harness does.
+    pub async fn start() -> Self {
+        let moto = MotoServer::start();
+        let sshd = Sshd::start();
+        let smtp = SmtpServer::start();
+        let dir = sshd.dir().join("local-stack");
+        std::fs::create_dir_all(&dir).expect("create the local stack folder");
+        create_load_balancer(&moto.endpoint_url()).await;
+        allow_sudo(sshd.user());
+        let known_hosts = dir.join("known_hosts");
+        std::fs::write(&known_hosts, sshd.known_hosts_line("ssh-ed25519"))
+            .expect("write known_hosts");
+        let config = dir.join("tomcat-local.toml");
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat");
+        std::fs::write(
+            &config,
+            render_config(
+                &moto,
+                &sshd,
+                &smtp,
+                &known_hosts,
+                &dir.join("journal"),
+                &assets,
+            ),
+        )
+        .expect("write the config");
+        Self {
+            moto,
+            sshd,
+            smtp,
+            config,
+            dir,
+        }
+    }
+
+    /// The environment `tomcat_cluster` needs against this stack: moto's
+    /// test credentials (the SDK's standard chain reads them).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", moto::ACCESS_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", moto::SECRET_ACCESS_KEY.to_owned()),
+            ("AWS_REGION", moto::REGION.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+}
+
+impl Drop for LocalStack {
+    /// The stand-in VM goes away with the stack: stop the Tomcat the
+    /// pipeline started on it (through the manifest's service script, on
+    /// machines without systemd).
+    fn drop(&mut self) {
+        let stop = Path::new("/usr/local/sbin/pyscaler-tomcat");
+        if stop.exists() {
+            let _ = std::process::Command::new(stop)
+                .arg("stop")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn render_config(
+    moto: &MotoServer,
+    sshd: &Sshd,
+    smtp: &SmtpServer,
+    known_hosts: &Path,
+    journal: &Path,
+    assets: &Path,
+) -> String {
+    format!(
+        r#"# The Tomcat cluster against the local stack (written by LocalStack).
+cluster = "tomcat-demo"
+journal_dir = {journal}
+assets = {assets}
+
+[ec2]
+region = "{region}"
+endpoint_url = {endpoint}
+image_id = "{ami}"
+instance_type = "t3.small"
+load_balancer = "{lb}"
+tags = {{ app = "tomcat-demo" }}
+
+# Every new VM is reached through the loopback sshd standing in for it.
+[ec2.ssh]
+via = {{ fixed = {{ host = "127.0.0.1", port = {ssh_port} }} }}
+user = {user}
+
+[ssh]
+user = {user}
+port = {ssh_port}
+auth = {{ method = "key-file", path = {key} }}
+host_keys = "strict"
+known_hosts = {known_hosts}
+connect_timeout = "5s"
+command_timeout = "15m"
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+connect_timeout = "5s"
+from = "pyscaler@localhost"
+to = ["ops@localhost"]
+
+[tomcat]
+http_port = 8080
+heap = "256m"
+jmx_port = 9010
+app = "demo"
+ready_within = "120s"
+
+[deploy]
+count = 1
+ssh_within = "30s"
+in_service_within = "60s"
+
+[watch]
+counter_command = "cat {load} 2>/dev/null || echo 0"
+threshold = 2.0
+interval = "2s"
+window = "6s"
+cooldown = "60s"
+min_nodes = 1
+max_nodes = 5
+"#,
+        journal = toml_str(&journal.display().to_string()),
+        assets = toml_str(&assets.display().to_string()),
+        region = moto::REGION,
+        endpoint = toml_str(&moto.endpoint_url()),
+        ami = moto::AMI,
+        lb = LOAD_BALANCER,
+        ssh_port = sshd.port(),
+        user = toml_str(sshd.user()),
+        key = toml_str(&sshd.client_key().display().to_string()),
+        known_hosts = toml_str(&known_hosts.display().to_string()),
+        smtp_port = smtp.port(),
+        load = LOAD_FILE,
+    )
+}
+
+async fn create_load_balancer(endpoint: &str) {
+    use aws_sdk_elasticloadbalancing::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_elasticloadbalancing::types::Listener;
+    let conf = aws_sdk_elasticloadbalancing::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(moto::REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(
+            moto::ACCESS_KEY_ID,
+            moto::SECRET_ACCESS_KEY,
+            None,
+            None,
+            "local-stack",
+        ))
+        .build();
+    let client = aws_sdk_elasticloadbalancing::Client::from_conf(conf);
+    let listener = Listener::builder()
+        .protocol("HTTP")
+        .load_balancer_port(80)
+        .instance_protocol("HTTP")
+        .instance_port(8080)
+        .build()
+        .expect("a complete listener");
+    client
+        .create_load_balancer()
+        .load_balancer_name(LOAD_BALANCER)
+        .listeners(listener)
+        .availability_zones(format!("{}a", moto::REGION))
+        .send()
+        .await
+        .expect("create the classic load balancer in moto");
+}
+
+/// Lets the SSH user run `sudo -n` (Puppet installs packages): the stand-in
+/// VM is this machine, and a real VM's login user has the same right.
+fn allow_sudo(user: &str) {
+    if user == "root" || !Path::new("/etc/sudoers.d").is_dir() {
+        return;
+    }
+    let rule = format!("{user} ALL=(ALL) NOPASSWD:ALL\n");
+    let path = Path::new("/etc/sudoers.d/pyscaler-local-stack");
+    if std::fs::read_to_string(path).ok().as_deref() != Some(rule.as_str()) {
+        if let Err(e) = std::fs::write(path, &rule) {
+            eprintln!(
+                "local stack: cannot write {} ({e}); Puppet will need sudo",
+                path.display()
+            );
+            return;
+        }
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o440));
+    }
+}

@@ -1,0 +1,265 @@
+//! The Tomcat cluster's scale-out pipeline: every step of the deployment
+//! table in scaling.rst, composed from pyscaler's actions.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyscaler_aws::{DeployEc2Node, Ec2, LoadBalancer};
+use pyscaler_core::{
+    async_trait, Action, ActionExt, Context, Effects, Error, ErrorKind, Journal, Pipeline, Result,
+    RetryPolicy, Target,
+};
+use pyscaler_notify::{Email, Mailer};
+use pyscaler_ssh::{DistributeScript, LocalScript, NodeFailure, OsConfiguration, RemoteShell};
+
+use crate::config::TomcatClusterConfig;
+use crate::http;
+use crate::war::build_war;
+
+/// The providers the pipeline's actions are built with: the real ones in
+/// `tomcat_cluster`, mocks in an application's own tests.
+#[derive(Clone)]
+pub struct Providers {
+    /// EC2.
+    pub ec2: Arc<dyn Ec2>,
+    /// The classic load balancer (when the profile names one).
+    pub elb: Option<Arc<dyn LoadBalancer>>,
+    /// SSH to the nodes.
+    pub shell: Arc<dyn RemoteShell>,
+    /// Mail.
+    pub mailer: Arc<dyn Mailer>,
+}
+
+impl std::fmt::Debug for Providers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Providers").finish_non_exhaustive()
+    }
+}
+
+/// The Tomcat manager's password, read from the environment variable the
+/// config names. Never logged.
+fn manager_password(config: &TomcatClusterConfig) -> Result<String> {
+    let var = &config.tomcat.manager_password_env;
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(Error::InvalidConfig(format!(
+            "set the Tomcat manager's password in the environment variable {var}"
+        ))),
+    }
+}
+
+/// Builds the scale-out pipeline of the Tomcat cluster.
+///
+/// # Errors
+/// A configuration problem (an unreadable asset, a missing password, an
+/// invalid profile), found before anything runs.
+pub fn tomcat_pipeline(
+    config: &TomcatClusterConfig,
+    providers: &Providers,
+    journal: Option<Arc<dyn Journal>>,
+) -> Result<Pipeline> {
+    let t = &config.tomcat;
+    let shell = providers.shell.clone();
+
+    // 1-2. A new VM on EC2, behind the Elastic Load Balancer.
+    let deploy = DeployEc2Node::builder(
+        providers.ec2.clone(),
+        providers.elb.clone(),
+        config.ec2.clone(),
+    )
+    .count(config.deploy.count)
+    .wait_for_ssh(config.deploy.ssh_within)
+    .in_service_within(config.deploy.in_service_within)
+    .build()?;
+
+    // 3. Operating system configuration and provisioning: Puppet installs Java
+    //    and Tomcat and manages their configuration.
+    let os = OsConfiguration::builder(shell.clone())
+        .manifest_file(config.asset("manifests/tomcat.pp"))
+        .sudo(t.sudo)
+        .timeout(t.puppet_timeout)
+        .fact("tomcat_http_port", t.http_port.to_string())
+        .secret_fact("tomcat_manager_password", manager_password(config)?)
+        .build()?;
+
+    // 4. Tomcat configuration: JVM options, restarting Tomcat only when they change.
+    let tomcat_config = LocalScript::builder(shell.clone())
+        .name("tomcat-config")
+        .file(config.asset("scripts/jvm-options.sh"))
+        .args([
+            "--heap",
+            t.heap.as_str(),
+            "--jmx-port",
+            &t.jmx_port.to_string(),
+        ])
+        .sudo(t.sudo)
+        .build()?;
+
+    // 5. Application deployment: the WAR is built here, uploaded, deployed,
+    //    and checked from the controller over HTTP.
+    let app_deploy = deploy_app(config, shell.clone())?;
+
+    // 6. Cluster update: every node's member list gets the new nodes.
+    let cluster_update = ClusterUpdate {
+        shell: shell.clone(),
+        script: config.asset("scripts/cluster-members.sh"),
+        sudo: t.sudo,
+    };
+
+    // 7. Notification, after success and after failure.
+    let email = Email::builder(providers.mailer.clone())
+        .addresses_from(&config.smtp)
+        .build()?;
+
+    let mut builder = Pipeline::builder("tomcat-scale-out");
+    if let Some(journal) = journal {
+        builder = builder.journal(journal);
+    }
+    builder
+        // The launch carries a ClientToken derived from the run and step, so a retry never launches twice.
+        .step(
+            deploy
+                .on(Target::None)
+                .named("deploy-ec2-node")
+                .retry(RetryPolicy::attempts(3)),
+        )
+        .step(os.on(Target::NewNodes).named("os-configuration"))
+        .step(tomcat_config.on(Target::NewNodes).named("tomcat-config"))
+        .step(app_deploy.on(Target::NewNodes).named("app-deploy"))
+        .step(cluster_update.on(Target::Cluster).named("cluster-update"))
+        .finally(email.on(Target::None).named("email"))
+        .build()
+}
+
+fn deploy_app(
+    config: &TomcatClusterConfig,
+    shell: Arc<dyn RemoteShell>,
+) -> Result<DistributeScript> {
+    let t = config.tomcat.clone();
+    let war = Arc::new(build_war(&config.asset("webapp")).map_err(Error::InvalidConfig)?);
+    let script_path = config.asset("scripts/deploy-war.sh");
+    let script = Arc::new(std::fs::read(&script_path).map_err(|e| {
+        Error::InvalidConfig(format!("cannot read {}: {e}", script_path.display()))
+    })?);
+    let undo_app = t.app.clone();
+    let undo_sudo = t.sudo;
+    let task = DistributeScript::task("app-deploy", shell, move |s| {
+        let (war, script, t) = (war.clone(), script.clone(), t.clone());
+        async move {
+            let war_path = format!("/tmp/pyscaler-{}.war", t.app);
+            let script_path = "/tmp/pyscaler-deploy-war.sh";
+            s.put(war.to_vec(), &war_path, 0o644).await?;
+            s.put(script.to_vec(), script_path, 0o755).await?;
+            let line = pyscaler_ssh::command_line(
+                "sh",
+                [
+                    script_path,
+                    "--port",
+                    &t.http_port.to_string(),
+                    "--timeout",
+                    &t.ready_within.as_secs().to_string(),
+                    &war_path,
+                    &t.app,
+                    &t.expected_text,
+                ],
+            )?;
+            let out = if t.sudo {
+                s.sudo(&line).await?
+            } else {
+                s.run(&line).await?
+            };
+            // The node says it answers; check it from here too, as a client would.
+            let host = s
+                .node()
+                .address
+                .as_ref()
+                .map(|a| a.host.clone())
+                .unwrap_or_default();
+            http::wait_until_ok(
+                &host,
+                t.http_port,
+                &format!("/{}/", t.app),
+                &t.expected_text,
+                t.ready_within,
+            )
+            .await
+            .map_err(|e| NodeFailure::from(Error::other(ErrorKind::RemoteCommandFailed, e)))?;
+            Ok(format!(
+                "{}; checked from the controller",
+                out.stdout.trim()
+            ))
+        }
+    })
+    .undo(move |s| {
+        let app = undo_app.clone();
+        async move {
+            let line = format!(
+                "rm -f /var/lib/tomcat10/webapps/{0}.war /tmp/pyscaler-{0}.war",
+                app
+            );
+            if undo_sudo {
+                s.sudo(&line).await?
+            } else {
+                s.run(&line).await?
+            };
+            Ok(format!("removed {app}.war"))
+        }
+    });
+    Ok(task)
+}
+
+/// Rewrites every node's list of cluster members (`name=host` per line)
+/// from the cluster as the run sees it; undone by writing the list without
+/// this run's new nodes.
+struct ClusterUpdate {
+    shell: Arc<dyn RemoteShell>,
+    script: PathBuf,
+    sudo: bool,
+}
+
+impl ClusterUpdate {
+    fn script(&self, members: Vec<String>) -> Result<LocalScript> {
+        LocalScript::builder(self.shell.clone())
+            .name("cluster-update")
+            .file(self.script.clone())
+            .args(members)
+            .sudo(self.sudo)
+            .build()
+    }
+}
+
+fn member(n: &pyscaler_core::Node) -> String {
+    let host = n
+        .address
+        .as_ref()
+        .map(|a| a.host.as_str())
+        .unwrap_or("unknown");
+    format!("{}={host}", n.name)
+}
+
+#[async_trait]
+impl Action for ClusterUpdate {
+    fn name(&self) -> &str {
+        "cluster-update"
+    }
+
+    fn describe(&self) -> Effects {
+        Effects::says("rewrite the cluster member list on every node")
+    }
+
+    async fn run(&self, ctx: &mut Context) -> Result<()> {
+        let members = ctx.cluster().nodes().iter().map(member).collect();
+        self.script(members)?.run(ctx).await
+    }
+
+    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
+        let members = ctx
+            .cluster()
+            .nodes()
+            .iter()
+            .filter(|n| !ctx.is_new(&n.id))
+            .map(member)
+            .collect();
+        self.script(members)?.run(ctx).await
+    }
+}

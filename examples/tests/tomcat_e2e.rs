@@ -1,0 +1,171 @@
+//! The Tomcat cluster example end to end, for real, against the local stack:
+//! moto for EC2 and the classic ELB, a loopback sshd standing in for each new
+//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail. Once by
+//! hand, once by the threshold trigger.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use pyscaler_aws::{
+    ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials, TAG_CLUSTER,
+};
+use pyscaler_core::{FileJournal, Journal, RunState, RunStatus};
+use pyscaler_examples::{http, LocalStack, LOAD_BALANCER, LOAD_FILE};
+use pyscaler_testkit::moto;
+
+const PASSWORD: &str = "e2e-manager-password-9f3c";
+
+fn tomcat_cluster(stack: &LocalStack, report: &Path, mode: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tomcat_cluster"));
+    cmd.arg("--config")
+        .arg(&stack.config)
+        .arg("--report")
+        .arg(report)
+        .args(mode);
+    cmd.envs(stack.env())
+        .env("TOMCAT_MANAGER_PASSWORD", PASSWORD);
+    let out = cmd.output().expect("run tomcat_cluster");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "the manager password reached the output"
+    );
+    out
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).expect("the report was written");
+    assert!(
+        !text.contains(PASSWORD),
+        "the manager password reached the report"
+    );
+    serde_json::from_str(&text).expect("the report is JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
+    let stack = LocalStack::start().await;
+    let aws = ClientConfig::new(moto::REGION)
+        .endpoint_url(stack.moto.endpoint_url())
+        .credentials(StaticCredentials::new(
+            moto::ACCESS_KEY_ID,
+            moto::SECRET_ACCESS_KEY,
+        ));
+    let ec2 = SdkEc2::connect(&aws).await;
+    let elb = pyscaler_aws::ClassicElb::connect(&aws).await;
+
+    // By hand.
+    let by_hand = stack.dir.join("by-hand.json");
+    let out = tomcat_cluster(&stack, &by_hand, &["run", "--reason", "e2e by hand"]);
+    assert!(out.status.success(), "tomcat_cluster run failed");
+    let r = report(&by_hand);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["nodes_added"].as_array().map(Vec::len), Some(1));
+    let instance = r["nodes_added"][0]["instance_id"]
+        .as_str()
+        .expect("an instance id")
+        .to_owned();
+    for step in [
+        "deploy-ec2-node",
+        "os-configuration",
+        "tomcat-config",
+        "app-deploy",
+        "cluster-update",
+    ] {
+        let s = r["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == step))
+            .expect(step);
+        assert_eq!(s["status"], "succeeded", "{step}: {s}");
+    }
+
+    // The VM runs, tagged, behind the load balancer, and the application answers.
+    let running = ec2
+        .find_by_tags(
+            &[(TAG_CLUSTER.into(), "tomcat-demo".into())],
+            &[InstanceState::Running],
+        )
+        .await
+        .expect("list the cluster");
+    assert_eq!(
+        running.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+        [instance.as_str()]
+    );
+    let health = elb
+        .health(LOAD_BALANCER, &[])
+        .await
+        .expect("load balancer health");
+    assert_eq!(health.len(), 1, "{health:?}");
+    let (code, body) = http::get("127.0.0.1", 8080, "/demo/", Duration::from_secs(10))
+        .await
+        .expect("HTTP");
+    assert_eq!(code, 200);
+    assert!(body.contains("pyscaler demo app"), "{body}");
+    let members =
+        std::fs::read_to_string("/etc/pyscaler/cluster-members").expect("the member list");
+    assert!(members.contains("tomcat-demo-01=127.0.0.1"), "{members}");
+
+    // The mail arrived, naming the new node.
+    let mails = stack.smtp.messages();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert!(
+        mails[0].contains("tomcat-demo-01") && mails[0].contains(&instance),
+        "{}",
+        mails[0]
+    );
+    assert!(!mails[0].contains(PASSWORD));
+
+    // By trigger: the load counter stays past its threshold for the window.
+    std::fs::create_dir_all(Path::new(LOAD_FILE).parent().expect("a folder"))
+        .expect("create the load folder");
+    std::fs::write(LOAD_FILE, "0.1\n").expect("write the load");
+    let by_trigger = stack.dir.join("by-trigger.json");
+    let raise = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(4));
+        std::fs::write(LOAD_FILE, "5.0\n").expect("raise the load");
+    });
+    let out = tomcat_cluster(
+        &stack,
+        &by_trigger,
+        &["watch", "--runs", "1", "--timeout", "240s"],
+    );
+    raise.join().expect("the load was raised");
+    std::fs::write(LOAD_FILE, "0.1\n").expect("lower the load");
+    assert!(out.status.success(), "tomcat_cluster watch failed");
+    let r = report(&by_trigger);
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(r["trigger"]["name"], "load-high");
+    assert!(
+        r["trigger"]["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("5.00 > 2")),
+        "{}",
+        r["trigger"]
+    );
+    let running = ec2
+        .find_by_tags(
+            &[(TAG_CLUSTER.into(), "tomcat-demo".into())],
+            &[InstanceState::Running],
+        )
+        .await
+        .expect("list the cluster");
+    assert_eq!(running.len(), 2);
+    assert_eq!(stack.smtp.messages().len(), 2);
+
+    // The journal shows both runs finished.
+    let journal =
+        FileJournal::open(stack.dir.join("journal"), "tomcat-demo").expect("open the journal");
+    let runs = journal.runs().await.expect("read the journal");
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| r.state == RunState::Finished(RunStatus::Succeeded)),
+        "{runs:?}"
+    );
+}
