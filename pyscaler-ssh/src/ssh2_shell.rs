@@ -20,7 +20,9 @@ use crate::{
 /// How long one blocking read waits for stdout before stderr is drained again.
 /// stderr is drained without waiting in between, so a command that fills
 /// the channel window with stderr never deadlocks; this bounds its stall.
+/// While a command prints nothing the wait doubles, up to [`READ_QUANTUM_MAX`].
 const READ_QUANTUM: Duration = Duration::from_millis(20);
+const READ_QUANTUM_MAX: Duration = Duration::from_millis(320);
 
 /// libssh2's error codes we tell apart (`LIBSSH2_ERROR_*` in libssh2.h).
 const LIBSSH2_ERROR_TIMEOUT: i32 = -9;
@@ -524,13 +526,17 @@ fn run(session: &Session, ep: &Endpoint, job: &Job<'_>) -> Result<RawOutput, Ssh
     let (mut out_done, mut err_done) = (false, false);
     let mut buf = vec![0u8; 32 * 1024];
     let reading = fail("reading output");
+    let mut quantum = READ_QUANTUM;
     loop {
         // Take whatever stderr is queued without waiting.
         session.set_blocking(false);
         while !err_done {
             match channel.stderr().read(&mut buf) {
                 Ok(0) => err_done = true,
-                Ok(n) => err.push(&buf[..n]),
+                Ok(n) => {
+                    err.push(&buf[..n]);
+                    quantum = READ_QUANTUM;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     session.set_blocking(true);
@@ -548,7 +554,7 @@ fn run(session: &Session, ep: &Endpoint, job: &Job<'_>) -> Result<RawOutput, Ssh
             return Err(timed_out());
         }
         // Wait (a short while) for stdout, or for stderr once stdout ended.
-        session.set_timeout(millis(wait.min(READ_QUANTUM)));
+        session.set_timeout(millis(wait.min(quantum)));
         let read = if out_done {
             channel.stderr().read(&mut buf)
         } else {
@@ -557,13 +563,22 @@ fn run(session: &Session, ep: &Endpoint, job: &Job<'_>) -> Result<RawOutput, Ssh
         match read {
             Ok(0) if out_done => err_done = true,
             Ok(0) => out_done = true,
-            Ok(n) if out_done => err.push(&buf[..n]),
-            Ok(n) => out.push(&buf[..n]),
+            Ok(n) if out_done => {
+                err.push(&buf[..n]);
+                quantum = READ_QUANTUM;
+            }
+            Ok(n) => {
+                out.push(&buf[..n]);
+                quantum = READ_QUANTUM;
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) => {}
+                ) =>
+            {
+                quantum = (quantum * 2).min(READ_QUANTUM_MAX);
+            }
             Err(e) => return Err(reading(e)),
         }
     }
