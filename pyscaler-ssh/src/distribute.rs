@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use pyscaler_core::{Action, Context, Effects, Error, Node, NodeOutcome, Result};
+use pyscaler_core::{Action, Context, Effects, Node, NodeOutcome, Result};
 
 use crate::fanout::{FanOut, NodeFailure, NodeResult};
 use crate::{CommandOutput, RemoteCommand, RemoteShell, RemoteShellExt, SshError};
@@ -411,12 +411,6 @@ impl Action for DistributeScript {
             }
             _ => Ok(()),
         }
-    }
-}
-
-impl From<NodeFailure> for Error {
-    fn from(f: NodeFailure) -> Self {
-        f.error
     }
 }
 

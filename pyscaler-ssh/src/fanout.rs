@@ -89,6 +89,13 @@ impl From<Error> for NodeFailure {
     }
 }
 
+impl From<NodeFailure> for Error {
+    /// The error, without the output (which the report keeps).
+    fn from(f: NodeFailure) -> Self {
+        f.error
+    }
+}
+
 impl From<SshError> for NodeFailure {
     fn from(error: SshError) -> Self {
         Error::from(error).into()
