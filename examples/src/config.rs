@@ -191,3 +191,33 @@ impl TomcatClusterConfig {
         self.assets.join(relative)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_aws_sample_matches_the_format() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config: TomcatClusterConfig = toml::from_str(&text).unwrap();
+        assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
+        assert_eq!(config.watch.min_nodes, 2);
+        // Loading checks what the file points at: the sample's key is a placeholder.
+        let err = TomcatClusterConfig::load(&path).unwrap_err();
+        assert!(
+            err.contains("/home/ops/.ssh/id_ed25519 does not exist"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_file_names_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "cluster = \"web\"\n[ec2]\nregion = 3\n").unwrap();
+        let err = TomcatClusterConfig::load(&path).unwrap_err();
+        assert!(err.starts_with(&path.display().to_string()), "{err}");
+        assert!(err.contains("region"), "{err}");
+    }
+}
