@@ -446,6 +446,20 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_shows_env_names_but_not_values() {
+        let script = LocalScript::builder(Arc::new(MockRemoteShell::new()))
+            .inline("#!/bin/sh\n")
+            .env("DB_PASSWORD", "hunter2")
+            .build()
+            .expect("build");
+        let shown = format!("{script:?}");
+        assert!(
+            shown.contains("DB_PASSWORD") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn build_checks_its_input() {
         let shell = Arc::new(MockRemoteShell::new());
         assert!(LocalScript::builder(shell.clone()).build().is_err());
