@@ -116,7 +116,8 @@ impl<A: Action + ?Sized> Action for Arc<A> {
 
 /// Conveniences every [`Action`] gets.
 pub trait ActionExt: Action + Sized + 'static {
-    /// Bounds each run (and each compensation) of this action by `after`.
+    /// Bounds each run of this action by `after` (not its undo, which must be
+    /// allowed to finish and bounds its own waits).
     fn timeout(self, after: Duration) -> Timeout<Self> {
         Timeout::new(self, after)
     }
@@ -139,7 +140,8 @@ pub trait ActionExt: Action + Sized + 'static {
 
 impl<A: Action + Sized + 'static> ActionExt for A {}
 
-/// An action whose every run is bounded in time.
+/// An action whose every run is bounded in time (its undo is not: a
+/// timed-out launch must still be terminated, however long that takes).
 ///
 /// Inside a [`Retry`] it bounds one attempt; around a `Retry`, the whole loop.
 #[derive(Debug, Clone)]
@@ -180,14 +182,10 @@ impl<A: Action> Action for Timeout<A> {
         }
     }
 
+    /// Not bounded by the timeout: undoing must be allowed to finish (an
+    /// action bounds its own waits, such as waiting for termination).
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        match tokio::time::timeout(self.after, self.inner.compensate(ctx)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::StepTimedOut {
-                step: format!("undo {}", self.inner.name()),
-                after: self.after,
-            }),
-        }
+        self.inner.compensate(ctx).await
     }
 }
 

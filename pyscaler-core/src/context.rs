@@ -267,6 +267,10 @@ impl Context {
         &self.cancel
     }
 
+    pub(crate) fn replace_cancellation(&mut self, token: CancellationToken) -> CancellationToken {
+        std::mem::replace(&mut self.cancel, token)
+    }
+
     /// Whether the run was asked to stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()

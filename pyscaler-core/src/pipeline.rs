@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::action::{Retry, Timeout};
@@ -70,7 +71,7 @@ impl Step {
         self
     }
 
-    /// Bounds each attempt of the step (and its undo) by `after`.
+    /// Bounds each attempt of the step by `after` (its undo is not bounded by it).
     pub fn timeout(mut self, after: Duration) -> Self {
         self.timeout = Some(after);
         self
@@ -402,6 +403,9 @@ impl Pipeline {
             }
         }
 
+        // Undo and the finally steps must run to the end even when the run was
+        // cancelled: they get a token of their own.
+        let run_token = ctx.replace_cancellation(CancellationToken::new());
         if undo {
             for &i in started.iter().rev() {
                 let outcome = compensate_step(&self.steps[i], ctx).await;
@@ -459,6 +463,7 @@ impl Pipeline {
                 report.status = RunStatus::CompletedWithFailures;
             }
         }
+        ctx.replace_cancellation(run_token);
         report.ended_at = Some(chrono::Utc::now());
         let finished = JournalEntry::RunFinished {
             run_id: report.run_id.clone(),

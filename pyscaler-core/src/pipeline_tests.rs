@@ -322,6 +322,30 @@ async fn cancellation_mid_run_finishes_the_step_then_compensates() {
     );
     assert_eq!(report.steps[2].status, StepStatus::Skipped);
     assert_eq!(c.cluster().len(), 2);
+    // The run's own token is given back after the undo.
+    assert!(c.is_cancelled());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_timeout_does_not_cut_the_undo_short() {
+    let log = Log::default();
+    let p = Pipeline::builder("out")
+        .step(Probe::new("deploy", &log).creating(1).on(Target::None))
+        .step(
+            Probe::new("puppet", &log)
+                .failing(1, ErrorKind::RemoteCommandFailed)
+                .slow_undo(Duration::from_secs(60))
+                .on(Target::NewNodes)
+                .timeout(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let report = p.run(&mut ctx()).await;
+    // The undo took its 60 s, past the step's 10 s timeout, and succeeded.
+    assert_eq!(start.elapsed(), Duration::from_secs(60));
+    assert_eq!(report.undone.len(), 2);
+    assert!(report.undo_succeeded(), "{report}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -30,6 +30,7 @@ pub(crate) struct Probe {
     pub(crate) kind: ErrorKind,
     pub(crate) delay: Duration,
     pub(crate) creates: usize,
+    pub(crate) undo_delay: Duration,
     pub(crate) runs: Arc<Mutex<u32>>,
 }
 
@@ -42,6 +43,7 @@ impl Probe {
             kind: ErrorKind::Transient,
             delay: Duration::ZERO,
             creates: 0,
+            undo_delay: Duration::ZERO,
             runs: Arc::default(),
         }
     }
@@ -52,6 +54,10 @@ impl Probe {
     }
     pub(crate) fn slow(mut self, d: Duration) -> Self {
         self.delay = d;
+        self
+    }
+    pub(crate) fn slow_undo(mut self, d: Duration) -> Self {
+        self.undo_delay = d;
         self
     }
     pub(crate) fn creating(mut self, n: usize) -> Self {
@@ -111,7 +117,16 @@ impl Action for Probe {
     }
 
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        self.log.push(format!("undo {}", self.name));
+        // Undo runs with a token of its own: it sees no cancellation.
+        let cancelled = if ctx.is_cancelled() {
+            " (cancelled!)"
+        } else {
+            ""
+        };
+        self.log.push(format!("undo {}{cancelled}", self.name));
+        if !self.undo_delay.is_zero() {
+            tokio::time::sleep(self.undo_delay).await;
+        }
         let mine: Vec<String> = ctx
             .new_nodes()
             .iter()
