@@ -132,6 +132,6 @@ impl Drop for ServiceProcess {
         self.stop();
     }
 }
-pub mod sshd;
-pub mod smtp;
 pub mod moto;
+pub mod smtp;
+pub mod sshd;
