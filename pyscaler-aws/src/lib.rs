@@ -22,6 +22,7 @@ mod error;
 mod node;
 mod profile;
 mod remove;
+mod sweep;
 mod terminate;
 mod wait;
 
@@ -39,3 +40,6 @@ pub use error::{kind_of_code, AwsError};
 pub use node::{TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
+pub use sweep::{
+    sweep_orphans, Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome,
+};
