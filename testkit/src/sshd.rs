@@ -133,6 +133,12 @@ impl Sshd {
         &self.process.log
     }
 
+    /// Stops sshd now (as dropping does): new connections to its port are
+    /// refused. Sessions already open end with their clients.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
     /// Adds a public key (`<path>.pub` of a key made by [`generate_key`]) to
     /// the keys sshd accepts; it reads them at each login.
     pub fn authorize(&self, private_key: &Path) {

@@ -6,7 +6,12 @@
 //! tomcat_cluster --config examples/tomcat/aws.toml --dry-run   # the plan; touches nothing
 //! tomcat_cluster --config examples/tomcat/aws.toml run         # one scale-out, now
 //! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out when the load stays high
+//! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
 //! ```
+//!
+//! `run` and `watch` first recover the runs a dead controller left unfinished
+//! (their instances deregistered and terminated, found through the journal and
+//! the `pyscaler:run` tag); `--no-recover` skips that.
 //!
 //! Copy this file (and `src/pipeline.rs`) into your own tool: the providers
 //! are built here, the pipeline there.
@@ -17,10 +22,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pyscaler_aws::{discover, ClassicElb, ClientConfig, SdkEc2};
+use pyscaler_aws::{discover, ClassicElb, ClientConfig, Ec2RunCleanup, SdkEc2};
 use pyscaler_core::{
-    CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal, Journal,
-    Pipeline, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
+    recover, CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal,
+    Journal, Pipeline, RunCleanup, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
 };
 use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
 use pyscaler_notify::SmtpMailer;
@@ -39,6 +44,9 @@ struct Args {
     /// Print the plan and touch nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Do not recover unfinished runs before `run` or `watch`.
+    #[arg(long)]
+    no_recover: bool,
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -60,6 +68,8 @@ enum Mode {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+    /// Undo the runs a dead controller left unfinished, then exit.
+    Recover,
 }
 
 #[tokio::main]
@@ -94,6 +104,10 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let shell = Arc::new(Ssh2Shell::new(config.ssh.clone()).map_err(|e| format!("[ssh] {e}"))?);
     let mailer =
         Arc::new(SmtpMailer::from_config(&config.smtp).map_err(|e| format!("[smtp] {e}"))?);
+    // Undoes what a dead controller's runs left on EC2 and the load balancer.
+    let cleanup: Arc<dyn RunCleanup> = Arc::new(
+        Ec2RunCleanup::new(ec2.clone(), elb.clone(), &config.ec2).map_err(|e| e.to_string())?,
+    );
     let providers = Providers {
         ec2: ec2.clone(),
         elb,
@@ -112,6 +126,27 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let journal: Arc<dyn Journal> = Arc::new(
         FileJournal::open(&config.journal_dir, &config.cluster).map_err(|e| e.to_string())?,
     );
+    let mode = args.mode.unwrap_or(Mode::Run {
+        reason: "asked by hand".into(),
+    });
+    match mode {
+        Mode::Recover => {
+            let all_recovered = recover_runs(journal.as_ref(), cleanup.as_ref()).await?;
+            return Ok(if all_recovered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        _ if args.no_recover => {}
+        // Before the cluster is discovered, so a dead run's nodes are not
+        // counted as members. (A `Scaler` can also recover when it starts,
+        // `.recover_with(journal, cleanup)`, but only after the cluster it
+        // was given has been read.)
+        Mode::Run { .. } | Mode::Watch { .. } => {
+            recover_runs(journal.as_ref(), cleanup.as_ref()).await?;
+        }
+    }
     let pipeline =
         tomcat_pipeline(&config, &providers, Some(journal.clone())).map_err(|e| e.to_string())?;
     // A restarted controller rebuilds its view of the cluster from EC2's tags.
@@ -121,9 +156,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     println!("Cluster {}: {} node(s)", cluster.name(), cluster.len());
     let progress = tokio::spawn(print_progress(pipeline.subscribe()));
 
-    let report = match args.mode.unwrap_or(Mode::Run {
-        reason: "asked by hand".into(),
-    }) {
+    let report = match mode {
         Mode::Run { reason } => {
             let mut ctx = Context::new(cluster).with_trigger(TriggerInfo::new("manual", reason));
             Some(pipeline.run(&mut ctx).await)
@@ -131,6 +164,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         Mode::Watch { runs, timeout } => {
             watch(&config, shell, cluster, pipeline, runs, timeout).await?
         }
+        Mode::Recover => None,
     };
     progress.abort();
     let Some(report) = report else {
@@ -145,6 +179,40 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Recovers the runs a dead controller left unfinished, printing each;
+/// returns whether every one was cleaned up.
+async fn recover_runs(journal: &dyn Journal, cleanup: &dyn RunCleanup) -> Result<bool, String> {
+    let recovered = recover(journal, cleanup)
+        .await
+        .map_err(|e| format!("cannot recover unfinished runs: {e}"))?;
+    if recovered.is_empty() {
+        println!("No unfinished run to recover.");
+    }
+    let mut all_recovered = true;
+    for r in &recovered {
+        let step = r.interrupted_step.as_deref().unwrap_or("between steps");
+        let undone = if r.undone.is_empty() {
+            "nothing to undo".to_owned()
+        } else {
+            r.undone.join("; ")
+        };
+        match &r.error {
+            None => println!(
+                "Recovered run {} (interrupted in {step}): {undone}",
+                r.run_id
+            ),
+            Some(e) => {
+                all_recovered = false;
+                println!(
+                    "Could NOT recover run {} (interrupted in {step}): {e}",
+                    r.run_id
+                );
+            }
+        }
+    }
+    Ok(all_recovered)
 }
 
 /// The automatic path: a threshold trigger on an SSH counter, bound to the
