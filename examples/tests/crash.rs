@@ -1,0 +1,304 @@
+//! Crash recovery: the controller (`tomcat_cluster run`) is killed with
+//! SIGKILL at several points of a real run against the local stack; a new
+//! controller process (`tomcat_cluster recover`) then cleans up. After each,
+//! a user finds no instance of the run left running (EC2), none of them in
+//! the load balancer, and the journal showing the run recovered and no run
+//! unfinished.
+//!
+//! One test walks the kill points one after another (they share the real
+//! Tomcat on port 8080 and one local stack) and prints the outcome table.
+
+#[path = "common/faults_support.rs"]
+mod faults_support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use faults_support::{
+    journal_runs, puppet_running, tomcat_cluster, tomcat_lock, wait_for_no_puppet, Aws, CLUSTER,
+    PASSWORD,
+};
+use pyscaler_aws::{Ec2, InstanceState, TAG_CLUSTER};
+use pyscaler_core::RunState;
+use pyscaler_examples::LocalStack;
+
+/// Where the controller is killed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KillPoint {
+    /// As soon as EC2 lists the run's instance (RunInstances answered).
+    AfterLaunch,
+    /// As soon as the load balancer lists the instance.
+    DuringRegistration,
+    /// While `puppet apply` runs on the node.
+    DuringPuppet,
+}
+
+impl KillPoint {
+    /// The step the journal must show interrupted.
+    fn step(self) -> &'static str {
+        match self {
+            Self::AfterLaunch | Self::DuringRegistration => "deploy-ec2-node",
+            Self::DuringPuppet => "os-configuration",
+        }
+    }
+}
+
+/// The controller's stdout, collected line by line while it runs.
+fn collect_stdout(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("stdout lines").push(line);
+        }
+    });
+    lines
+}
+
+/// Kills the controller with SIGKILL on drop, so a failing test leaves no
+/// controller behind.
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The cluster's instances that are not terminated.
+async fn live_cluster_instances(aws: &Aws) -> Vec<String> {
+    aws.ec2
+        .find_by_tags(
+            &[(TAG_CLUSTER.to_owned(), CLUSTER.to_owned())],
+            &[InstanceState::Pending, InstanceState::Running],
+        )
+        .await
+        .expect("list the cluster")
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+}
+
+/// Waits (polling every 50 ms) until the kill point is reached; returns
+/// what was seen there, or why it was not reached.
+async fn wait_for(
+    point: KillPoint,
+    aws: &Aws,
+    controller: &mut Controller,
+    stdout: &Mutex<Vec<String>>,
+) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = controller.0.try_wait() {
+            return Err(format!("the controller ended first ({status})"));
+        }
+        match point {
+            KillPoint::AfterLaunch => {
+                let live = live_cluster_instances(aws).await;
+                if !live.is_empty() {
+                    return Ok(format!("launched {live:?}"));
+                }
+            }
+            KillPoint::DuringRegistration => {
+                let registered = aws.registered().await;
+                if !registered.is_empty() {
+                    return Ok(format!("registered {registered:?}"));
+                }
+            }
+            KillPoint::DuringPuppet => {
+                let started = stdout
+                    .lock()
+                    .expect("stdout lines")
+                    .iter()
+                    .any(|l| l.contains("os-configuration ->"));
+                if started && puppet_running() {
+                    return Ok("puppet apply running".to_owned());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("not reached within 180 s".to_owned())
+}
+
+/// One row of the outcome table.
+struct Outcome {
+    point: KillPoint,
+    seen: String,
+    interrupted: String,
+    recovered: String,
+    live: usize,
+    in_lb: usize,
+    journal: String,
+    problems: Vec<String>,
+}
+
+async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint) -> Outcome {
+    let report = stack.dir.join(format!("crash-{point:?}.json"));
+    let mut problems = Vec::new();
+
+    // The controller, killed at the point.
+    let mut child = tomcat_cluster(stack, &stack.config, &report)
+        .args(["run", "--reason", &format!("crash test: {point:?}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tomcat_cluster");
+    let stdout = collect_stdout(&mut child);
+    let mut controller = Controller(child);
+    let seen = match wait_for(point, aws, &mut controller, &stdout).await {
+        Ok(seen) => seen,
+        Err(why) => {
+            problems.push(format!("kill point not reached: {why}"));
+            why
+        }
+    };
+    controller.0.kill().expect("SIGKILL the controller");
+    let status = controller.0.wait().expect("reap the controller");
+    println!(
+        "--- {point:?}: killed ({status}) at: {seen}\n{}",
+        stdout.lock().expect("stdout lines").join("\n")
+    );
+    // Puppet goes on without its controller: let it end before recovering
+    // and before the next case.
+    wait_for_no_puppet(Duration::from_secs(300));
+
+    // The dead controller's run, as the journal left it.
+    let unfinished: Vec<_> = journal_runs(stack)
+        .await
+        .into_iter()
+        .filter(|r| r.state == RunState::Unfinished)
+        .collect();
+    let Some(run) = unfinished.first().cloned() else {
+        problems.push("the journal shows no unfinished run after the kill".to_owned());
+        return Outcome {
+            point,
+            seen,
+            interrupted: "-".into(),
+            recovered: "-".into(),
+            live: 0,
+            in_lb: 0,
+            journal: "-".into(),
+            problems,
+        };
+    };
+    let run_id = run.run_id.as_str().to_owned();
+    let interrupted = run.interrupted_step().unwrap_or("none").to_owned();
+    if interrupted != point.step() {
+        problems.push(format!(
+            "interrupted in {interrupted}, expected {}",
+            point.step()
+        ));
+    }
+    let launched = aws.all_instances_of_run(&run_id).await;
+    if launched.is_empty() {
+        problems.push("the run had launched nothing when killed".to_owned());
+    }
+
+    // A new controller recovers.
+    let out = tomcat_cluster(stack, &stack.config, &report)
+        .arg("recover")
+        .output()
+        .expect("run tomcat_cluster recover");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("--- {point:?}: recover ({})\n{text}", out.status);
+    if !out.status.success() {
+        problems.push(format!(
+            "recover exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    if text.contains(PASSWORD) {
+        problems.push("the manager password reached the output".to_owned());
+    }
+    let recovered = text
+        .lines()
+        .find(|l| l.contains(&run_id))
+        .map(|l| l.split(": ").skip(1).collect::<Vec<_>>().join(": "))
+        .unwrap_or_else(|| {
+            problems.push("recover did not name the run".to_owned());
+            "-".to_owned()
+        });
+
+    // What a user checks afterwards.
+    let live = aws.live_instances_of_run(&run_id).await;
+    if !live.is_empty() {
+        problems.push(format!("left running: {live:?}"));
+    }
+    let registered = aws.registered().await;
+    let in_lb = launched.iter().filter(|i| registered.contains(i)).count();
+    if in_lb != 0 {
+        problems.push(format!("left in the load balancer: {registered:?}"));
+    }
+    let runs = journal_runs(stack).await;
+    let state = runs
+        .iter()
+        .find(|r| r.run_id.as_str() == run_id)
+        .map(|r| r.state);
+    if state != Some(RunState::Recovered { succeeded: true }) {
+        problems.push(format!("journal state {state:?}"));
+    }
+    let still: Vec<_> = runs
+        .iter()
+        .filter(|r| r.state == RunState::Unfinished)
+        .map(|r| r.run_id.to_string())
+        .collect();
+    if !still.is_empty() {
+        problems.push(format!("unfinished runs after recover: {still:?}"));
+    }
+    Outcome {
+        point,
+        seen,
+        interrupted,
+        recovered,
+        live: live.len(),
+        in_lb,
+        journal: state.map_or("missing".into(), |s| format!("{s:?}")),
+        problems,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_controller_recovers_whatever_a_killed_one_left() {
+    let _tomcat = tomcat_lock();
+    let stack = LocalStack::start().await;
+    let aws = Aws::connect(&stack).await;
+    let mut outcomes = Vec::new();
+    for point in [
+        KillPoint::AfterLaunch,
+        KillPoint::DuringRegistration,
+        KillPoint::DuringPuppet,
+    ] {
+        outcomes.push(crash_and_recover(&stack, &aws, point).await);
+    }
+    wait_for_no_puppet(Duration::from_secs(300));
+
+    println!(
+        "\n{:<19} {:<17} {:<33} {:>4} {:>5}  {:<30} result",
+        "killed", "interrupted step", "seen at the kill", "live", "in LB", "journal"
+    );
+    for o in &outcomes {
+        println!(
+            "{:<19} {:<17} {:<33} {:>4} {:>5}  {:<30} {}",
+            format!("{:?}", o.point),
+            o.interrupted,
+            o.seen,
+            o.live,
+            o.in_lb,
+            o.journal,
+            if o.problems.is_empty() {
+                format!("ok ({})", o.recovered)
+            } else {
+                format!("FAIL: {}", o.problems.join("; "))
+            }
+        );
+    }
+    let failed = outcomes.iter().filter(|o| !o.problems.is_empty()).count();
+    assert_eq!(failed, 0, "{failed} kill points failed (table above)");
+    assert!(!puppet_running(), "a puppet apply is still running");
+}
