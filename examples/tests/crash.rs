@@ -1,6 +1,7 @@
 //! Crash recovery: the controller (`tomcat_cluster run`) is killed with
 //! SIGKILL at several points of a real run against the local stack; a new
-//! controller process (`tomcat_cluster recover`) then cleans up. After each,
+//! controller process (`tomcat_cluster recover`, or a new `run`, which
+//! recovers first) then cleans up. After each,
 //! a user finds no instance of the run left running (EC2), none of them in
 //! the load balancer, and the journal showing the run recovered and no run
 //! unfinished.
@@ -125,9 +126,17 @@ async fn wait_for(
     Err("not reached within 180 s".to_owned())
 }
 
+/// The new controller: `recover`, or a `run` (which recovers first by default).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Next {
+    Recover,
+    Run,
+}
+
 /// One row of the outcome table.
 struct Outcome {
     point: KillPoint,
+    next: Next,
     seen: String,
     interrupted: String,
     recovered: String,
@@ -137,7 +146,7 @@ struct Outcome {
     problems: Vec<String>,
 }
 
-async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint) -> Outcome {
+async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next: Next) -> Outcome {
     let report = stack.dir.join(format!("crash-{point:?}.json"));
     let mut problems = Vec::new();
 
@@ -177,6 +186,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint) -> O
         problems.push("the journal shows no unfinished run after the kill".to_owned());
         return Outcome {
             point,
+            next,
             seen,
             interrupted: "-".into(),
             recovered: "-".into(),
@@ -200,18 +210,32 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint) -> O
     }
 
     // A new controller recovers.
+    let args: &[&str] = match next {
+        Next::Recover => &["recover"],
+        Next::Run => &["run", "--reason", "after a crash"],
+    };
     let out = tomcat_cluster(stack, &stack.config, &report)
-        .arg("recover")
+        .args(args)
         .output()
-        .expect("run tomcat_cluster recover");
+        .expect("run the new tomcat_cluster");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("--- {point:?}: recover ({})\n{text}", out.status);
+    println!("--- {point:?}: then {next:?} ({})\n{text}", out.status);
     if !out.status.success() {
         problems.push(format!(
             "recover exited {}: {}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         ));
+    }
+    if next == Next::Run {
+        // It went on to scale out, in a run of its own.
+        let r: serde_json::Value = std::fs::read_to_string(&report)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        if r["status"] != "succeeded" || r["run_id"] == run_id.as_str() {
+            problems.push(format!("the new run: {} {}", r["run_id"], r["status"]));
+        }
     }
     if text.contains(PASSWORD) {
         problems.push("the manager password reached the output".to_owned());
@@ -253,6 +277,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint) -> O
     }
     Outcome {
         point,
+        next,
         seen,
         interrupted,
         recovered,
@@ -269,23 +294,26 @@ async fn a_new_controller_recovers_whatever_a_killed_one_left() {
     let stack = LocalStack::start().await;
     let aws = Aws::connect(&stack).await;
     let mut outcomes = Vec::new();
-    for point in [
-        KillPoint::AfterLaunch,
-        KillPoint::DuringRegistration,
-        KillPoint::DuringPuppet,
+    for (point, next) in [
+        (KillPoint::AfterLaunch, Next::Recover),
+        (KillPoint::DuringRegistration, Next::Recover),
+        (KillPoint::DuringPuppet, Next::Recover),
+        // Last: its new run leaves a node (and Tomcat) running.
+        (KillPoint::AfterLaunch, Next::Run),
     ] {
-        outcomes.push(crash_and_recover(&stack, &aws, point).await);
+        outcomes.push(crash_and_recover(&stack, &aws, point, next).await);
     }
     wait_for_no_puppet(Duration::from_secs(300));
 
     println!(
-        "\n{:<19} {:<17} {:<33} {:>4} {:>5}  {:<30} result",
-        "killed", "interrupted step", "seen at the kill", "live", "in LB", "journal"
+        "\n{:<19} {:<8} {:<17} {:<33} {:>4} {:>5}  {:<30} result",
+        "killed", "then", "interrupted step", "seen at the kill", "live", "in LB", "journal"
     );
     for o in &outcomes {
         println!(
-            "{:<19} {:<17} {:<33} {:>4} {:>5}  {:<30} {}",
+            "{:<19} {:<8} {:<17} {:<33} {:>4} {:>5}  {:<30} {}",
             format!("{:?}", o.point),
+            format!("{:?}", o.next),
             o.interrupted,
             o.seen,
             o.live,
