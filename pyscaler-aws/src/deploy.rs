@@ -564,30 +564,41 @@ impl Action for DeployEc2Node {
             .get::<Launches>()
             .and_then(|l| l.get(&step))
             .cloned();
-        let (ids, lb) = match record {
-            Some(r) if r.undone => return Ok(()),
-            Some(r) if r.answered => (r.instance_ids, r.load_balancer),
-            _ => {
-                // The launch may have gone through without an answer reaching us.
-                let tags = [
-                    (TAG_CLUSTER.to_owned(), ctx.cluster().name().to_owned()),
-                    (TAG_RUN.to_owned(), ctx.run_id().to_string()),
-                    (TAG_STEP.to_owned(), step.clone()),
-                ];
-                let alive = [
-                    InstanceState::Pending,
-                    InstanceState::Running,
-                    InstanceState::Stopping,
-                    InstanceState::Stopped,
-                ];
-                let found = self.ec2.find_by_tags(&tags, &alive).await?;
-                let ids: Vec<String> = found.into_iter().map(|i| i.id).collect();
-                let lb = (!ids.is_empty())
-                    .then(|| self.profile.load_balancer().map(str::to_owned))
-                    .flatten();
-                (ids, lb)
+        if record.as_ref().is_some_and(|r| r.undone) {
+            return Ok(());
+        }
+        // What the launch answered, and whatever else carries this run's and
+        // step's tags: a launch whose answer never reached us, or an earlier
+        // attempt's instances where the ClientToken was not honoured.
+        let tags = [
+            (TAG_CLUSTER.to_owned(), ctx.cluster().name().to_owned()),
+            (TAG_RUN.to_owned(), ctx.run_id().to_string()),
+            (TAG_STEP.to_owned(), step.clone()),
+        ];
+        let alive = [
+            InstanceState::Pending,
+            InstanceState::Running,
+            InstanceState::Stopping,
+            InstanceState::Stopped,
+        ];
+        let found = self.ec2.find_by_tags(&tags, &alive).await?;
+        let mut ids: Vec<String> = record
+            .as_ref()
+            .filter(|r| r.answered)
+            .map(|r| r.instance_ids.clone())
+            .unwrap_or_default();
+        for instance in found {
+            if !ids.contains(&instance.id) {
+                ids.push(instance.id);
             }
+        }
+        // Registered where the record says; when the launch's answer never
+        // came, possibly with the profile's load balancer.
+        let lb = match &record {
+            Some(r) if r.answered => r.load_balancer.clone(),
+            _ => self.profile.load_balancer().map(str::to_owned),
         };
+        let mut deregister_error = None;
         if !ids.is_empty() {
             if let (Some(elb), Some(lb)) = (&self.elb, &lb) {
                 match elb.deregister(lb, &ids).await {
@@ -597,10 +608,17 @@ impl Action for DeployEc2Node {
                     // Nothing to take out: the load balancer or the registration is gone.
                     Err(e)
                         if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
-                    Err(e) => return Err(e.into()),
+                    // Terminate all the same: a VM must never be left running
+                    // because its load balancer could not be reached. The undo
+                    // is still reported as failed, since the load balancer may
+                    // point at the terminated instances until it notices.
+                    Err(e) => {
+                        warn!(step = %step, load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
+                        deregister_error = Some(e);
+                    }
                 }
             }
-            // Undoing runs to the end even in a cancelled run (the step's timeout bounds it).
+            // Undoing runs to the end even in a cancelled run.
             terminate_and_wait(
                 self.ec2.as_ref(),
                 &self.poll,
@@ -611,6 +629,9 @@ impl Action for DeployEc2Node {
             .await?;
             info!(step = %step, instances = ?ids, "Terminated.");
             ctx.forget_new_nodes(&ids);
+        }
+        if let Some(e) = deregister_error {
+            return Err(e.into());
         }
         let record = launched(ctx, &step);
         record.undone = true;

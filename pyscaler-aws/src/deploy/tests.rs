@@ -97,6 +97,18 @@ fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
                 .collect()),
         }
     });
+    // Compensation also looks for the run's instances by their tags: the
+    // launched ones until they are terminated (a read, not noted as a call).
+    let t = terminated.clone();
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        Ok(if *t.lock().expect("lock") {
+            Vec::new()
+        } else {
+            (0..n)
+                .map(|i| instance(i, InstanceState::Running))
+                .collect()
+        })
+    });
     let c = calls.clone();
     ec2.expect_terminate().returning(move |ids| {
         note(&c, format!("terminate {}", ids.join(",")));
@@ -173,6 +185,7 @@ async fn launches_in_one_call_tagged_and_registers_in_one_call() {
     let calls = Calls::default();
     let mut ec2 = ec2_happy(2, &calls);
     ec2.checkpoint();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     let seen = Arc::new(Mutex::new(None::<LaunchSpec>));
     let (c, s) = (calls.clone(), seen.clone());
     ec2.expect_launch().times(1).returning(move |spec| {
@@ -246,6 +259,8 @@ async fn a_refused_launch_is_typed_and_leaves_nothing_to_undo() {
     ec2.expect_launch()
         .times(1)
         .returning(|_| Err(api_err("InvalidAMIID.NotFound")));
+    // The undo finds nothing by the run's tags either.
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     // No describe, terminate or deregister: mockall fails on any unexpected call.
     let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
     let pipeline = Pipeline::builder("p")
@@ -267,6 +282,7 @@ async fn an_instance_lost_while_waiting_is_terminated() {
     let calls = Calls::default();
     let mut ec2 = ec2_happy(1, &calls);
     ec2.checkpoint();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     let c = calls.clone();
     ec2.expect_launch().returning(move |_| {
         note(&c, "launch");
@@ -315,6 +331,7 @@ async fn waiting_for_running_is_bounded() {
     let calls = Calls::default();
     let mut ec2 = ec2_happy(1, &calls);
     ec2.checkpoint();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     ec2.expect_launch()
         .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
     let terminated = Arc::new(Mutex::new(false));
@@ -625,6 +642,7 @@ async fn a_partial_launch_is_accepted_when_allowed() {
     let calls = Calls::default();
     let mut ec2 = ec2_happy(2, &calls);
     ec2.checkpoint();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     let seen = Arc::new(Mutex::new((0, 0)));
     let s = seen.clone();
     ec2.expect_launch().times(1).returning(move |spec| {
@@ -786,6 +804,7 @@ async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
     let calls = Calls::default();
     let mut ec2 = ec2_happy(1, &calls);
     ec2.checkpoint();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     ec2.expect_launch()
         .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
     let terminated = Arc::new(Mutex::new(false));
@@ -822,4 +841,80 @@ async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
     assert_eq!(report.status, RunStatus::Cancelled, "{report:?}");
     assert!(report.undo_succeeded(), "{report:?}");
     assert_eq!(calls_of(&calls), ["terminate i-0"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
+    // Registration fails with a 5xx (retried, then given up), and so does
+    // deregistering in the undo: the instances are terminated all the same,
+    // also those an earlier attempt launched (found by the run's tags), and
+    // the undo is reported as failed because the load balancer may still
+    // point at them.
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.checkpoint();
+    let c = calls.clone();
+    ec2.expect_launch().returning(move |_| {
+        note(&c, "launch");
+        Ok(vec![instance(0, InstanceState::Pending)])
+    });
+    let terminated = Arc::new(Mutex::new(false));
+    let t = terminated.clone();
+    ec2.expect_describe().returning(move |wanted| {
+        let state = if *t.lock().expect("lock") {
+            InstanceState::Terminated
+        } else {
+            InstanceState::Running
+        };
+        Ok(wanted
+            .iter()
+            .map(|id| Instance {
+                id: id.clone(),
+                ..instance(0, state)
+            })
+            .collect())
+    });
+    let t = terminated.clone();
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        Ok(if *t.lock().expect("lock") {
+            Vec::new()
+        } else {
+            // i-9: a stray instance of this run and step the answer did not name.
+            vec![
+                instance(0, InstanceState::Running),
+                Instance {
+                    id: "i-9".into(),
+                    ..instance(9, InstanceState::Running)
+                },
+            ]
+        })
+    });
+    let c = calls.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    let mut elb = MockLoadBalancer::new();
+    elb.expect_register()
+        .returning(|_, _| Err(api_err("ServiceUnavailable")));
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Err(api_err("ServiceUnavailable"))
+    });
+    let action = deploy(ec2, Some(elb), 1);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(
+        calls_of(&calls),
+        ["launch", "deregister web-lb i-0,i-9", "terminate i-0,i-9"]
+    );
+    assert!(!report.undo_succeeded(), "{report}");
+    assert!(ctx.new_nodes().is_empty());
 }
