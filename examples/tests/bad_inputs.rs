@@ -39,6 +39,19 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MANAGER_PASSWORD: &str = "bad-inputs-manager-password-71c2";
 
+/// Only one test process may drive the node's real Puppet and Tomcat (port
+/// 8080) at a time, other test binaries too: the same lock file they take.
+fn tomcat_lock() -> std::fs::File {
+    let dir = pyscaler_testkit::workspace_root()
+        .join("target")
+        .join("services");
+    std::fs::create_dir_all(&dir).expect("create target/services");
+    let file =
+        std::fs::File::create(dir.join("tomcat-8080.lock")).expect("create the Tomcat lock file");
+    file.lock().expect("lock the Tomcat lock file");
+    file
+}
+
 fn tried(what: &str) {
     let n = TRIED.fetch_add(1, Ordering::SeqCst) + 1;
     println!("bad input tried: {what} ({n} of {BAD_INPUTS} in this run)");
@@ -106,6 +119,7 @@ impl Case {
         let pipeline = tomcat_pipeline(config, &providers, None).expect("the pipeline builds");
         let mut ctx = Context::new(Cluster::new(&config.cluster))
             .with_trigger(TriggerInfo::new("manual", "bad input test"));
+        let _node = tomcat_lock();
         let report = pipeline.run(&mut ctx).await;
         println!("{report}");
         report
@@ -684,6 +698,8 @@ async fn secrets_reach_no_log_line_report_or_debug_output() {
     )
     .expect("the only subscriber of this test binary");
 
+    // Declared before the stack, so released after it stops Tomcat.
+    let _node = tomcat_lock();
     let case = Case::start().await;
     let (port, seen) = scripted_smtp("250 2.1.5 OK").await;
     let mut config = case.load(&case.text).expect("the stack's config");
