@@ -453,6 +453,17 @@ async fn a_manifest_with_a_syntax_error_fails_in_puppet_and_the_launch_is_undone
             .is_none_or(|s| s.status == StepStatus::Skipped),
         "Tomcat was not configured"
     );
+    // The node keeps no file of the run: the manifest's folder was removed.
+    let prefix = format!("{}-", report.run_id);
+    let left: Vec<String> = std::fs::read_dir("/tmp/pyscaler-puppet")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on the node: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
