@@ -351,8 +351,10 @@ async fn waiting_for_running_is_bounded() {
         *terminated.lock().expect("lock") = true;
         Ok(())
     });
+    // Without jitter, so the number of polls is the same every time.
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .running_within(Duration::from_secs(60))
+        .poll(crate::wait::default_poll().jitter(false))
         .build()
         .expect("action");
     let mut ctx = context();
