@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{CancellationToken, Result, RetryPolicy, RunCleanup, RunRecord};
+use pyscaler_core::{Result, RetryPolicy, RunCleanup, RunRecord};
 use tracing::info;
 
-use crate::terminate::terminate_and_wait;
+use crate::terminate::deregister_and_terminate;
 use crate::wait::default_poll;
 use crate::{instances_of_run, AwsError, Ec2, Ec2Profile, LoadBalancer};
 
@@ -78,23 +78,28 @@ impl RunCleanup for Ec2RunCleanup {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut undone = Vec::new();
-        if let (Some(elb), Some(lb)) = (&self.elb, &self.load_balancer) {
-            match elb.deregister(lb, &ids).await {
-                Ok(()) => undone.push(format!("deregistered {} from {lb}", ids.join(", "))),
-                Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        terminate_and_wait(
+        let elb = match (&self.elb, &self.load_balancer) {
+            (Some(elb), Some(lb)) => Some((elb.as_ref(), lb.as_str())),
+            _ => None,
+        };
+        let deregister_error = deregister_and_terminate(
             self.ec2.as_ref(),
+            elb,
             &self.poll,
             self.terminated_within,
-            &CancellationToken::new(),
             &ids,
         )
         .await?;
         info!(run_id = %run.run_id, instances = ?ids, "Terminated the instances of an unfinished run.");
+        // Terminated, but the load balancer may still point at them: the run
+        // stays unfinished and the next recovery deregisters again.
+        if let Some(e) = deregister_error {
+            return Err(e.into());
+        }
+        let mut undone = Vec::new();
+        if let Some(lb) = &self.load_balancer {
+            undone.push(format!("deregistered {} from {lb}", ids.join(", ")));
+        }
         undone.push(format!("terminated {}", ids.join(", ")));
         Ok(undone)
     }
@@ -184,5 +189,55 @@ mod tests {
             .await
             .expect("nothing")
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_load_balancer_still_gets_the_instances_terminated() {
+        let terminated = Arc::new(Mutex::new(false));
+        let mut ec2 = MockEc2::new();
+        ec2.expect_find_by_tags().returning(|_, _| {
+            Ok(vec![Instance {
+                id: "i-1".into(),
+                state: InstanceState::Running,
+                ..Instance::default()
+            }])
+        });
+        let t = terminated.clone();
+        ec2.expect_terminate().times(1).returning(move |_| {
+            *t.lock().expect("lock") = true;
+            Ok(())
+        });
+        ec2.expect_describe().returning(|_| {
+            Ok(vec![Instance {
+                id: "i-1".into(),
+                state: InstanceState::Terminated,
+                ..Instance::default()
+            }])
+        });
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister().returning(|_, _| {
+            Err(AwsError::Api {
+                service: "ELB",
+                operation: "DeregisterInstancesFromLoadBalancer",
+                code: Some("ServiceUnavailable".into()),
+                message: "try later".into(),
+                subject: None,
+                kind: crate::kind_of_code("ServiceUnavailable"),
+                source: None,
+            })
+        });
+        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .load_balancer("web-lb")
+            .build()
+            .expect("profile");
+        let cleanup =
+            Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile).expect("cleanup");
+        let err = cleanup
+            .cleanup(&record())
+            .await
+            .expect_err("deregistration failed");
+        assert!(err.to_string().contains("ServiceUnavailable"), "{err}");
+        // Terminated all the same; the run stays unfinished for the next recovery.
+        assert!(*terminated.lock().expect("lock"));
     }
 }

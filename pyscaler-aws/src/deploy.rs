@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pyscaler_core::{
-    Action, CancellationToken, Context, Effects, Error, ErrorKind, Node, NodeAddress, NodeOutcome,
-    Result, RetryPolicy, RunId,
+    Action, Context, Effects, Error, ErrorKind, Node, NodeAddress, NodeOutcome, Result,
+    RetryPolicy, RunId,
 };
 use tracing::{info, warn};
 
 use crate::node::{name_tag, next_free_number, node_name, node_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
-use crate::terminate::terminate_and_wait;
+use crate::terminate::deregister_and_terminate;
 use crate::wait::{default_poll, Poller};
 use crate::{
     AwsError, Ec2, Ec2Profile, HealthState, Instance, InstanceState, LaunchSpec, LoadBalancer,
@@ -598,40 +598,24 @@ impl Action for DeployEc2Node {
             Some(r) if r.answered => r.load_balancer.clone(),
             _ => self.profile.load_balancer().map(str::to_owned),
         };
-        let mut deregister_error = None;
         if !ids.is_empty() {
-            if let (Some(elb), Some(lb)) = (&self.elb, &lb) {
-                match elb.deregister(lb, &ids).await {
-                    Ok(()) => {
-                        info!(step = %step, load_balancer = %lb, instances = ?ids, "Deregistered.")
-                    }
-                    // Nothing to take out: the load balancer or the registration is gone.
-                    Err(e)
-                        if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
-                    // Terminate all the same: a VM must never be left running
-                    // because its load balancer could not be reached. The undo
-                    // is still reported as failed, since the load balancer may
-                    // point at the terminated instances until it notices.
-                    Err(e) => {
-                        warn!(step = %step, load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
-                        deregister_error = Some(e);
-                    }
-                }
-            }
-            // Undoing runs to the end even in a cancelled run.
-            terminate_and_wait(
+            let elb = match (&self.elb, &lb) {
+                (Some(elb), Some(lb)) => Some((elb.as_ref(), lb.as_str())),
+                _ => None,
+            };
+            let deregister_error = deregister_and_terminate(
                 self.ec2.as_ref(),
+                elb,
                 &self.poll,
                 self.terminated_within,
-                &CancellationToken::new(),
                 &ids,
             )
             .await?;
-            info!(step = %step, instances = ?ids, "Terminated.");
+            // They are gone: the nodes leave the cluster.
             ctx.forget_new_nodes(&ids);
-        }
-        if let Some(e) = deregister_error {
-            return Err(e.into());
+            if let Some(e) = deregister_error {
+                return Err(e.into());
+            }
         }
         let record = launched(ctx, &step);
         record.undone = true;

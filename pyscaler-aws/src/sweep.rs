@@ -8,14 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pyscaler_core::{
-    Action, CancellationToken, Context, Effects, Journal, Result, RetryPolicy, RunId, RunRecord,
-    RunState, RunStatus,
+    Action, Context, Effects, Journal, Result, RetryPolicy, RunId, RunRecord, RunState, RunStatus,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::node::{TAG_CLUSTER, TAG_RUN};
-use crate::terminate::terminate_and_wait;
+use crate::terminate::deregister_and_terminate;
 use crate::wait::default_poll;
 use crate::{AwsError, Ec2, Instance, InstanceState, LoadBalancer};
 
@@ -212,20 +211,15 @@ impl SweepOrphans {
         if doomed.is_empty() {
             return Ok(orphans);
         }
-        if let Some((elb, lb)) = &self.elb {
-            match elb.deregister(lb, &doomed).await {
-                Ok(()) => {}
-                Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {
-                    warn!(load_balancer = %lb, error = %e, "Could not deregister orphans; terminating them anyway.");
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        terminate_and_wait(
+        let elb = self
+            .elb
+            .as_ref()
+            .map(|(elb, lb)| (elb.as_ref(), lb.as_str()));
+        let deregister_error = deregister_and_terminate(
             self.ec2.as_ref(),
+            elb,
             &self.poll,
             self.terminated_within,
-            &CancellationToken::new(),
             &doomed,
         )
         .await?;
@@ -234,6 +228,9 @@ impl SweepOrphans {
             .filter(|o| o.outcome == SweepOutcome::Terminated)
         {
             info!(cluster = %self.cluster, instance = %o.instance_id, run_id = ?o.run_id.as_ref().map(RunId::to_string), reason = %o.reason, "Terminated an orphan.");
+        }
+        if let Some(e) = deregister_error {
+            return Err(e.into());
         }
         Ok(orphans)
     }

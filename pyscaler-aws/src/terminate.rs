@@ -58,3 +58,37 @@ pub(crate) async fn terminate_and_wait(
     }
     .into())
 }
+
+/// Takes instances out of `load_balancer` (when given), then terminates them
+/// and waits until they are gone. A failed deregistration never keeps a VM
+/// running: the instances are terminated all the same, and the
+/// deregistration's error comes back as `Ok(Some(error))` (they are gone, but
+/// the load balancer may still point at them until it notices). A load
+/// balancer or registration that is already gone is no error.
+///
+/// # Errors
+/// When terminating, or waiting for it, failed.
+pub(crate) async fn deregister_and_terminate(
+    ec2: &dyn Ec2,
+    load_balancer: Option<(&dyn crate::LoadBalancer, &str)>,
+    poll: &RetryPolicy,
+    within: Duration,
+    ids: &[String],
+) -> Result<Option<AwsError>> {
+    let mut deregister_error = None;
+    if let Some((elb, lb)) = load_balancer {
+        match elb.deregister(lb, ids).await {
+            Ok(()) => tracing::info!(load_balancer = %lb, instances = ?ids, "Deregistered."),
+            // Nothing to take out: the load balancer or the registration is gone.
+            Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
+            Err(e) => {
+                tracing::warn!(load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
+                deregister_error = Some(e);
+            }
+        }
+    }
+    // Undoing runs to the end, even in a cancelled run.
+    terminate_and_wait(ec2, poll, within, &CancellationToken::new(), ids).await?;
+    tracing::info!(instances = ?ids, "Terminated.");
+    Ok(deregister_error)
+}
