@@ -480,7 +480,7 @@ impl Action for DeployEc2Node {
             self.profile.image_id(),
             self.profile.region()
         ))
-        .creating_nodes();
+        .adding(self.count as usize);
         if let Some(lb) = self.profile.load_balancer() {
             e.summary.push(format!(
                 "register them with load balancer {lb} and wait until InService"

@@ -204,11 +204,15 @@ impl Action for RemoveEc2Node {
             .as_ref()
             .map(|lb| format!(", deregistered from {lb}"))
             .unwrap_or_default();
-        Effects::says(format!(
+        let effects = Effects::says(format!(
             "terminate {which}{lb}, keeping at least {} node(s)",
             self.min_nodes
-        ))
-        .removing_nodes()
+        ));
+        match self.pick {
+            // As many as the step targets: not known before the run.
+            Pick::Target => effects.removing_nodes(),
+            Pick::Newest | Pick::Oldest => effects.removing(self.count),
+        }
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {

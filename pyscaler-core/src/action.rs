@@ -18,6 +18,12 @@ pub struct Effects {
     pub creates_nodes: bool,
     /// Whether the action removes nodes from the cluster.
     pub removes_nodes: bool,
+    /// How many nodes it adds at most, when it knows (0: unknown, or none).
+    #[serde(default)]
+    pub nodes_added: usize,
+    /// How many nodes it removes at most, when it knows (0: unknown, or none).
+    #[serde(default)]
+    pub nodes_removed: usize,
 }
 
 impl Effects {
@@ -43,6 +49,22 @@ impl Effects {
     /// Marks the action as one that removes nodes.
     pub fn removing_nodes(mut self) -> Self {
         self.removes_nodes = true;
+        self
+    }
+
+    /// Marks the action as one that adds up to `n` nodes (the scaler keeps
+    /// a scale-out from going past its maximum with it).
+    pub fn adding(mut self, n: usize) -> Self {
+        self.creates_nodes = true;
+        self.nodes_added = n;
+        self
+    }
+
+    /// Marks the action as one that removes up to `n` nodes (the scaler keeps
+    /// a scale-in from going below its minimum with it).
+    pub fn removing(mut self, n: usize) -> Self {
+        self.removes_nodes = true;
+        self.nodes_removed = n;
         self
     }
 }

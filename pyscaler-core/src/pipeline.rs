@@ -258,6 +258,26 @@ impl Pipeline {
         &self.name
     }
 
+    /// How many nodes a run adds and removes at most, from what its main
+    /// steps describe (an action that does not say counts as one when it
+    /// creates or removes nodes).
+    pub fn node_change(&self) -> (usize, usize) {
+        self.steps.iter().fold((0, 0), |(added, removed), s| {
+            let e = s.action.describe();
+            let a = if e.creates_nodes {
+                e.nodes_added.max(1)
+            } else {
+                0
+            };
+            let r = if e.removes_nodes {
+                e.nodes_removed.max(1)
+            } else {
+                0
+            };
+            (added + a, removed + r)
+        })
+    }
+
     /// Events of every run of this pipeline from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()

@@ -96,13 +96,15 @@ impl ScalerBuilder {
         self
     }
 
-    /// The fewest nodes the cluster may have: a scale-in at this size is skipped (default 1).
+    /// The fewest nodes the cluster may have: a scale-in at this size, or one
+    /// whose pipeline would remove more nodes than are above it, is skipped (default 1).
     pub fn min_nodes(mut self, n: usize) -> Self {
         self.min_nodes = n;
         self
     }
 
-    /// The most nodes the cluster may have: a scale-out at this size is skipped (default 10).
+    /// The most nodes the cluster may have: a scale-out at this size, or one
+    /// whose pipeline would add more nodes than fit under it, is skipped (default 10).
     pub fn max_nodes(mut self, n: usize) -> Self {
         self.max_nodes = n;
         self
@@ -272,7 +274,7 @@ impl Scaler {
                 trigger: fire.trigger.clone(),
                 reason: fire.reason.clone(),
             });
-            if let Some(reason) = self.refusal(direction, &last_run) {
+            if let Some(reason) = self.refusal(direction, &pipeline, &last_run) {
                 outcomes.push(self.skip(&fire, direction, reason));
                 continue;
             }
@@ -307,8 +309,14 @@ impl Scaler {
         outcomes
     }
 
-    fn refusal(&self, direction: Direction, last_run: &[Option<Instant>; 2]) -> Option<String> {
+    fn refusal(
+        &self,
+        direction: Direction,
+        pipeline: &Pipeline,
+        last_run: &[Option<Instant>; 2],
+    ) -> Option<String> {
         let n = self.cluster.len();
+        let (added, removed) = pipeline.node_change();
         match direction {
             Direction::Out if n >= self.max_nodes => {
                 return Some(format!(
@@ -316,9 +324,21 @@ impl Scaler {
                     self.max_nodes
                 ));
             }
+            Direction::Out if n + added > self.max_nodes => {
+                return Some(format!(
+                    "adding {added} nodes to {n} would go past the maximum of {}",
+                    self.max_nodes
+                ));
+            }
             Direction::In if n <= self.min_nodes => {
                 return Some(format!(
                     "the cluster is at its minimum of {} nodes",
+                    self.min_nodes
+                ));
+            }
+            Direction::In if n < self.min_nodes + removed => {
+                return Some(format!(
+                    "removing {removed} nodes from {n} would go below the minimum of {}",
                     self.min_nodes
                 ));
             }

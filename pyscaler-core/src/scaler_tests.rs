@@ -123,6 +123,35 @@ async fn scale_out_at_the_maximum_and_scale_in_at_the_minimum_are_skipped() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_scale_out_that_would_go_past_the_maximum_is_skipped() {
+    let log = Log::default();
+    let manual = ManualTrigger::new("manual");
+    let adds_two = Arc::new(
+        Pipeline::builder("scale-out-by-2")
+            .step(Probe::new("deploy", &log).creating(2).on(Target::None))
+            .build()
+            .unwrap(),
+    );
+    let scaler = Scaler::builder(cluster(2))
+        .max_nodes(3)
+        .bind(manual.clone(), Direction::Out, adds_two)
+        .build()
+        .unwrap();
+    let (scaler, outcomes) = drive(
+        scaler,
+        vec![(Duration::ZERO, manual, "busy")],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(
+        summary(&outcomes),
+        ["skipped: adding 2 nodes to 2 would go past the maximum of 3"]
+    );
+    assert!(log.entries().is_empty());
+    assert_eq!(scaler.cluster().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_triggers_firing_together_give_one_run() {
     let log = Log::default();
     let a = ManualTrigger::new("a");

@@ -78,7 +78,7 @@ impl Action for Probe {
     fn describe(&self) -> Effects {
         let e = Effects::says(format!("probe {}", self.name));
         if self.creates > 0 {
-            e.creating_nodes()
+            e.adding(self.creates)
         } else {
             e
         }

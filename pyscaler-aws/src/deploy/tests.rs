@@ -632,6 +632,8 @@ fn describe_says_it_creates_nodes() {
     let a = deploy(MockEc2::new(), Some(MockLoadBalancer::new()), 3);
     let e = a.describe();
     assert!(e.creates_nodes);
+    // The scaler keeps a scale-out under its maximum with this count.
+    assert_eq!(e.nodes_added, 3);
     assert_eq!(
         e.summary[0],
         "launch 3 t3.small from ami-03cf127a in us-east-1"
