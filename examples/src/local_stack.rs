@@ -41,7 +41,7 @@ impl LocalStack {
         let smtp = SmtpServer::start();
         let dir = sshd.dir().join("local-stack");
         std::fs::create_dir_all(&dir).expect("create the local stack folder");
-        create_load_balancer(&moto.endpoint_url()).await;
+        moto.create_load_balancer(LOAD_BALANCER).await;
         allow_sudo(sshd.user());
         let known_hosts = dir.join("known_hosts");
         std::fs::write(&known_hosts, sshd.known_hosts_line("ssh-ed25519"))
@@ -179,39 +179,6 @@ max_nodes = 5
         smtp_port = smtp.port(),
         load = LOAD_FILE,
     )
-}
-
-async fn create_load_balancer(endpoint: &str) {
-    use aws_sdk_elasticloadbalancing::config::{BehaviorVersion, Credentials, Region};
-    use aws_sdk_elasticloadbalancing::types::Listener;
-    let conf = aws_sdk_elasticloadbalancing::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(moto::REGION))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            moto::ACCESS_KEY_ID,
-            moto::SECRET_ACCESS_KEY,
-            None,
-            None,
-            "local-stack",
-        ))
-        .build();
-    let client = aws_sdk_elasticloadbalancing::Client::from_conf(conf);
-    let listener = Listener::builder()
-        .protocol("HTTP")
-        .load_balancer_port(80)
-        .instance_protocol("HTTP")
-        .instance_port(8080)
-        .build()
-        .expect("a complete listener");
-    client
-        .create_load_balancer()
-        .load_balancer_name(LOAD_BALANCER)
-        .listeners(listener)
-        .availability_zones(format!("{}a", moto::REGION))
-        .send()
-        .await
-        .expect("create the classic load balancer in moto");
 }
 
 /// Lets the SSH user run `sudo -n` (Puppet installs packages): the stand-in

@@ -132,21 +132,7 @@ impl Stack {
 
     /// Creates the classic load balancer the profile names, as an operator would.
     async fn create_load_balancer(&self) {
-        self.sdk_elb
-            .create_load_balancer()
-            .load_balancer_name(LB)
-            .listeners(
-                aws_sdk_elasticloadbalancing::types::Listener::builder()
-                    .protocol("HTTP")
-                    .load_balancer_port(80)
-                    .instance_port(8080)
-                    .build()
-                    .expect("listener"),
-            )
-            .availability_zones("us-east-1a")
-            .send()
-            .await
-            .expect("create the load balancer");
+        self.moto.create_load_balancer(LB).await;
     }
 
     fn profile(&self, image: &str, instance_type: &str) -> Ec2Profile {

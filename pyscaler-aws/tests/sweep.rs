@@ -70,33 +70,7 @@ async fn the_sweep_terminates_old_instances_of_unsuccessful_runs_and_nothing_els
         .max_attempts(1);
     let ec2 = Arc::new(SdkEc2::connect(&config).await);
     let elb = Arc::new(ClassicElb::connect(&config).await);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(REGION))
-        .endpoint_url(moto.endpoint_url())
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
-    aws_sdk_elasticloadbalancing::Client::new(&sdk)
-        .create_load_balancer()
-        .load_balancer_name(LB)
-        .listeners(
-            aws_sdk_elasticloadbalancing::types::Listener::builder()
-                .protocol("HTTP")
-                .load_balancer_port(80)
-                .instance_port(8080)
-                .build()
-                .expect("listener"),
-        )
-        .availability_zones("us-east-1a")
-        .send()
-        .await
-        .expect("create the load balancer");
+    moto.create_load_balancer(LB).await;
 
     let journal = Arc::new(
         FileJournal::open(service_dir("sweep-journal", moto.port()), "web").expect("journal"),

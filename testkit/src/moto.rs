@@ -58,6 +58,43 @@ impl MotoServer {
         self.port
     }
 
+    /// Creates a classic load balancer called `name` (HTTP 80 -> 8080, in
+    /// `us-east-1a`), as an operator would before pyscaler registers nodes.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_load_balancer(&self, name: &str) {
+        use aws_sdk_elasticloadbalancing::config::{BehaviorVersion, Credentials, Region};
+        use aws_sdk_elasticloadbalancing::types::Listener;
+        let conf = aws_sdk_elasticloadbalancing::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(self.endpoint_url())
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY_ID,
+                SECRET_ACCESS_KEY,
+                None,
+                None,
+                "testkit",
+            ))
+            .build();
+        let listener = Listener::builder()
+            .protocol("HTTP")
+            .load_balancer_port(80)
+            .instance_protocol("HTTP")
+            .instance_port(8080)
+            .build()
+            .expect("a complete listener");
+        aws_sdk_elasticloadbalancing::Client::from_conf(conf)
+            .create_load_balancer()
+            .load_balancer_name(name)
+            .listeners(listener)
+            .availability_zones(format!("{REGION}a"))
+            .send()
+            .await
+            .expect("create the classic load balancer in moto");
+    }
+
     /// The server's log file (one line per request).
     pub fn log(&self) -> &Path {
         &self.process.log
