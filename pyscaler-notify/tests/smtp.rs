@@ -3,48 +3,22 @@
 //! replies aiosmtpd never gives (4xx, 5xx), a port nobody listens on, and a
 //! server that never answers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{context, email, scripted_server, Launch};
 use pyscaler_core::{
-    async_trait, Action, ActionExt, Classify, Cluster, Context, Effects, Error, ErrorKind, Node,
-    NodeAddress, Pipeline, Result, RetryPolicy, RunStatus, StepStatus, Target, TriggerInfo,
+    async_trait, Action, ActionExt, Classify, Context, Error, ErrorKind, Pipeline, Result,
+    RetryPolicy, RunStatus, StepStatus, Target,
 };
 use pyscaler_notify::{
     Email, FileMailer, Mail, Mailer, NotifyError, SmtpMailer, Templates, TlsMode,
 };
 use pyscaler_testkit::smtp::{SmtpServer, SmtpTls};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
-
-/// Adds two nodes; takes them back when undone.
-struct Launch;
-
-#[async_trait]
-impl Action for Launch {
-    fn name(&self) -> &str {
-        "deploy-ec2-node"
-    }
-    fn describe(&self) -> Effects {
-        Effects::says("launch 2 nodes").creating_nodes()
-    }
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        ctx.add_new_nodes([
-            Node::new("i-0aaa", "web-03")
-                .with_instance_id("i-0aaa")
-                .with_address(NodeAddress::new("10.0.0.3")),
-            Node::new("i-0bbb", "web-04")
-                .with_instance_id("i-0bbb")
-                .with_address(NodeAddress::new("10.0.0.4")),
-        ]);
-        Ok(())
-    }
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        ctx.forget_new_nodes(&["i-0aaa".to_string(), "i-0bbb".to_string()]);
-        Ok(())
-    }
-}
 
 /// Fails on web-04.
 struct Puppet;
@@ -67,21 +41,6 @@ fn plain_mailer(port: u16) -> SmtpMailer {
         .send_timeout(Duration::from_secs(10))
         .build()
         .expect("valid mailer")
-}
-
-fn email(mailer: impl Mailer + 'static) -> Email {
-    Email::builder(Arc::new(mailer))
-        .from("pyscaler <ops@example.com>")
-        .to("oncall@example.com")
-        .to("lead@example.com")
-        .cc("audit@example.com")
-        .build()
-        .expect("valid email action")
-}
-
-fn context() -> Context {
-    Context::new(Cluster::new("web").with_nodes([Node::new("i-0old", "web-01")]))
-        .with_trigger(TriggerInfo::new("manual", "asked by alice"))
 }
 
 /// A stored message as `(headers, body)`, line ends made `\n` and a
@@ -278,55 +237,6 @@ fn mail() -> Mail {
         .expect("valid mail")
 }
 
-/// A minimal SMTP server: it offers `AUTH` and refuses every login (535);
-/// connection `i` answers `RCPT` with `rcpt[i]` (`250 OK` past the list);
-/// it accepts data.
-async fn scripted_server(rcpt: Vec<&'static str>) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("address").port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let count = connections.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let i = count.fetch_add(1, Ordering::SeqCst);
-            let rcpt_reply = rcpt.get(i).copied().unwrap_or("250 2.1.5 OK");
-            tokio::spawn(async move {
-                let (read, mut write) = socket.into_split();
-                let mut lines = BufReader::new(read).lines();
-                let _ = write.write_all(b"220 scripted ESMTP\r\n").await;
-                let mut in_data = false;
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if in_data {
-                        if line == "." {
-                            in_data = false;
-                            let _ = write.write_all(b"250 2.0.0 queued as 42\r\n").await;
-                        }
-                        continue;
-                    }
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply = match verb.as_str() {
-                        "EHLO" | "HELO" => "250-scripted\r\n250 AUTH PLAIN LOGIN".to_string(),
-                        "AUTH" => "535 5.7.8 Authentication credentials invalid".to_string(),
-                        "MAIL" => "250 2.1.0 OK".to_string(),
-                        "RCPT" => rcpt_reply.to_string(),
-                        "DATA" => {
-                            in_data = true;
-                            "354 go ahead".to_string()
-                        }
-                        "QUIT" => {
-                            let _ = write.write_all(b"221 bye\r\n").await;
-                            break;
-                        }
-                        _ => "250 OK".to_string(),
-                    };
-                    let _ = write.write_all(format!("{reply}\r\n").as_bytes()).await;
-                }
-            });
-        }
-    });
-    (port, connections)
-}
-
 #[tokio::test]
 async fn a_permanent_refusal_keeps_the_servers_reply_and_is_tried_once() {
     let (port, connections) = scripted_server(vec![
@@ -467,75 +377,4 @@ async fn a_certificate_from_an_unknown_ca_is_refused_and_not_retried() {
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(!e.is_retryable());
     assert!(server.messages().is_empty());
-}
-
-/// Every span field and event field, as text.
-#[derive(Clone, Default)]
-struct LogCapture(Arc<std::sync::Mutex<String>>);
-
-impl tracing::field::Visit for LogCapture {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let line = format!("{field}={value:?} ");
-        self.0.lock().expect("log buffer").push_str(&line);
-    }
-}
-
-impl tracing::Subscriber for LogCapture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        span.record(&mut self.clone());
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>) {
-        values.record(&mut self.clone());
-    }
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        event.record(&mut self.clone());
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
-#[tokio::test]
-async fn a_refused_login_is_reported_without_the_password() {
-    const PASSWORD: &str = "correct-horse-battery-staple";
-    let logs = LogCapture::default();
-    let _guard = tracing::subscriber::set_default(logs.clone());
-    let (port, connections) = scripted_server(vec![]).await;
-    let mailer = SmtpMailer::builder("127.0.0.1")
-        .port(port)
-        .tls(TlsMode::None)
-        .credentials("pyscaler", pyscaler_notify::Secret::new(PASSWORD))
-        .build()
-        .expect("valid mailer");
-    let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
-        .finally(
-            email(mailer.clone())
-                .on(Target::None)
-                .retry(RetryPolicy::attempts(3).initial_delay(Duration::from_millis(10))),
-        )
-        .build()
-        .expect("valid pipeline");
-    let report = pipeline.run(&mut context()).await;
-    let step = &report.finally[0];
-    assert_eq!(step.attempts, 1, "a refused login is not retried");
-    assert_eq!(connections.load(Ordering::SeqCst), 1);
-    let error = step.error.as_ref().expect("the refusal");
-    assert_eq!(error.kind, ErrorKind::PermissionDenied);
-    assert!(error.message.contains("535 5.7.8"), "{}", error.message);
-
-    let logs = logs.0.lock().expect("log buffer").clone();
-    assert!(logs.contains("535 5.7.8"), "the failure was logged: {logs}");
-    for text in [
-        format!("{report}"),
-        format!("{report:?}"),
-        format!("{mailer:?}"),
-        logs,
-    ] {
-        assert!(!text.contains(PASSWORD), "{text}");
-    }
 }
