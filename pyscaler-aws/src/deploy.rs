@@ -29,6 +29,10 @@ pub struct Launched {
     /// Whether EC2 answered the launch call (then `instance_ids` is all it started;
     /// otherwise compensation looks the instances up by their tags).
     pub answered: bool,
+    /// Whether the launch call went out and neither an answer nor a refusal
+    /// came back (a timeout, a dropped connection, a run cut short while
+    /// waiting): EC2 may have started instances that no search shows yet.
+    pub in_flight: bool,
     /// The instances started.
     pub instance_ids: Vec<String>,
     /// The load balancer they were (or were being) registered with.
@@ -137,6 +141,7 @@ pub struct DeployEc2Node {
     ssh_within: Option<Duration>,
     in_service_within: Duration,
     terminated_within: Duration,
+    unanswered_within: Duration,
 }
 
 impl fmt::Debug for DeployEc2Node {
@@ -187,6 +192,7 @@ impl DeployEc2Node {
                 ssh_within: None,
                 in_service_within: Duration::from_secs(300),
                 terminated_within: Duration::from_secs(300),
+                unanswered_within: Duration::from_secs(30),
             },
             min_count: None,
         }
@@ -236,6 +242,21 @@ impl DeployEc2NodeBuilder {
         self
     }
 
+    /// Bounds how long compensation keeps looking for the instances of a
+    /// launch whose answer never came (30 s by default).
+    ///
+    /// EC2 may act on a RunInstances call whose answer is lost (a timeout, a
+    /// dropped connection, a run cut short), and a search by tags right after
+    /// a launch can miss instances that are starting (DescribeInstances is
+    /// eventually consistent). So after such a launch compensation searches
+    /// the run's tags until it has found `count` instances or this bound
+    /// passes. Instances that appear even later are the orphan sweep's
+    /// ([`crate::sweep_orphans`]): they carry the run's tags.
+    pub fn unanswered_launch_within(mut self, d: Duration) -> Self {
+        self.inner.unanswered_within = d;
+        self
+    }
+
     /// Checks the settings and builds the action.
     ///
     /// # Errors
@@ -280,6 +301,7 @@ impl DeployEc2NodeBuilder {
             ("wait_for_ssh", a.ssh_within),
             ("in_service_within", Some(a.in_service_within)),
             ("terminated_within", Some(a.terminated_within)),
+            ("unanswered_launch_within", Some(a.unanswered_within)),
         ] {
             if d == Some(Duration::ZERO) {
                 return Err(AwsError::invalid(name, "is 0"));
@@ -290,6 +312,38 @@ impl DeployEc2NodeBuilder {
 }
 
 impl DeployEc2Node {
+    /// After a launch whose answer never came: searches the run's tags until
+    /// `count` instances show up or [`DeployEc2NodeBuilder::unanswered_launch_within`]
+    /// passes, and returns what it found.
+    async fn settle_unanswered(
+        &self,
+        ctx: &Context,
+        tags: &[(String, String)],
+        alive: &[InstanceState],
+        mut found: Vec<Instance>,
+    ) -> Result<Vec<Instance>> {
+        let wanted = self.count as usize;
+        let mut poller = Poller::new(&self.poll, self.unanswered_within);
+        while found.len() < wanted && poller.tick(ctx.cancellation()).await? {
+            match self.ec2.find_by_tags(tags, alive).await {
+                Ok(now) => found = now,
+                Err(e) if pyscaler_core::Classify::is_retryable(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if found.len() < wanted {
+            warn!(
+                step = %ctx.step_name(),
+                found = found.len(),
+                wanted,
+                within = ?self.unanswered_within,
+                "The launch was never answered and fewer instances than asked for showed up; \
+                 any that appear later carry the run's tags, and the orphan sweep terminates them."
+            );
+        }
+        Ok(found)
+    }
+
     fn spec(&self, ctx: &Context, token: &str, first: u32) -> LaunchSpec {
         let cluster = ctx.cluster().name();
         let mut tags = self.profile.tags().clone();
@@ -499,6 +553,9 @@ impl Action for DeployEc2Node {
             let record = launched(ctx, &step);
             record.client_token.clone_from(&token);
             record.undone = false;
+            // Until EC2 answers, or refuses: if this future is dropped (a step
+            // timeout, a cancelled run) the record says so.
+            record.in_flight = true;
         }
         info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
         let launch = self.ec2.launch(&spec).await;
@@ -508,8 +565,10 @@ impl Action for DeployEc2Node {
                 // A definitive refusal (bad input, permissions, token conflict) means
                 // nothing was started. After a passing fault an earlier SDK attempt may
                 // have launched without us hearing back: compensation searches the tags.
-                launched(ctx, &step).answered =
-                    e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
+                let record = launched(ctx, &step);
+                record.answered = e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
+                // No code: no answer from EC2 at all (a timeout, a dropped connection).
+                record.in_flight = e.code().is_none();
                 return Err(e.into());
             }
         };
@@ -517,6 +576,7 @@ impl Action for DeployEc2Node {
         {
             let record = launched(ctx, &step);
             record.answered = true;
+            record.in_flight = false;
             record.instance_ids.clone_from(&ids);
         }
         if ids.is_empty() {
@@ -581,7 +641,10 @@ impl Action for DeployEc2Node {
             InstanceState::Stopping,
             InstanceState::Stopped,
         ];
-        let found = self.ec2.find_by_tags(&tags, &alive).await?;
+        let mut found = self.ec2.find_by_tags(&tags, &alive).await?;
+        if record.as_ref().is_some_and(|r| r.in_flight) {
+            found = self.settle_unanswered(ctx, &tags, &alive, found).await?;
+        }
         let mut ids: Vec<String> = record
             .as_ref()
             .filter(|r| r.answered)
@@ -620,6 +683,7 @@ impl Action for DeployEc2Node {
         let record = launched(ctx, &step);
         record.undone = true;
         record.answered = true;
+        record.in_flight = false;
         record.instance_ids = ids;
         Ok(())
     }

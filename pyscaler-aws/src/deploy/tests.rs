@@ -803,6 +803,105 @@ async fn after_a_passing_fault_at_launch_compensation_still_looks_for_instances(
     assert!(report.undo_succeeded());
 }
 
+/// An EC2 error with no code: the launch's answer never came.
+fn no_answer() -> AwsError {
+    AwsError::Api {
+        service: "EC2",
+        operation: "RunInstances",
+        code: None,
+        message: "operation attempt timed out".to_owned(),
+        subject: None,
+        kind: ErrorKind::Timeout,
+        source: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_never_answered_is_searched_for_until_its_instances_show_up() {
+    let calls = Calls::default();
+    let mut ec2 = MockEc2::new();
+    ec2.expect_launch().times(1).returning(|_| Err(no_answer()));
+    // EC2 acted on the lost call, but the search sees the instances only on its third try.
+    let searches = Arc::new(AtomicUsize::new(0));
+    let s = searches.clone();
+    ec2.expect_find_by_tags().returning(move |tags, _| {
+        assert!(tags.iter().any(|(k, _)| k == TAG_RUN), "{tags:?}");
+        Ok(if s.fetch_add(1, Ordering::SeqCst) < 2 {
+            Vec::new()
+        } else {
+            vec![
+                instance(0, InstanceState::Pending),
+                instance(1, InstanceState::Pending),
+            ]
+        })
+    });
+    let terminated = Arc::new(Mutex::new(false));
+    let t = terminated.clone();
+    ec2.expect_describe().returning(move |wanted| {
+        let state = if *t.lock().expect("lock") {
+            InstanceState::Terminated
+        } else {
+            InstanceState::Pending
+        };
+        Ok(wanted
+            .iter()
+            .map(|id| Instance {
+                id: id.clone(),
+                state,
+                ..Instance::default()
+            })
+            .collect())
+    });
+    let c = calls.clone();
+    ec2.expect_terminate().times(1).returning(move |ids| {
+        note(&c, format!("terminate {}", ids.join(",")));
+        *terminated.lock().expect("lock") = true;
+        Ok(())
+    });
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .count(2)
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.undo_succeeded(), "{report}");
+    assert_eq!(searches.load(Ordering::SeqCst), 3);
+    assert_eq!(*calls.lock().expect("calls"), vec!["terminate i-0,i-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_never_answered_is_searched_for_within_a_bound() {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_launch().times(1).returning(|_| Err(no_answer()));
+    let searches = Arc::new(AtomicUsize::new(0));
+    let s = searches.clone();
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        s.fetch_add(1, Ordering::SeqCst);
+        Ok(Vec::new())
+    });
+    ec2.expect_terminate().never();
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .poll(default_poll().jitter(false))
+        .unanswered_launch_within(Duration::from_secs(20))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let started = tokio::time::Instant::now();
+    let report = pipeline.run(&mut context()).await;
+    assert!(report.undo_succeeded(), "{report}");
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    // The first search, then one at 0.5, 1.5, 3.5, 7.5, 12.5, 17.5 and 20 s.
+    assert_eq!(searches.load(Ordering::SeqCst), 8);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
     let calls = Calls::default();
