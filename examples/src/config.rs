@@ -4,9 +4,68 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pyscaler_aws::Ec2Profile;
+use pyscaler_core::ErrorKind;
 use pyscaler_notify::SmtpConfig;
 use pyscaler_ssh::SshConfig;
 use serde::Deserialize;
+
+/// Why a configuration file could not be used. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of this format (a wrong type, an unknown
+    /// key, a bad `[ec2]` profile); the message names the key and the line.
+    #[error("{}: {source}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The parser's account, with the line and the key.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A section parsed but is not usable (an SSH key that does not exist,
+    /// a malformed mail address).
+    #[error("{}: [{section}] {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The section: `ssh`, `smtp` or `deploy`.
+        section: &'static str,
+        /// The section's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ConfigError {
+    /// The core's classification: a configuration error is always bad input.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidInput
+    }
+
+    /// Never: the file has to change first.
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Unreadable { path, .. }
+            | Self::Malformed { path, .. }
+            | Self::Invalid { path, .. } => path,
+        }
+    }
+}
 
 /// Everything `tomcat_cluster` needs, read from one TOML file.
 ///
@@ -159,29 +218,36 @@ impl TomcatClusterConfig {
     /// from the file's folder.
     ///
     /// # Errors
-    /// A message naming the file and what is wrong in it.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut config: Self =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// A [`ConfigError`] naming the file and what is wrong in it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Malformed {
+            path: path.to_owned(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         if config.assets.is_relative() {
             config.assets = base.join(&config.assets);
         }
+        let invalid =
+            |section, source: Box<dyn std::error::Error + Send + Sync>| ConfigError::Invalid {
+                path: path.to_owned(),
+                section,
+                source,
+            };
         config
             .ssh
             .validate()
-            .map_err(|e| format!("{}: [ssh] {e}", path.display()))?;
+            .map_err(|e| invalid("ssh", Box::new(e)))?;
         config
             .smtp
             .validate()
-            .map_err(|e| format!("{}: [smtp] {e}", path.display()))?;
+            .map_err(|e| invalid("smtp", Box::new(e)))?;
         if config.deploy.count == 0 {
-            return Err(format!(
-                "{}: [deploy] count must be at least 1",
-                path.display()
-            ));
+            return Err(invalid("deploy", "count must be at least 1".into()));
         }
         Ok(config)
     }
@@ -206,7 +272,12 @@ mod tests {
         // Loading checks what the file points at: the sample's key is a placeholder.
         let err = TomcatClusterConfig::load(&path).unwrap_err();
         assert!(
-            err.contains("/home/ops/.ssh/id_ed25519 does not exist"),
+            matches!(err, ConfigError::Invalid { section: "ssh", .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("/home/ops/.ssh/id_ed25519 does not exist"),
             "{err}"
         );
     }
@@ -217,7 +288,14 @@ mod tests {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "cluster = \"web\"\n[ec2]\nregion = 3\n").unwrap();
         let err = TomcatClusterConfig::load(&path).unwrap_err();
-        assert!(err.starts_with(&path.display().to_string()), "{err}");
-        assert!(err.contains("region"), "{err}");
+        assert!(matches!(err, ConfigError::Malformed { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert_eq!(err.path(), path);
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&path.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("region"), "{message}");
     }
 }

@@ -13,7 +13,7 @@ mod local_stack;
 mod pipeline;
 mod war;
 
-pub use config::{DeploySettings, TomcatClusterConfig, TomcatSettings, WatchSettings};
+pub use config::{ConfigError, DeploySettings, TomcatClusterConfig, TomcatSettings, WatchSettings};
 pub use local_stack::{LocalStack, LOAD_BALANCER, LOAD_FILE};
 pub use pipeline::{tomcat_pipeline, Providers};
 pub use war::build_war;

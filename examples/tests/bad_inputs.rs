@@ -24,7 +24,7 @@ use pyscaler_core::{
     Action, ActionExt, Classify, Cluster, Context, ErrorKind, Pipeline, RunReport, RunStatus,
     StepStatus, Target, TriggerInfo,
 };
-use pyscaler_examples::{tomcat_pipeline, LocalStack, Providers, TomcatClusterConfig};
+use pyscaler_examples::{tomcat_pipeline, ConfigError, LocalStack, Providers, TomcatClusterConfig};
 use pyscaler_notify::{Email, NotifyError, Secret, SmtpConfig, SmtpMailer, Templates};
 use pyscaler_ssh::{Ssh2Shell, SshConfig, SshError};
 use pyscaler_testkit::{free_port, moto};
@@ -92,7 +92,7 @@ impl Case {
     }
 
     /// Writes `text` as a config file beside the stack's and loads it.
-    fn load(&self, text: &str) -> Result<TomcatClusterConfig, String> {
+    fn load(&self, text: &str) -> Result<TomcatClusterConfig, ConfigError> {
         let path = self.stack.dir.join("bad-input.toml");
         std::fs::write(&path, text).expect("write the config");
         TomcatClusterConfig::load(&path)
@@ -277,7 +277,12 @@ async fn a_missing_ssh_key_is_refused_before_anything_runs() {
         ),
     );
     // Through the config file: loading names the file and the key.
-    let message = case.load(&text).expect_err("a missing key");
+    let err = case.load(&text).expect_err("a missing key");
+    assert!(
+        matches!(err, ConfigError::Invalid { section: "ssh", .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
     assert!(message.contains("[ssh]"), "{message}");
     assert!(
         message.contains(&missing.display().to_string()),
@@ -492,9 +497,20 @@ async fn an_invalid_email_address_is_refused_before_anything_runs() {
     tried("invalid email address");
     let case = Case::start().await;
     // Through the config file: loading names the address.
-    let message = case
+    let err = case
         .load(&case.edited("to", "to = [\"ops@\"]"))
         .expect_err("an invalid address");
+    assert!(
+        matches!(
+            err,
+            ConfigError::Invalid {
+                section: "smtp",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let message = err.to_string();
     assert!(message.contains("ops@"), "{message}");
     // Through the library: a typed error naming it.
     let config = case.load(&case.text).expect("the stack's config");
@@ -622,7 +638,10 @@ async fn a_malformed_profile_file_names_the_bad_value() {
     let case = Case::start().await;
     // Through the config file: the `[ec2]` table's region is a number.
     let text = case.edited("region", "region = 3");
-    let message = case.load(&text).expect_err("a malformed profile");
+    let err = case.load(&text).expect_err("a malformed profile");
+    assert!(matches!(err, ConfigError::Malformed { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = err.to_string();
     assert!(message.contains("bad-input.toml"), "{message}");
     assert!(message.contains("region"), "{message}");
     // Through the library: a typed error from the AWS crate.

@@ -91,7 +91,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<ExitCode, String> {
-    let config = TomcatClusterConfig::load(&args.config)?;
+    let config = TomcatClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
 
     // The providers: EC2 and the classic ELB through the SDK's standard
     // credential chain, SSH with the configured key and known_hosts, SMTP.
