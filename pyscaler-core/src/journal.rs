@@ -423,6 +423,10 @@ pub struct Recovery {
     pub interrupted_step: Option<String>,
     /// What was undone.
     pub undone: Vec<String>,
+    /// The nodes the run had created (from its last journal record): gone
+    /// once the clean-up succeeded, so they no longer belong in the cluster.
+    #[serde(default)]
+    pub nodes: Vec<Node>,
     /// Whether cleaning up succeeded (else the run stays unfinished and the error says why).
     pub error: Option<String>,
 }
@@ -456,6 +460,7 @@ pub async fn recover(journal: &dyn Journal, cleanup: &dyn RunCleanup) -> Result<
             run_id: run.run_id.clone(),
             interrupted_step: run.interrupted_step().map(str::to_owned),
             undone,
+            nodes: run.new_nodes.clone(),
             error,
         });
     }
