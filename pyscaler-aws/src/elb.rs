@@ -43,7 +43,7 @@ pub struct InstanceHealth {
     pub reason: Option<String>,
 }
 
-/// The load balancer role: register, deregister, health.
+/// The load balancer role: register, deregister, health, and whether one exists.
 ///
 /// [`ClassicElb`] implements it; `MockLoadBalancer` (feature `mocks`) stands in for it in tests.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -75,6 +75,19 @@ pub trait LoadBalancer: Send + Sync {
         load_balancer: &str,
         instance_ids: &[String],
     ) -> Result<Vec<InstanceHealth>, AwsError>;
+
+    /// Whether a load balancer of this name exists. The default asks for its
+    /// instances' health; [`ClassicElb`] asks `DescribeLoadBalancers`.
+    ///
+    /// # Errors
+    /// The API's refusals other than `LoadBalancerNotFound`, classified.
+    async fn exists(&self, load_balancer: &str) -> Result<bool, AwsError> {
+        match self.health(load_balancer, &[]).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("LoadBalancerNotFound") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// [`LoadBalancer`] on the classic Elastic Load Balancer, with aws-sdk-elasticloadbalancing.
@@ -193,6 +206,32 @@ impl LoadBalancer for ClassicElb {
                     .map(str::to_owned),
             })
             .collect())
+    }
+
+    async fn exists(&self, load_balancer: &str) -> Result<bool, AwsError> {
+        let asked = self
+            .client
+            .describe_load_balancers()
+            .load_balancer_names(load_balancer)
+            .send()
+            .await;
+        match asked {
+            Ok(out) => Ok(!out.load_balancer_descriptions().is_empty()),
+            Err(e) => {
+                let e = AwsError::from_sdk(
+                    "ELB",
+                    "DescribeLoadBalancers",
+                    e,
+                    &subjects(load_balancer, &[]),
+                );
+                // `LoadBalancerNotFound` (the SDK's AccessPointNotFoundException): no such name.
+                if e.code() == Some("LoadBalancerNotFound") {
+                    Ok(false)
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 }
 

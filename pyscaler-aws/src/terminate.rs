@@ -64,7 +64,8 @@ pub(crate) async fn terminate_and_wait(
 /// running: the instances are terminated all the same, and the
 /// deregistration's error comes back as `Ok(Some(error))` (they are gone, but
 /// the load balancer may still point at them until it notices). A load
-/// balancer or registration that is already gone is no error.
+/// balancer or registration that is already gone is no error: when the
+/// refusal names no error code, the load balancer's existence is checked.
 ///
 /// # Errors
 /// When terminating, or waiting for it, failed.
@@ -81,6 +82,13 @@ pub(crate) async fn deregister_and_terminate(
             Ok(()) => tracing::info!(load_balancer = %lb, instances = ?ids, "Deregistered."),
             // Nothing to take out: the load balancer or the registration is gone.
             Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
+            // An answer without an error code (an HTTP 500 page: moto's answer
+            // for an unknown load balancer, where AWS says LoadBalancerNotFound)
+            // does not say why: ask whether the load balancer exists at all.
+            Err(e) if e.code().is_none() && !exists(elb, lb).await => {
+                tracing::info!(load_balancer = %lb, instances = ?ids, error = %e,
+                    "The load balancer does not exist: nothing to deregister.");
+            }
             Err(e) => {
                 tracing::warn!(load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
                 deregister_error = Some(e);
@@ -91,4 +99,136 @@ pub(crate) async fn deregister_and_terminate(
     terminate_and_wait(ec2, poll, within, &CancellationToken::new(), ids).await?;
     tracing::info!(instances = ?ids, "Terminated.");
     Ok(deregister_error)
+}
+
+/// Whether `lb` exists; when that cannot be told either, it is assumed to
+/// (so a failed deregistration is still reported).
+async fn exists(elb: &dyn crate::LoadBalancer, lb: &str) -> bool {
+    match elb.exists(lb).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(load_balancer = %lb, error = %e, "Could not tell whether the load balancer exists.");
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use pyscaler_core::ErrorKind;
+
+    use super::*;
+    use crate::wait::default_poll;
+    use crate::{MockEc2, MockLoadBalancer};
+
+    /// An ec2 whose terminate succeeds and whose instances are then terminated.
+    fn ec2(calls: &Arc<Mutex<Vec<String>>>) -> MockEc2 {
+        let mut ec2 = MockEc2::new();
+        let c = calls.clone();
+        ec2.expect_terminate().times(1).returning(move |ids| {
+            c.lock()
+                .expect("lock")
+                .push(format!("terminate {}", ids.join(",")));
+            Ok(())
+        });
+        ec2.expect_describe().returning(|ids| {
+            Ok(ids
+                .iter()
+                .map(|id| Instance {
+                    id: id.clone(),
+                    state: InstanceState::Terminated,
+                    ..Instance::default()
+                })
+                .collect())
+        });
+        ec2
+    }
+
+    /// A refusal without an error code, as moto's HTTP 500 page gives.
+    fn uncoded() -> AwsError {
+        AwsError::Api {
+            service: "ELB",
+            operation: "DeregisterInstancesFromLoadBalancer",
+            code: None,
+            message: "HTTP status 500".into(),
+            subject: None,
+            kind: ErrorKind::Transient,
+            source: None,
+        }
+    }
+
+    async fn undo(elb: MockLoadBalancer, calls: &Arc<Mutex<Vec<String>>>) -> Option<AwsError> {
+        deregister_and_terminate(
+            &ec2(calls),
+            Some((&elb, "web-lb")),
+            &default_poll(),
+            Duration::from_secs(60),
+            &["i-1".to_owned()],
+        )
+        .await
+        .expect("terminated")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncoded_refusal_from_a_load_balancer_that_does_not_exist_is_nothing_to_undo() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister()
+            .times(1)
+            .returning(|_, _| Err(uncoded()));
+        let c = calls.clone();
+        elb.expect_exists().times(1).returning(move |lb| {
+            c.lock().expect("lock").push(format!("exists {lb}"));
+            Ok(false)
+        });
+        let error = undo(elb, &calls).await;
+        assert!(error.is_none(), "{error:?}");
+        assert_eq!(
+            *calls.lock().expect("lock"),
+            ["exists web-lb", "terminate i-1"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncoded_refusal_from_a_load_balancer_that_exists_is_reported() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister().returning(|_, _| Err(uncoded()));
+        elb.expect_exists().times(1).returning(|_| Ok(true));
+        let error = undo(elb, &calls).await.expect("the deregistration's error");
+        assert!(error.to_string().contains("HTTP status 500"), "{error}");
+        assert_eq!(*calls.lock().expect("lock"), ["terminate i-1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_existence_cannot_be_told_the_refusal_is_reported() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister().returning(|_, _| Err(uncoded()));
+        elb.expect_exists().times(1).returning(|_| Err(uncoded()));
+        assert!(undo(elb, &calls).await.is_some());
+        assert_eq!(*calls.lock().expect("lock"), ["terminate i-1"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_coded_refusal_says_why_and_is_reported_without_asking() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister().returning(|_, _| {
+            Err(AwsError::Api {
+                service: "ELB",
+                operation: "DeregisterInstancesFromLoadBalancer",
+                code: Some("Throttling".into()),
+                message: "slow down".into(),
+                subject: None,
+                kind: crate::kind_of_code("Throttling"),
+                source: None,
+            })
+        });
+        elb.expect_exists().never();
+        let error = undo(elb, &calls).await.expect("the deregistration's error");
+        assert!(error.has_code("Throttling"), "{error}");
+    }
 }

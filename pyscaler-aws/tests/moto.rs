@@ -80,6 +80,10 @@ impl<T: LoadBalancer> LoadBalancer for Counting<T> {
         self.counts.add("DescribeInstanceHealth");
         self.inner.health(lb, ids).await
     }
+    async fn exists(&self, lb: &str) -> Result<bool, AwsError> {
+        self.counts.add("DescribeLoadBalancers");
+        self.inner.exists(lb).await
+    }
 }
 
 /// One moto server, our providers on it (counted), and plain SDK clients to check with.
@@ -500,6 +504,7 @@ async fn recovery_undoes_what_a_dead_controllers_run_left_behind() {
         run_id: ctx.run_id().clone(),
         pipeline: "scale-out".into(),
         cluster: "web".into(),
+        trigger: None,
         started_at: chrono::Utc::now(),
         state: RunState::Unfinished,
         steps: vec![("deploy-ec2-node".into(), None)],

@@ -118,3 +118,62 @@ async fn health_reads_states_and_reasons() {
         .as_deref()
         .is_some_and(|r| r.contains("UnhealthyThreshold")));
 }
+
+#[tokio::test]
+async fn exists_asks_describe_load_balancers_and_not_found_is_false() {
+    use aws_sdk_elasticloadbalancing::operation::describe_load_balancers::DescribeLoadBalancersOutput;
+    use aws_sdk_elasticloadbalancing::types::LoadBalancerDescription;
+    let names = Arc::new(Mutex::new(Vec::new()));
+    let n = names.clone();
+    let found = mock!(Client::describe_load_balancers)
+        .match_requests(move |req| {
+            n.lock()
+                .expect("lock")
+                .extend(req.load_balancer_names().iter().cloned());
+            true
+        })
+        .then_output(|| {
+            DescribeLoadBalancersOutput::builder()
+                .load_balancer_descriptions(
+                    LoadBalancerDescription::builder()
+                        .load_balancer_name("web-lb")
+                        .build(),
+                )
+                .build()
+        });
+    // moto answers an unknown name as AWS does: 400 LoadBalancerNotFound.
+    let missing = mock!(Client::describe_load_balancers).then_http_response(|| {
+        HttpResponse::new(
+            StatusCode::try_from(400).expect("status"),
+            SdkBody::from(
+                "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
+                 <Error><Type>Sender</Type><Code>LoadBalancerNotFound</Code>\
+                 <Message>The specified load balancer does not exist: gone-lb</Message></Error>\
+                 <RequestId>req-2</RequestId></ErrorResponse>",
+            ),
+        )
+    });
+    let throttled = mock!(Client::describe_load_balancers).then_http_response(|| {
+        HttpResponse::new(
+            StatusCode::try_from(400).expect("status"),
+            SdkBody::from(
+                "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
+                 <Error><Type>Sender</Type><Code>Throttling</Code>\
+                 <Message>Rate exceeded</Message></Error>\
+                 <RequestId>req-3</RequestId></ErrorResponse>",
+            ),
+        )
+    });
+    let client = mock_client!(
+        aws_sdk_elasticloadbalancing,
+        RuleMode::Sequential,
+        [&found, &missing, &throttled],
+        |c| c.retry_config(aws_sdk_elasticloadbalancing::config::retry::RetryConfig::disabled())
+    );
+    let elb = ClassicElb::from_client(client);
+    assert!(elb.exists("web-lb").await.expect("asked"));
+    assert_eq!(*names.lock().expect("lock"), ["web-lb"]);
+    assert!(!elb.exists("gone-lb").await.expect("asked"));
+    let err = elb.exists("web-lb").await.expect_err("throttled");
+    assert_eq!(err.code(), Some("Throttling"));
+}
