@@ -4,7 +4,9 @@
 //! aiosmtpd) is started by a module of this crate on a free loopback port, with
 //! its log under `target/services/<name>-<port>/`, and stopped when its guard
 //! is dropped. Nothing is assumed to be running or installed: `scripts/setup`
-//! installs the programs, and a missing one fails the test with a message
+//! installs the programs; the Python ones (moto, aiosmtpd, listed in
+//! `scripts/requirements.txt`) the harness installs in `.venv` itself when
+//! they are missing, and any other missing one fails the test with a message
 //! that says so.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -38,13 +40,20 @@ pub fn service_dir(name: &str, port: u16) -> PathBuf {
     dir
 }
 
-/// A program from the project's virtual environment (`.venv/bin/<name>`),
-/// with a clear failure when `scripts/setup` has not been run.
+/// A program from the project's virtual environment (`.venv/bin/<name>`).
+/// When `.venv` does not hold `scripts/requirements.txt` yet, creates it
+/// (`python3 -m venv`) and installs the list with pip first, saying so on
+/// stderr; parallel test processes wait for one install.
+///
+/// # Panics
+/// When installing fails, or the list installs no program called `name`.
 pub fn venv_bin(name: &str) -> PathBuf {
-    let path = workspace_root().join(".venv").join("bin").join(name);
+    venv::ensure();
+    let path = venv::dir().join("bin").join(name);
     assert!(
         path.exists(),
-        "{} is missing: run scripts/setup (it installs moto[server] and aiosmtpd in .venv)",
+        "{} is missing though .venv holds scripts/requirements.txt: \
+         delete .venv and run scripts/setup",
         path.display()
     );
     path
@@ -135,3 +144,4 @@ impl Drop for ServiceProcess {
 pub mod moto;
 pub mod smtp;
 pub mod sshd;
+mod venv;
