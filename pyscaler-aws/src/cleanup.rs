@@ -120,6 +120,7 @@ mod tests {
             run_id: RunId::new("run-dead"),
             pipeline: "scale-out".into(),
             cluster: "web".into(),
+            trigger: None,
             started_at: Utc::now(),
             state: RunState::Unfinished,
             steps: vec![("deploy-ec2-node".into(), None)],

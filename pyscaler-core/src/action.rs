@@ -102,6 +102,17 @@ pub trait Action: Send + Sync {
     async fn compensate(&self, _ctx: &mut Context) -> Result<()> {
         Ok(())
     }
+
+    /// Whether running the action again is safe after a run that may have
+    /// done part of its work, or all of it: Puppet's apply, a script that
+    /// rewrites a file, a launch under a client token. A run whose controller
+    /// died is resumed ([`Pipeline::resume`](crate::Pipeline::resume)) only
+    /// when every step it has left says so. `false` unless the action says
+    /// otherwise; a pipeline step can override it
+    /// ([`Step::repeatable`](crate::Step::repeatable)).
+    fn repeatable(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -111,6 +122,9 @@ impl<A: Action + ?Sized> Action for Box<A> {
     }
     fn describe(&self) -> Effects {
         (**self).describe()
+    }
+    fn repeatable(&self) -> bool {
+        (**self).repeatable()
     }
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         (**self).run(ctx).await
@@ -127,6 +141,9 @@ impl<A: Action + ?Sized> Action for Arc<A> {
     }
     fn describe(&self) -> Effects {
         (**self).describe()
+    }
+    fn repeatable(&self) -> bool {
+        (**self).repeatable()
     }
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         (**self).run(ctx).await
@@ -194,6 +211,10 @@ impl<A: Action> Action for Timeout<A> {
         self.inner.describe()
     }
 
+    fn repeatable(&self) -> bool {
+        self.inner.repeatable()
+    }
+
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         match tokio::time::timeout(self.after, self.inner.run(ctx)).await {
             Ok(result) => result,
@@ -241,6 +262,10 @@ impl<A: Action> Action for Retry<A> {
 
     fn describe(&self) -> Effects {
         self.inner.describe()
+    }
+
+    fn repeatable(&self) -> bool {
+        self.inner.repeatable()
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {

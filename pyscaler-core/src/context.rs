@@ -158,6 +158,14 @@ impl Context {
         self
     }
 
+    pub(crate) fn set_run_id(&mut self, run_id: RunId) {
+        self.run_id = run_id;
+    }
+
+    pub(crate) fn set_trigger(&mut self, trigger: TriggerInfo) {
+        self.trigger = trigger;
+    }
+
     /// Adds a template variable.
     pub fn with_var(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.vars.insert(key.into(), value.into());

@@ -132,6 +132,16 @@ pub enum Error {
     /// A configuration value is wrong; nothing ran.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// A run that never finished cannot be resumed (a step it has left is not
+    /// safe to repeat, its undo had begun, or the journal names another
+    /// pipeline); recover it instead. Nothing ran.
+    #[error("run {run_id} cannot be resumed: {reason}")]
+    NotResumable {
+        /// The run.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
     /// One attempt of a step ran past its timeout and was stopped.
     #[error("step `{step}` timed out after {}", humantime::format_duration(*after))]
     StepTimedOut {
@@ -221,7 +231,9 @@ impl Error {
     /// The kind of this error (for a wrapped error, the kind of its cause).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidPipeline { .. } | Self::InvalidConfig(_) => ErrorKind::InvalidInput,
+            Self::InvalidPipeline { .. } | Self::InvalidConfig(_) | Self::NotResumable { .. } => {
+                ErrorKind::InvalidInput
+            }
             Self::StepTimedOut { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,
             Self::Provider(p) => p.kind,
@@ -239,6 +251,7 @@ impl Error {
             Self::Other { kind, .. } => kind.is_retryable_by_default(),
             Self::InvalidPipeline { .. }
             | Self::InvalidConfig(_)
+            | Self::NotResumable { .. }
             | Self::Cancelled
             | Self::StepFailed { .. } => false,
         }

@@ -79,6 +79,17 @@ pub enum JournalEntry {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A run that never finished is taken up again by
+    /// [`Pipeline::resume`](crate::Pipeline::resume), from `from_step` (`None`:
+    /// every main step had finished; only the `finally` steps are left).
+    RunResumed {
+        /// The run.
+        run_id: RunId,
+        /// The first step run again.
+        from_step: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// A run that never finished was cleaned up by [`recover`].
     RunRecovered {
         /// The run.
@@ -101,6 +112,7 @@ impl JournalEntry {
             | Self::StepFinished { run_id, .. }
             | Self::StepUndone { run_id, .. }
             | Self::RunFinished { run_id, .. }
+            | Self::RunResumed { run_id, .. }
             | Self::RunRecovered { run_id, .. } => run_id,
         }
     }
@@ -131,6 +143,9 @@ pub struct RunRecord {
     pub pipeline: String,
     /// The cluster.
     pub cluster: String,
+    /// What started it.
+    #[serde(default)]
+    pub trigger: Option<TriggerInfo>,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// Where it stands.
@@ -169,8 +184,8 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
             run_id,
             pipeline,
             cluster,
+            trigger,
             at,
-            ..
         } = &entry
         {
             order.push(run_id.clone());
@@ -180,6 +195,7 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
                     run_id: run_id.clone(),
                     pipeline: pipeline.clone(),
                     cluster: cluster.clone(),
+                    trigger: Some(trigger.clone()),
                     started_at: *at,
                     state: RunState::Unfinished,
                     steps: Vec::new(),
@@ -221,6 +237,13 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
                 run.state = RunState::Finished(status);
                 run.new_nodes = new_nodes;
             }
+            JournalEntry::RunResumed { from_step, .. } => {
+                // The steps from `from_step` on run again and are written down anew.
+                let keep = from_step
+                    .and_then(|f| run.steps.iter().position(|(n, _)| *n == f))
+                    .unwrap_or(run.steps.len());
+                run.steps.truncate(keep);
+            }
             JournalEntry::RunRecovered { succeeded, .. } => {
                 run.state = RunState::Recovered { succeeded }
             }
@@ -234,6 +257,7 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
 }
 
 /// Where runs are written down. Writes are durable when `append` returns.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Journal: Send + Sync + fmt::Debug {
     /// Writes one entry, durably.
@@ -405,6 +429,12 @@ impl Journal for FileJournal {
 /// Undoes what an unfinished run left behind (deregister, terminate), from its
 /// journal record and from the provider's own tags (a launch whose completion
 /// was never recorded is found through `pyscaler:run`).
+///
+/// [`PipelineCleanup`](crate::PipelineCleanup) undoes a run with its own
+/// pipeline's compensations; a provider crate's clean-up (pyscaler-aws's
+/// `Ec2RunCleanup`) works from the provider's tags alone; [`CleanupChain`]
+/// runs one after the other.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait RunCleanup: Send + Sync {
     /// Cleans up after `run`; returns what was undone, in words.
@@ -412,6 +442,54 @@ pub trait RunCleanup: Send + Sync {
     /// # Errors
     /// When something could not be undone; the run stays unfinished in the journal.
     async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>>;
+}
+
+/// Several clean-ups run in order on each unfinished run (the pipeline's own
+/// undo, then a provider's sweep of the run's tags, say); every one runs,
+/// and the run is recovered only when all succeeded.
+#[derive(Clone, Default)]
+pub struct CleanupChain {
+    cleanups: Vec<Arc<dyn RunCleanup>>,
+}
+
+impl fmt::Debug for CleanupChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CleanupChain")
+            .field("cleanups", &self.cleanups.len())
+            .finish()
+    }
+}
+
+impl CleanupChain {
+    /// An empty chain.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a clean-up, run after the ones before it.
+    pub fn then(mut self, cleanup: Arc<dyn RunCleanup>) -> Self {
+        self.cleanups.push(cleanup);
+        self
+    }
+}
+
+#[async_trait]
+impl RunCleanup for CleanupChain {
+    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
+        let mut undone = Vec::new();
+        let mut first_error = None;
+        for cleanup in &self.cleanups {
+            match cleanup.cleanup(run).await {
+                Ok(done) => undone.extend(done),
+                Err(e) if first_error.is_none() => first_error = Some(e),
+                Err(e) => tracing::error!(run_id = %run.run_id, error = %e, "A clean-up failed."),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(undone),
+        }
+    }
 }
 
 /// What [`recover`] did with one unfinished run.

@@ -3,7 +3,7 @@ use std::sync::Mutex as StdMutex;
 
 use super::*;
 use crate::test_support::{Log, Probe};
-use crate::{ActionExt, Cluster, Context, Pipeline, Target};
+use crate::{ActionExt, Cluster, Context, Pipeline, PipelineCleanup, Target};
 
 fn pipeline(log: &Log, journal: Arc<dyn Journal>, fail_puppet: bool) -> Pipeline {
     Pipeline::builder("scale-out")
@@ -236,4 +236,234 @@ async fn no_step_starts_when_its_intent_cannot_be_written() {
         .unwrap()
         .message
         .contains("No space left on device"));
+}
+
+/// Writes what a controller that died during `puppet` leaves in the journal:
+/// `deploy` finished with two nodes, `puppet` started.
+async fn crashed_during_puppet(journal: &dyn Journal) -> RunId {
+    let now = Utc::now();
+    let crashed = RunId::new("run-crashed");
+    let nodes = vec![
+        Node::new("run-crashed/deploy-0", "deploy-0"),
+        Node::new("run-crashed/deploy-1", "deploy-1"),
+    ];
+    for entry in [
+        JournalEntry::RunStarted {
+            run_id: crashed.clone(),
+            pipeline: "scale-out".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::new("manual", "asked by alice"),
+            at: now,
+        },
+        JournalEntry::StepStarted {
+            run_id: crashed.clone(),
+            step: "deploy".into(),
+            intent: vec![],
+            at: now,
+        },
+        JournalEntry::StepFinished {
+            run_id: crashed.clone(),
+            step: "deploy".into(),
+            status: StepStatus::Succeeded,
+            new_nodes: nodes,
+            at: now,
+        },
+        JournalEntry::StepStarted {
+            run_id: crashed.clone(),
+            step: "puppet".into(),
+            intent: vec![],
+            at: now,
+        },
+    ] {
+        journal.append(entry).await.unwrap();
+    }
+    crashed
+}
+
+/// deploy (creates 2 nodes) -> puppet (on them) -> notify; `repeatable` marks
+/// puppet and notify safe to repeat; puppet fails `puppet_failures` times.
+fn resumable(
+    log: &Log,
+    journal: Arc<dyn Journal>,
+    repeatable: bool,
+    puppet_failures: u32,
+) -> Pipeline {
+    Pipeline::builder("scale-out")
+        .journal(journal)
+        .step(Probe::new("deploy", log).creating(2).on(Target::None))
+        .step(
+            Probe::new("puppet", log)
+                .failing(puppet_failures, ErrorKind::RemoteCommandFailed)
+                .on(Target::NewNodes)
+                .repeatable(repeatable),
+        )
+        .step(Probe::new("notify", log).on(Target::None).repeatable(true))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_is_resumed_from_its_interrupted_step_with_its_id_and_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let crashed = crashed_during_puppet(journal.as_ref()).await;
+    let run = journal.unfinished_runs().await.unwrap().remove(0);
+    let log = Log::default();
+    let mut ctx = Context::new(Cluster::new("web"));
+    let report = resumable(&log, journal.clone(), true, 0)
+        .resume(&run, &mut ctx)
+        .await
+        .unwrap();
+
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.run_id, crashed);
+    assert_eq!(report.trigger.reason, "asked by alice");
+    assert_eq!(report.resumed_from.as_deref(), Some("puppet"));
+    // deploy is not run again; puppet runs on the nodes the journal names.
+    assert_eq!(
+        log.entries(),
+        ["run puppet on deploy-0,deploy-1", "run notify"]
+    );
+    assert_eq!(report.nodes_added.len(), 2);
+    assert_eq!(report.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(report.steps[0].attempts, 0, "not run in this life");
+
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert!(runs[0].succeeded());
+    assert_eq!(
+        runs[0].steps,
+        [
+            ("deploy".to_string(), Some(StepStatus::Succeeded)),
+            ("puppet".to_string(), Some(StepStatus::Succeeded)),
+            ("notify".to_string(), Some(StepStatus::Succeeded)),
+        ]
+    );
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_with_a_step_left_that_is_not_safe_to_repeat_is_not_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    crashed_during_puppet(journal.as_ref()).await;
+    let run = journal.unfinished_runs().await.unwrap().remove(0);
+    let lines = std::fs::read_to_string(journal.path()).unwrap();
+    let log = Log::default();
+    let err = resumable(&log, journal.clone(), false, 0)
+        .resume(&run, &mut Context::new(Cluster::new("web")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotResumable { .. }), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.to_string()
+            .contains("step `puppet` is left to run and is not safe to repeat"),
+        "{err}"
+    );
+    assert!(log.entries().is_empty(), "nothing ran: {:?}", log.entries());
+    assert_eq!(
+        std::fs::read_to_string(journal.path()).unwrap(),
+        lines,
+        "nothing written"
+    );
+
+    // A run of another pipeline is refused too.
+    let other = Pipeline::builder("scale-in")
+        .step(Probe::new("deploy", &log).on(Target::None).repeatable(true))
+        .build()
+        .unwrap();
+    let err = other
+        .resume(&run, &mut Context::new(Cluster::new("web")))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("pipeline `scale-out`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_resumed_run_that_fails_undoes_the_steps_of_its_earlier_life_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    crashed_during_puppet(journal.as_ref()).await;
+    let run = journal.unfinished_runs().await.unwrap().remove(0);
+    let log = Log::default();
+    let mut ctx = Context::new(Cluster::new("web"));
+    let report = resumable(&log, journal.clone(), true, 1)
+        .resume(&run, &mut ctx)
+        .await
+        .unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(
+        log.entries(),
+        [
+            "run puppet on deploy-0,deploy-1",
+            "undo puppet",
+            "undo deploy"
+        ]
+    );
+    assert!(ctx.new_nodes().is_empty(), "{:?}", ctx.new_nodes());
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs[0].state, RunState::Finished(RunStatus::Failed));
+    assert_eq!(
+        runs[0].steps[0],
+        ("deploy".to_string(), Some(StepStatus::Compensated))
+    );
+}
+
+#[tokio::test]
+async fn recovery_with_the_pipeline_undoes_every_started_step_in_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let crashed = crashed_during_puppet(journal.as_ref()).await;
+    let log = Log::default();
+    let pipeline = Arc::new(resumable(&log, journal.clone(), true, 0));
+    let cleanup = PipelineCleanup::new(pipeline, Cluster::new("web"));
+    let recovered = recover(journal.as_ref(), &cleanup).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].run_id, crashed);
+    assert_eq!(recovered[0].error, None);
+    assert_eq!(
+        recovered[0].undone,
+        ["undid step puppet", "undid step deploy"]
+    );
+    assert_eq!(recovered[0].nodes.len(), 2);
+    assert_eq!(log.entries(), ["undo puppet", "undo deploy"]);
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs[0].state, RunState::Recovered { succeeded: true });
+    assert_eq!(
+        runs[0].steps[0],
+        ("deploy".to_string(), Some(StepStatus::Compensated))
+    );
+}
+
+#[tokio::test]
+async fn a_cleanup_chain_runs_every_cleanup_and_fails_when_one_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), "web").unwrap();
+    crashed_during_puppet(&journal).await;
+    let mut failing = MockRunCleanup::new();
+    failing
+        .expect_cleanup()
+        .times(1)
+        .returning(|_| Err(Error::other(ErrorKind::Transient, "EC2 unavailable")));
+    let mut sweeping = MockRunCleanup::new();
+    sweeping
+        .expect_cleanup()
+        .times(1)
+        .returning(|run| Ok(vec![format!("swept {}", run.run_id)]));
+    let chain = CleanupChain::new()
+        .then(Arc::new(failing))
+        .then(Arc::new(sweeping));
+    let first = recover(&journal, &chain).await.unwrap();
+    assert_eq!(first[0].error.as_deref(), Some("EC2 unavailable"));
+    assert_eq!(journal.unfinished_runs().await.unwrap().len(), 1);
+
+    let chain = CleanupChain::new().then(Arc::new({
+        let mut ok = MockRunCleanup::new();
+        ok.expect_cleanup().returning(|_| Ok(vec!["undid".into()]));
+        ok
+    }));
+    let second = recover(&journal, &chain).await.unwrap();
+    assert_eq!(second[0].undone, ["undid"]);
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
 }

@@ -59,9 +59,14 @@ pub use context::{Context, Outputs, TriggerInfo};
 pub use error::{BoxError, Classify, Error, ErrorKind, ProviderError, Result};
 pub use events::Event;
 pub use journal::{
-    recover, replay, FileJournal, Journal, JournalEntry, Recovery, RunCleanup, RunRecord, RunState,
+    recover, replay, CleanupChain, FileJournal, Journal, JournalEntry, Recovery, RunCleanup,
+    RunRecord, RunState,
 };
-pub use pipeline::{FailurePolicy, Pipeline, PipelineBuilder, Plan, PlannedStep, Step};
+#[cfg(any(test, feature = "mocks"))]
+pub use journal::{MockJournal, MockRunCleanup};
+pub use pipeline::{
+    FailurePolicy, Pipeline, PipelineBuilder, PipelineCleanup, Plan, PlannedStep, Step,
+};
 pub use report::{
     ErrorReport, NodeOutcome, NodeSummary, RunReport, RunStatus, StepReport, StepStatus,
     UndoOutcome,

@@ -12,9 +12,11 @@ use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::action::{Retry, Timeout};
 use crate::context::StepScope;
-use crate::journal::{Journal, JournalEntry};
+use crate::journal::{Journal, JournalEntry, RunCleanup, RunRecord, RunState};
 use crate::report::{ErrorReport, NodeSummary, StepReport, StepStatus, UndoOutcome};
-use crate::{Action, Context, Error, Event, Result, RetryPolicy, RunReport, RunStatus, Target};
+use crate::{
+    Action, Cluster, Context, Error, Event, Result, RetryPolicy, RunReport, RunStatus, Target,
+};
 
 /// What a failed step does to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -38,6 +40,7 @@ pub struct Step {
     timeout: Option<Duration>,
     retry: Option<RetryPolicy>,
     on_failure: FailurePolicy,
+    repeatable: Option<bool>,
 }
 
 impl fmt::Debug for Step {
@@ -48,6 +51,7 @@ impl fmt::Debug for Step {
             .field("timeout", &self.timeout)
             .field("retry", &self.retry)
             .field("on_failure", &self.on_failure)
+            .field("repeatable", &self.is_repeatable())
             .finish_non_exhaustive()
     }
 }
@@ -62,6 +66,7 @@ impl Step {
             timeout: None,
             retry: None,
             on_failure: FailurePolicy::default(),
+            repeatable: None,
         }
     }
 
@@ -87,6 +92,19 @@ impl Step {
     pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
         self.on_failure = policy;
         self
+    }
+
+    /// Says whether the step is safe to run again after a run that may have
+    /// done part of it (it overrides the action's own [`Action::repeatable`]):
+    /// a script the application knows to be idempotent, say.
+    pub fn repeatable(mut self, yes: bool) -> Self {
+        self.repeatable = Some(yes);
+        self
+    }
+
+    /// Whether the step is safe to run again: the step's own word, else the action's.
+    pub fn is_repeatable(&self) -> bool {
+        self.repeatable.unwrap_or_else(|| self.action.repeatable())
     }
 
     /// The step's name.
@@ -325,10 +343,181 @@ impl Pipeline {
     /// The run never panics on a failed step: the failure is in the report.
     pub async fn run(&self, ctx: &mut Context) -> RunReport {
         let span = info_span!("run", run_id = %ctx.run_id(), pipeline = %self.name, cluster = %ctx.cluster().name());
-        self.run_inner(ctx).instrument(span).await
+        self.run_inner(ctx, 0).instrument(span).await
     }
 
-    async fn run_inner(&self, ctx: &mut Context) -> RunReport {
+    /// Takes up a run whose controller died, from its first unfinished step,
+    /// instead of undoing it ([`recover`](crate::recover)).
+    ///
+    /// `run` is the journal's record of it ([`Journal::unfinished_runs`]).
+    /// The run keeps its id (so its instances keep their `pyscaler:run` tag
+    /// and a launch its client token) and the nodes the journal says it had
+    /// created; `ctx` gives the cluster as it is now. The steps that had
+    /// finished are not run again; the interrupted one and every one after
+    /// it are, so each of them must be safe to repeat
+    /// ([`Step::is_repeatable`]). If the resumed run fails, the steps that
+    /// finished before the controller died are undone as well.
+    ///
+    /// # Errors
+    /// [`Error::NotResumable`], before anything runs, when the run is not
+    /// unfinished, belongs to another pipeline or a different list of steps,
+    /// had begun undoing (a step of it failed), or has a step left that is
+    /// not safe to repeat.
+    pub async fn resume(&self, run: &RunRecord, ctx: &mut Context) -> Result<RunReport> {
+        let from = self.resume_point(run)?;
+        ctx.set_run_id(run.run_id.clone());
+        if let Some(trigger) = &run.trigger {
+            ctx.set_trigger(trigger.clone());
+        }
+        ctx.add_new_nodes(run.new_nodes.iter().cloned());
+        let from_step = self.steps.get(from).map(|s| s.name.clone());
+        self.record(JournalEntry::RunResumed {
+            run_id: run.run_id.clone(),
+            from_step: from_step.clone(),
+            at: chrono::Utc::now(),
+        })
+        .await?;
+        warn!(run_id = %run.run_id, from = ?from_step, "Resuming a run that never finished.");
+        let span = info_span!("run", run_id = %ctx.run_id(), pipeline = %self.name, cluster = %ctx.cluster().name(), resumed = true);
+        Ok(self.run_inner(ctx, from).instrument(span).await)
+    }
+
+    /// The index of the first step a resumed `run` runs again.
+    fn resume_point(&self, run: &RunRecord) -> Result<usize> {
+        let refuse = |reason: String| Error::NotResumable {
+            run_id: run.run_id.to_string(),
+            reason,
+        };
+        if run.state != RunState::Unfinished {
+            return Err(refuse(format!("the journal says it is {:?}", run.state)));
+        }
+        if run.pipeline != self.name {
+            return Err(refuse(format!(
+                "it is a run of pipeline `{}`, not `{}`",
+                run.pipeline, self.name
+            )));
+        }
+        let mut from = run.steps.len();
+        for (i, (name, status)) in run.steps.iter().enumerate() {
+            match self.steps.get(i) {
+                Some(step) if step.name == *name => {}
+                _ => {
+                    return Err(refuse(format!(
+                        "its step {} was `{name}`, which pipeline `{}` does not have there",
+                        i + 1,
+                        self.name
+                    )))
+                }
+            }
+            match status {
+                Some(StepStatus::Succeeded) => {}
+                None => {
+                    from = i;
+                    break;
+                }
+                Some(other) => {
+                    return Err(refuse(format!(
+                        "its step `{name}` ended {other:?} before the controller stopped; \
+                         its undo may have begun"
+                    )))
+                }
+            }
+        }
+        if let Some(step) = self.steps[from.min(self.steps.len())..]
+            .iter()
+            .find(|s| !s.is_repeatable())
+        {
+            return Err(refuse(format!(
+                "step `{}` is left to run and is not safe to repeat",
+                step.name
+            )));
+        }
+        Ok(from)
+    }
+
+    /// Undoes, with this pipeline's own compensations, what an unfinished
+    /// `run` had done: the steps it started, in reverse order, the
+    /// interrupted one first. `ctx` gives the cluster as it is now; the run's
+    /// id and the nodes the journal says it had created are put in it. Each
+    /// undo is written to the journal. Returns what was undone, in words.
+    ///
+    /// This is what [`PipelineCleanup`] does for [`recover`](crate::recover).
+    ///
+    /// # Errors
+    /// [`Error::NotResumable`] when the run belongs to another pipeline or
+    /// names a step this pipeline does not have; the first failed undo (the
+    /// others are still tried).
+    pub async fn undo_unfinished(&self, run: &RunRecord, ctx: &mut Context) -> Result<Vec<String>> {
+        if run.pipeline != self.name {
+            return Err(Error::NotResumable {
+                run_id: run.run_id.to_string(),
+                reason: format!(
+                    "it is a run of pipeline `{}`, not `{}`",
+                    run.pipeline, self.name
+                ),
+            });
+        }
+        let mut started = Vec::new();
+        for (name, status) in &run.steps {
+            let Some(step) = self.steps.iter().find(|s| s.name == *name) else {
+                return Err(Error::NotResumable {
+                    run_id: run.run_id.to_string(),
+                    reason: format!("pipeline `{}` has no step `{name}` to undo", self.name),
+                });
+            };
+            // Already undone before the controller stopped, or never did anything.
+            if matches!(status, Some(StepStatus::Compensated | StepStatus::Skipped)) {
+                continue;
+            }
+            started.push(step);
+        }
+        ctx.set_run_id(run.run_id.clone());
+        if let Some(trigger) = &run.trigger {
+            ctx.set_trigger(trigger.clone());
+        }
+        ctx.add_new_nodes(run.new_nodes.iter().cloned());
+        let token = ctx.replace_cancellation(CancellationToken::new());
+        let mut undone = Vec::new();
+        let mut first_error = None;
+        for step in started.into_iter().rev() {
+            let outcome = compensate_step(step, ctx).await;
+            let entry = JournalEntry::StepUndone {
+                run_id: run.run_id.clone(),
+                step: outcome.step.clone(),
+                succeeded: outcome.succeeded,
+                at: chrono::Utc::now(),
+            };
+            if let Err(e) = self.record(entry).await {
+                error!(error = %e, "Could not write the undo to the journal.");
+            }
+            if outcome.succeeded {
+                undone.push(format!("undid step {}", outcome.step));
+            } else if first_error.is_none() {
+                first_error = Some(Error::other(
+                    crate::ErrorKind::Unexpected,
+                    format!(
+                        "undoing step {} of run {} failed: {}",
+                        outcome.step,
+                        run.run_id,
+                        outcome
+                            .error
+                            .as_ref()
+                            .map_or("unknown error", |e| e.message.as_str())
+                    ),
+                ));
+            }
+        }
+        ctx.replace_cancellation(token);
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(undone),
+        }
+    }
+
+    /// Runs the main steps from index `from` on (the ones before it finished
+    /// in an earlier life of the run: they count as done, and are undone
+    /// if this one fails), then the `finally` steps.
+    async fn run_inner(&self, ctx: &mut Context, from: usize) -> RunReport {
         ctx.events = Some(self.events.clone());
         ctx.report = None;
         let mut report = RunReport {
@@ -353,7 +542,18 @@ impl Pipeline {
             nodes_removed: Vec::new(),
             error: None,
             undone: Vec::new(),
+            resumed_from: None,
         };
+        if from > 0 {
+            report.resumed_from = Some(
+                self.steps
+                    .get(from)
+                    .map_or_else(|| "finally".to_owned(), |s| s.name.clone()),
+            );
+            for s in report.steps.iter_mut().take(from) {
+                s.status = StepStatus::Succeeded;
+            }
+        }
         ctx.emit(Event::RunStarted {
             run_id: ctx.run_id().clone(),
             pipeline: self.name.clone(),
@@ -363,26 +563,29 @@ impl Pipeline {
         });
         info!(steps = self.steps.len(), trigger = %ctx.trigger().name, reason = %ctx.trigger().reason, "Run started.");
 
-        let mut started = Vec::new();
+        // Resumed: the steps that finished before are done, and undone if this fails.
+        let mut started: Vec<usize> = (0..from.min(self.steps.len())).collect();
         let mut failure: Option<(usize, Error)> = None;
-        let journaled = self
-            .record(JournalEntry::RunStarted {
-                run_id: ctx.run_id().clone(),
-                pipeline: self.name.clone(),
-                cluster: ctx.cluster().name().to_owned(),
-                trigger: ctx.trigger().clone(),
-                at: chrono::Utc::now(),
-            })
-            .await;
-        if let Err(e) = journaled {
-            report.steps[0].status = StepStatus::Failed;
-            report.steps[0].error = Some(ErrorReport::from(&e));
-            failure = Some((0, e));
+        if from == 0 {
+            let journaled = self
+                .record(JournalEntry::RunStarted {
+                    run_id: ctx.run_id().clone(),
+                    pipeline: self.name.clone(),
+                    cluster: ctx.cluster().name().to_owned(),
+                    trigger: ctx.trigger().clone(),
+                    at: chrono::Utc::now(),
+                })
+                .await;
+            if let Err(e) = journaled {
+                report.steps[0].status = StepStatus::Failed;
+                report.steps[0].error = Some(ErrorReport::from(&e));
+                failure = Some((0, e));
+            }
         }
         let mut undo = false;
         let mut cancelled = false;
         let mut continued_past_failure = false;
-        for (i, step) in self.steps.iter().enumerate() {
+        for (i, step) in self.steps.iter().enumerate().skip(from) {
             if failure.is_some() {
                 break;
             }
@@ -640,6 +843,32 @@ async fn compensate_step(step: &Step, ctx: &mut Context) -> UndoOutcome {
         step: step.name.clone(),
         succeeded: result.is_ok(),
         error: result.as_ref().err().map(ErrorReport::from),
+    }
+}
+
+/// Recovery with a pipeline's own compensations: the [`RunCleanup`] that
+/// [`recover`](crate::recover) (and [`Scaler::recover_with`](crate::Scaler::recover_with))
+/// can use so that every step of an unfinished run is undone as in a failed
+/// run — the launch terminated, and also the cluster's member lists rewritten
+/// without the node. See [`Pipeline::undo_unfinished`].
+#[derive(Debug, Clone)]
+pub struct PipelineCleanup {
+    pipeline: Arc<Pipeline>,
+    cluster: Cluster,
+}
+
+impl PipelineCleanup {
+    /// Undoes runs of `pipeline` on `cluster` (the cluster as it is now).
+    pub fn new(pipeline: Arc<Pipeline>, cluster: Cluster) -> Self {
+        Self { pipeline, cluster }
+    }
+}
+
+#[async_trait::async_trait]
+impl RunCleanup for PipelineCleanup {
+    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
+        let mut ctx = Context::new(self.cluster.clone());
+        self.pipeline.undo_unfinished(run, &mut ctx).await
     }
 }
 

@@ -245,6 +245,10 @@ pub struct RunReport {
     pub error: Option<ErrorReport>,
     /// What was undone after the failure, in the order it was undone.
     pub undone: Vec<UndoOutcome>,
+    /// Set when this is a run taken up again after its controller died: the
+    /// first step run again (the steps before it had finished then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
 }
 
 impl RunReport {

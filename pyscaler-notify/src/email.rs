@@ -130,6 +130,7 @@ fn report_so_far(ctx: &Context) -> RunReport {
         nodes_removed: ctx.removed_nodes().iter().map(NodeSummary::from).collect(),
         error: None,
         undone: Vec::new(),
+        resumed_from: None,
     }
 }
 

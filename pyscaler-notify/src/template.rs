@@ -291,6 +291,7 @@ mod tests {
             }],
             error: None,
             undone: Vec::new(),
+            resumed_from: None,
         }
     }
 
