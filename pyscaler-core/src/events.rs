@@ -102,6 +102,18 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A trigger could not read its counter. The sample counts as the
+    /// trigger's [`OnSampleError`](crate::OnSampleError) says; nothing fires on it.
+    SampleFailed {
+        /// The trigger.
+        trigger: String,
+        /// The counter (`load1`).
+        metric: String,
+        /// The node the reading failed on, when the error names one.
+        node: Option<String>,
+        /// Why, in words.
+        error: String,
+    },
     /// The scaler did not start a run for a trigger that fired.
     RunSkipped {
         /// The trigger.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{broadcast, mpsc, watch, Mutex};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::{Cluster, Error, Result};
+use crate::{Cluster, Error, Event, Result};
 
 /// A trigger fired: the name of the trigger and why, in words.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,20 +23,45 @@ pub struct Fire {
     pub reason: String,
 }
 
-/// The scaler's current view of the cluster, as triggers see it.
+/// The scaler's current view of the cluster, as triggers see it, and where
+/// triggers report what they observe (a counter that could not be read) to
+/// the scaler's subscribers.
 #[derive(Debug, Clone)]
-pub struct ClusterView(watch::Receiver<Cluster>);
+pub struct ClusterView {
+    cluster: watch::Receiver<Cluster>,
+    events: Option<broadcast::Sender<Event>>,
+}
 
 impl ClusterView {
-    /// A view that is updated through the returned sender.
+    /// A view that is updated through the returned sender; what triggers
+    /// report goes nowhere until [`with_events`](Self::with_events).
     pub fn new(cluster: Cluster) -> (watch::Sender<Cluster>, Self) {
         let (tx, rx) = watch::channel(cluster);
-        (tx, Self(rx))
+        (
+            tx,
+            Self {
+                cluster: rx,
+                events: None,
+            },
+        )
+    }
+
+    /// Sends what triggers report to `events` (the scaler's subscribers).
+    pub fn with_events(mut self, events: broadcast::Sender<Event>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// The cluster as it is now.
     pub fn snapshot(&self) -> Cluster {
-        self.0.borrow().clone()
+        self.cluster.borrow().clone()
+    }
+
+    /// Tells the subscribers about `event`; without subscribers it is dropped.
+    pub fn report(&self, event: Event) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
     }
 }
 
@@ -394,7 +419,16 @@ impl ThresholdTrigger {
         }
     }
 
-    fn sample_error(&mut self) {
+    /// A sample could not be taken: says so (log and event), then counts it
+    /// as `on_error` says.
+    fn sample_error(&mut self, view: &ClusterView, node: Option<String>, error: String) {
+        warn!(trigger = %self.name, metric = self.source.name(), node = ?node, %error, "Could not read the counter.");
+        view.report(Event::SampleFailed {
+            trigger: self.name.clone(),
+            metric: self.source.name().to_owned(),
+            node,
+            error,
+        });
         if self.on_error == OnSampleError::NotBreaching {
             self.breach_since = None;
         }
@@ -441,13 +475,15 @@ impl Trigger for ThresholdTrigger {
             let samples = match sampled {
                 Ok(Ok(samples)) => samples,
                 Ok(Err(e)) => {
-                    warn!(trigger = %self.name, error = %e, "Could not read the counter.");
-                    self.sample_error();
+                    self.sample_error(cluster, e.node().map(str::to_owned), e.to_string());
                     continue;
                 }
                 Err(_) => {
-                    warn!(trigger = %self.name, "Reading the counter took longer than the interval.");
-                    self.sample_error();
+                    let error = format!(
+                        "reading the counter took longer than the interval ({})",
+                        humantime::format_duration(self.interval)
+                    );
+                    self.sample_error(cluster, None, error);
                     continue;
                 }
             };

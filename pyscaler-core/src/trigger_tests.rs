@@ -2,6 +2,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use tokio::sync::broadcast;
+
 use crate::{ErrorKind, MockMetricSource, Node};
 
 /// A metric source that plays back a script of values, one per call, then repeats the last.
@@ -183,5 +185,99 @@ async fn manual_trigger_handles_fire_with_a_reason() {
             trigger: "manual".into(),
             reason: "asked by alice".into()
         }
+    );
+}
+
+/// A view whose trigger reports reach the returned receiver.
+fn reporting_view() -> (ClusterView, broadcast::Receiver<Event>) {
+    let (events, rx) = broadcast::channel(16);
+    (view().with_events(events), rx)
+}
+
+fn sample_failures(
+    rx: &mut broadcast::Receiver<Event>,
+) -> Vec<(String, String, Option<String>, String)> {
+    let mut failures = Vec::new();
+    while let Ok(event) = rx.try_recv() {
+        if let Event::SampleFailed {
+            trigger,
+            metric,
+            node,
+            error,
+        } = event
+        {
+            failures.push((trigger, metric, node, error));
+        }
+    }
+    failures
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_sample_is_reported_to_subscribers_with_its_node() {
+    let mut calls = 0;
+    let mut m = MockMetricSource::new();
+    m.expect_name().return_const("load".to_string());
+    m.expect_sample().returning(move |_| {
+        calls += 1;
+        if calls == 2 {
+            Err(Error::other(ErrorKind::Transient, "ssh: connection refused").on_node("web-01"))
+        } else {
+            Ok(vec![Sample {
+                node: "web-01".into(),
+                value: 5.0,
+            }])
+        }
+    });
+    let mut t = trigger(Arc::new(m));
+    let (v, mut rx) = reporting_view();
+    t.next(&v).await.unwrap();
+    assert_eq!(
+        sample_failures(&mut rx),
+        [(
+            "load-high".to_string(),
+            "load".to_string(),
+            Some("web-01".to_string()),
+            "on node web-01: ssh: connection refused".to_string()
+        )]
+    );
+}
+
+/// A source that answers only after `delay`.
+struct Slow {
+    delay: Duration,
+}
+
+#[async_trait]
+impl MetricSource for Slow {
+    fn name(&self) -> &str {
+        "jvm-threads"
+    }
+
+    async fn sample(&self, _cluster: &Cluster) -> Result<Vec<Sample>> {
+        tokio::time::sleep(self.delay).await;
+        Ok(Vec::new())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sample_slower_than_the_interval_is_reported_as_failed() {
+    let mut t = trigger(Arc::new(Slow {
+        delay: Duration::from_secs(3600),
+    }));
+    let (v, mut rx) = reporting_view();
+    // Two intervals: at least one sample timed out.
+    let fired = tokio::time::timeout(Duration::from_secs(25), t.next(&v)).await;
+    assert!(fired.is_err(), "fired: {fired:?}");
+    let failures = sample_failures(&mut rx);
+    assert!(!failures.is_empty(), "no failure reported");
+    let (trigger, metric, node, error) = &failures[0];
+    assert_eq!(
+        (trigger.as_str(), metric.as_str()),
+        ("load-high", "jvm-threads")
+    );
+    assert_eq!(node, &None);
+    assert_eq!(
+        error,
+        "reading the counter took longer than the interval (10s)"
     );
 }
