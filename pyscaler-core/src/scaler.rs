@@ -218,26 +218,9 @@ impl Scaler {
     }
 
     async fn run_inner(&mut self, shutdown: CancellationToken) -> Vec<ScalerOutcome> {
-        if let Some((journal, cleanup)) = &self.recovery {
-            match recover(journal.as_ref(), cleanup.as_ref()).await {
-                Ok(recovered) => {
-                    for r in recovered {
-                        match &r.error {
-                            None => {
-                                info!(run_id = %r.run_id, undone = ?r.undone, "Recovered an unfinished run.")
-                            }
-                            Some(e) => {
-                                warn!(run_id = %r.run_id, error = %e, "Could not recover an unfinished run; will try again at the next start.")
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    warn!(error = %e, "Could not read the journal to recover unfinished runs.")
-                }
-            }
-        }
+        self.recover().await;
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
+        let view = view.with_events(self.events.clone());
         let (fire_tx, mut fires) = mpsc::channel::<(usize, Fire)>(64);
         let mut tasks = tokio::task::JoinSet::new();
         let mut pipelines = Vec::new();
@@ -292,10 +275,12 @@ impl Scaler {
                 report: Box::new(report.clone()),
             });
             outcomes.push(ScalerOutcome::Ran(Box::new(report)));
-            while let Ok((_, late)) = fires.try_recv() {
+            while let Ok((j, late)) = fires.try_recv() {
+                // Each late fire is reported with its own binding's direction.
+                let (late_direction, _) = &pipelines[j];
                 outcomes.push(self.skip(
                     &late,
-                    direction,
+                    *late_direction,
                     "a run was in progress when it fired".into(),
                 ));
             }
@@ -307,6 +292,37 @@ impl Scaler {
             }
         }
         outcomes
+    }
+
+    /// Cleans up the runs the journal shows as unfinished, and takes the nodes
+    /// of each run cleaned up out of the cluster: they are gone.
+    async fn recover(&mut self) {
+        let Some((journal, cleanup)) = &self.recovery else {
+            return;
+        };
+        let recovered = match recover(journal.as_ref(), cleanup.as_ref()).await {
+            Ok(recovered) => recovered,
+            Err(e) => {
+                warn!(error = %e, "Could not read the journal to recover unfinished runs.");
+                return;
+            }
+        };
+        for r in recovered {
+            if let Some(e) = &r.error {
+                warn!(run_id = %r.run_id, error = %e, "Could not recover an unfinished run; will try again at the next start.");
+                continue;
+            }
+            info!(run_id = %r.run_id, undone = ?r.undone, "Recovered an unfinished run.");
+            for node in &r.nodes {
+                if let Some(gone) = self.cluster.remove(&node.id) {
+                    info!(run_id = %r.run_id, node = %gone.name, "Removed a node of the recovered run from the cluster.");
+                    let _ = self.events.send(Event::NodeRemoved {
+                        run_id: r.run_id.clone(),
+                        node: (&gone).into(),
+                    });
+                }
+            }
+        }
     }
 
     fn refusal(

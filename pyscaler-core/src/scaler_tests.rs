@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::journal::JournalEntry;
 use crate::test_support::{Log, Probe};
 use crate::{ActionExt, ManualTrigger, Node, RunStatus, Target};
 
@@ -276,4 +277,205 @@ fn a_scaler_needs_a_trigger_and_sane_bounds() {
             .contains("min_nodes (5) is above max_nodes (2)"),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_during_a_run_is_skipped_with_its_own_direction() {
+    let log = Log::default();
+    let out = ManualTrigger::new("cpu-high");
+    let inward = ManualTrigger::new("cpu-low");
+    let scale_in = Arc::new(
+        Pipeline::builder("scale-in")
+            .step(Probe::new("remove", &log).on(Target::None))
+            .build()
+            .unwrap(),
+    );
+    let scaler = Scaler::builder(cluster(3))
+        .bind(
+            out.clone(),
+            Direction::Out,
+            out_pipeline(&log, Duration::from_secs(30)),
+        )
+        .bind(inward.clone(), Direction::In, scale_in)
+        .build()
+        .unwrap();
+    let (_, outcomes) = drive(
+        scaler,
+        vec![
+            (Duration::ZERO, out, "busy"),
+            (Duration::from_secs(5), inward, "idle"),
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        summary(&outcomes),
+        [
+            "ran succeeded",
+            "skipped: a run was in progress when it fired"
+        ]
+    );
+    let ScalerOutcome::Skipped {
+        trigger, direction, ..
+    } = &outcomes[1]
+    else {
+        unreachable!()
+    };
+    assert_eq!((trigger.as_str(), *direction), ("cpu-low", Direction::In));
+    assert_eq!(log.entries(), ["run deploy"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_counter_that_cannot_be_read_is_reported_to_scaler_subscribers() {
+    let mut source = crate::MockMetricSource::new();
+    source.expect_name().return_const("load1".to_string());
+    source.expect_sample().returning(|_| {
+        Err(Error::other(crate::ErrorKind::Transient, "connection refused").on_node("web-02"))
+    });
+    let trigger = crate::ThresholdTrigger::builder("load-high", Arc::new(source))
+        .when(crate::Comparison::Greater, 2.0)
+        .interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let scaler = Scaler::builder(cluster(2))
+        .bind(trigger, Direction::Out, out_pipeline(&log, Duration::ZERO))
+        .build()
+        .unwrap();
+    let mut events = scaler.subscribe();
+    let (_, outcomes) = drive(scaler, Vec::new(), Duration::from_secs(5)).await;
+    assert!(outcomes.is_empty(), "{:?}", summary(&outcomes));
+    let Ok(Event::SampleFailed {
+        trigger,
+        metric,
+        node,
+        error,
+    }) = events.try_recv()
+    else {
+        panic!("no SampleFailed event");
+    };
+    assert_eq!(
+        (trigger.as_str(), metric.as_str(), node.as_deref()),
+        ("load-high", "load1", Some("web-02"))
+    );
+    assert_eq!(error, "on node web-02: connection refused");
+}
+
+/// A journal in memory, for the scaler's recovery.
+#[derive(Debug, Default)]
+struct MemoryJournal(std::sync::Mutex<Vec<JournalEntry>>);
+
+#[async_trait::async_trait]
+impl Journal for MemoryJournal {
+    async fn append(&self, entry: JournalEntry) -> Result<()> {
+        self.0.lock().unwrap().push(entry);
+        Ok(())
+    }
+
+    async fn runs(&self) -> Result<Vec<crate::RunRecord>> {
+        Ok(crate::replay(self.0.lock().unwrap().clone()))
+    }
+}
+
+/// Cleans up every run but `stuck`, saying what it terminated.
+struct TerminateAll {
+    stuck: &'static str,
+}
+
+#[async_trait::async_trait]
+impl RunCleanup for TerminateAll {
+    async fn cleanup(&self, run: &crate::RunRecord) -> Result<Vec<String>> {
+        if run.run_id.as_str() == self.stuck {
+            return Err(Error::other(
+                crate::ErrorKind::Transient,
+                "the EC2 API is throttling",
+            ));
+        }
+        Ok(run
+            .new_nodes
+            .iter()
+            .map(|n| format!("terminated {}", n.id))
+            .collect())
+    }
+}
+
+/// A run that died after its deploy step had created `node`.
+fn died_after_deploy(run: &str, node: &Node) -> Vec<JournalEntry> {
+    let run_id = crate::RunId::new(run);
+    let at = chrono::Utc::now();
+    vec![
+        JournalEntry::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: "scale-out".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::new("manual", "busy"),
+            at,
+        },
+        JournalEntry::StepStarted {
+            run_id: run_id.clone(),
+            step: "deploy".into(),
+            intent: vec!["launch 1 node".into()],
+            at,
+        },
+        JournalEntry::StepFinished {
+            run_id,
+            step: "deploy".into(),
+            status: crate::StepStatus::Succeeded,
+            new_nodes: vec![node.clone()],
+            at,
+        },
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_takes_the_nodes_of_cleaned_up_runs_out_of_the_cluster() {
+    // The cluster was discovered with the nodes the dead runs had launched.
+    let (orphan, stuck) = (Node::new("i-9", "web-09"), Node::new("i-8", "web-08"));
+    let journal = Arc::new(MemoryJournal::default());
+    for entry in died_after_deploy("run-dead", &orphan)
+        .into_iter()
+        .chain(died_after_deploy("run-stuck", &stuck))
+    {
+        journal.append(entry).await.unwrap();
+    }
+    let log = Log::default();
+    let scaler = Scaler::builder(cluster(2).with_nodes([orphan, stuck]))
+        .recover_with(
+            journal.clone(),
+            Arc::new(TerminateAll { stuck: "run-stuck" }),
+        )
+        .bind(
+            ManualTrigger::new("manual"),
+            Direction::Out,
+            out_pipeline(&log, Duration::ZERO),
+        )
+        .build()
+        .unwrap();
+    let mut events = scaler.subscribe();
+    let (scaler, outcomes) = drive(scaler, Vec::new(), Duration::from_secs(1)).await;
+    assert!(outcomes.is_empty(), "{:?}", summary(&outcomes));
+
+    // The cleaned-up run's node is gone; the one whose clean-up failed stays.
+    let ids: Vec<&str> = scaler
+        .cluster()
+        .nodes()
+        .iter()
+        .map(|n| n.id.as_str())
+        .collect();
+    assert_eq!(ids, ["i-1", "i-2", "i-8"]);
+    let Ok(Event::NodeRemoved { run_id, node }) = events.try_recv() else {
+        panic!("no NodeRemoved event");
+    };
+    assert_eq!((run_id.as_str(), node.id.as_str()), ("run-dead", "i-9"));
+    assert!(events.try_recv().is_err(), "one node left the cluster");
+
+    // The journal says so too: one run recovered, the other left for next time.
+    let unfinished: Vec<String> = journal
+        .unfinished_runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id.as_str().to_owned())
+        .collect();
+    assert_eq!(unfinished, ["run-stuck"]);
 }
