@@ -312,6 +312,25 @@ impl DeployEc2NodeBuilder {
 }
 
 impl DeployEc2Node {
+    /// The live instances an earlier attempt of this step launched (found by
+    /// the run's and the step's tags), when there are at least `min_count`.
+    async fn earlier_launch(&self, ctx: &Context, step: &str) -> Result<Vec<Instance>> {
+        let tags = [
+            (TAG_CLUSTER.to_owned(), ctx.cluster().name().to_owned()),
+            (TAG_RUN.to_owned(), ctx.run_id().to_string()),
+            (TAG_STEP.to_owned(), step.to_owned()),
+        ];
+        let alive = [InstanceState::Pending, InstanceState::Running];
+        let mut found = self.ec2.find_by_tags(&tags, &alive).await?;
+        if found.len() < self.min_count as usize {
+            // Too few to be the launch: launch anew; the compensation of a
+            // failed run finds these too, by the same tags.
+            return Ok(Vec::new());
+        }
+        found.sort_by_key(|i| i.launch_index);
+        Ok(found)
+    }
+
     /// After a launch whose answer never came: searches the run's tags until
     /// `count` instances show up or [`DeployEc2NodeBuilder::unanswered_launch_within`]
     /// passes, and returns what it found.
@@ -543,6 +562,12 @@ impl Action for DeployEc2Node {
         e
     }
 
+    /// Yes: the launch carries a ClientToken, and a repeated run takes over
+    /// the instances an earlier attempt started (found by the run's tags).
+    fn repeatable(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         let started = tokio::time::Instant::now();
         let step = ctx.step_name().to_owned();
@@ -553,12 +578,32 @@ impl Action for DeployEc2Node {
             let record = launched(ctx, &step);
             record.client_token.clone_from(&token);
             record.undone = false;
-            // Until EC2 answers, or refuses: if this future is dropped (a step
-            // timeout, a cancelled run) the record says so.
-            record.in_flight = true;
         }
-        info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
-        let launch = self.ec2.launch(&spec).await;
+        // A resumed run (its controller died during this step) or a retry
+        // after an unanswered launch: EC2 may already run this launch's
+        // instances. They are taken over rather than launched again; the
+        // ClientToken gives the same guarantee on AWS, this one also holds
+        // where the token is ignored (moto, some API emulators).
+        let earlier = ctx.is_resumed()
+            || ctx
+                .outputs()
+                .get::<Launches>()
+                .and_then(|l| l.get(&step))
+                .is_some_and(|r| r.in_flight);
+        let adopted = if earlier {
+            self.earlier_launch(ctx, &step).await?
+        } else {
+            Vec::new()
+        };
+        let launch = if adopted.is_empty() {
+            info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
+            launched(ctx, &step).in_flight = true;
+            self.ec2.launch(&spec).await
+        } else {
+            info!(step = %step, instances = ?adopted.iter().map(|i| &i.id).collect::<Vec<_>>(),
+                "Taking over the instances an earlier attempt of this step launched.");
+            Ok(adopted)
+        };
         let instances = match launch {
             Ok(i) => i,
             Err(e) => {

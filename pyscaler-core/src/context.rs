@@ -109,6 +109,7 @@ pub struct Context {
     vars: BTreeMap<String, String>,
     trigger: TriggerInfo,
     cancel: CancellationToken,
+    resumed: bool,
     pub(crate) step: StepScope,
     pub(crate) report: Option<RunReport>,
     pub(crate) events: Option<broadcast::Sender<Event>>,
@@ -140,6 +141,7 @@ impl Context {
             vars: BTreeMap::new(),
             trigger: TriggerInfo::default(),
             cancel: CancellationToken::new(),
+            resumed: false,
             step: StepScope::default(),
             report: None,
             events: None,
@@ -160,6 +162,18 @@ impl Context {
 
     pub(crate) fn set_run_id(&mut self, run_id: RunId) {
         self.run_id = run_id;
+    }
+
+    pub(crate) fn set_resumed(&mut self) {
+        self.resumed = true;
+    }
+
+    /// Whether this run was taken up again after its controller died
+    /// ([`Pipeline::resume`](crate::Pipeline::resume)): what the interrupted
+    /// step had done is on the provider's side, not in this context's outputs
+    /// (a launch looks for the instances its earlier life started).
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
     }
 
     pub(crate) fn set_trigger(&mut self, trigger: TriggerInfo) {

@@ -319,6 +319,7 @@ async fn a_run_is_resumed_from_its_interrupted_step_with_its_id_and_nodes() {
     assert_eq!(report.run_id, crashed);
     assert_eq!(report.trigger.reason, "asked by alice");
     assert_eq!(report.resumed_from.as_deref(), Some("puppet"));
+    assert!(ctx.is_resumed());
     // deploy is not run again; puppet runs on the nodes the journal names.
     assert_eq!(
         log.entries(),

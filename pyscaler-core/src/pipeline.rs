@@ -343,7 +343,7 @@ impl Pipeline {
     /// The run never panics on a failed step: the failure is in the report.
     pub async fn run(&self, ctx: &mut Context) -> RunReport {
         let span = info_span!("run", run_id = %ctx.run_id(), pipeline = %self.name, cluster = %ctx.cluster().name());
-        self.run_inner(ctx, 0).instrument(span).await
+        self.run_inner(ctx, None).instrument(span).await
     }
 
     /// Takes up a run whose controller died, from its first unfinished step,
@@ -366,6 +366,7 @@ impl Pipeline {
     pub async fn resume(&self, run: &RunRecord, ctx: &mut Context) -> Result<RunReport> {
         let from = self.resume_point(run)?;
         ctx.set_run_id(run.run_id.clone());
+        ctx.set_resumed();
         if let Some(trigger) = &run.trigger {
             ctx.set_trigger(trigger.clone());
         }
@@ -379,7 +380,7 @@ impl Pipeline {
         .await?;
         warn!(run_id = %run.run_id, from = ?from_step, "Resuming a run that never finished.");
         let span = info_span!("run", run_id = %ctx.run_id(), pipeline = %self.name, cluster = %ctx.cluster().name(), resumed = true);
-        Ok(self.run_inner(ctx, from).instrument(span).await)
+        Ok(self.run_inner(ctx, Some(from)).instrument(span).await)
     }
 
     /// The index of the first step a resumed `run` runs again.
@@ -514,10 +515,11 @@ impl Pipeline {
         }
     }
 
-    /// Runs the main steps from index `from` on (the ones before it finished
-    /// in an earlier life of the run: they count as done, and are undone
-    /// if this one fails), then the `finally` steps.
-    async fn run_inner(&self, ctx: &mut Context, from: usize) -> RunReport {
+    /// Runs the main steps, then the `finally` steps. A resumed run starts
+    /// at index `resume` (the steps before it finished in an earlier life of
+    /// the run: they count as done, and are undone if this one fails).
+    async fn run_inner(&self, ctx: &mut Context, resume: Option<usize>) -> RunReport {
+        let from = resume.unwrap_or(0);
         ctx.events = Some(self.events.clone());
         ctx.report = None;
         let mut report = RunReport {
@@ -544,7 +546,7 @@ impl Pipeline {
             undone: Vec::new(),
             resumed_from: None,
         };
-        if from > 0 {
+        if resume.is_some() {
             report.resumed_from = Some(
                 self.steps
                     .get(from)
@@ -566,7 +568,7 @@ impl Pipeline {
         // Resumed: the steps that finished before are done, and undone if this fails.
         let mut started: Vec<usize> = (0..from.min(self.steps.len())).collect();
         let mut failure: Option<(usize, Error)> = None;
-        if from == 0 {
+        if resume.is_none() {
             let journaled = self
                 .record(JournalEntry::RunStarted {
                     run_id: ctx.run_id().clone(),

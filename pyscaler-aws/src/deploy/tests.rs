@@ -1021,3 +1021,43 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
     assert!(!report.undo_succeeded(), "{report}");
     assert!(ctx.new_nodes().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
+    let mut ec2 = MockEc2::new();
+    // The controller died after RunInstances: the instance runs, tagged with the run.
+    ec2.expect_find_by_tags()
+        .times(1)
+        .withf(|tags, _| {
+            tags.iter()
+                .any(|(k, v)| k == TAG_RUN && v == "run-20261127T000000Z-0000dead")
+        })
+        .returning(|_, _| Ok(vec![instance(0, InstanceState::Running)]));
+    ec2.expect_launch().never();
+    ec2.expect_describe()
+        .returning(|_| Ok(vec![instance(0, InstanceState::Running)]));
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .build()
+        .expect("action");
+    assert!(action.repeatable());
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let record = pyscaler_core::RunRecord {
+        run_id: RunId::new("run-20261127T000000Z-0000dead"),
+        pipeline: "p".into(),
+        cluster: "web".into(),
+        trigger: None,
+        started_at: chrono::Utc::now(),
+        state: pyscaler_core::RunState::Unfinished,
+        steps: vec![("deploy-ec2-node".into(), None)],
+        new_nodes: Vec::new(),
+    };
+    let mut ctx = context();
+    let report = pipeline.resume(&record, &mut ctx).await.expect("resumable");
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.resumed_from.as_deref(), Some("deploy-ec2-node"));
+    assert_eq!(ctx.new_nodes().len(), 1);
+    assert_eq!(ctx.new_nodes()[0].id, "i-0");
+}
