@@ -1,6 +1,7 @@
 //! How to reach nodes over SSH: user, port, credentials, host keys, timeouts.
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -186,8 +187,10 @@ impl SshConfig {
     /// Checks the configuration before anything connects.
     ///
     /// # Errors
-    /// [`SshError::InvalidInput`] for an empty user, a zero timeout or a key
-    /// file that does not exist.
+    /// [`SshError::InvalidInput`] for an empty user, a zero timeout, or a key
+    /// file that does not exist, cannot be read or holds no private key in a
+    /// format libssh2 reads (OpenSSH or PEM). The message names the file,
+    /// never its content.
     pub fn validate(&self) -> Result<(), SshError> {
         if self.user.trim().is_empty() {
             return Err(SshError::InvalidInput("the SSH user is empty".into()));
@@ -202,15 +205,57 @@ impl SshConfig {
             }
         }
         if let SshAuth::KeyFile { path } = &self.auth {
-            if !path.is_file() {
-                return Err(SshError::InvalidInput(format!(
-                    "the private key file {} does not exist",
-                    path.display()
-                )));
-            }
+            check_key_file(path)?;
         }
         Ok(())
     }
+}
+
+/// How much of a key file is read to recognize it (keys are a few KiB).
+const KEY_FILE_HEAD: u64 = 64 * 1024;
+
+/// Checks that `path` holds a private key libssh2 can read: OpenSSH's own
+/// format or PEM (`-----BEGIN ... PRIVATE KEY-----`). The file's content may
+/// be a secret: messages name the path, never what is in it.
+fn check_key_file(path: &Path) -> Result<(), SshError> {
+    if !path.is_file() {
+        return Err(SshError::InvalidInput(format!(
+            "the private key file {} does not exist",
+            path.display()
+        )));
+    }
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(KEY_FILE_HEAD).read_to_end(&mut head))
+        .map_err(|e| {
+            SshError::InvalidInput(format!(
+                "the private key file {} cannot be read: {e}",
+                path.display()
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&head);
+    let first = text.trim_start().lines().next().unwrap_or("").trim_end();
+    let is_private_key = first
+        .strip_prefix("-----BEGIN ")
+        .and_then(|rest| rest.strip_suffix("PRIVATE KEY-----"))
+        .is_some_and(|label| {
+            label
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ')
+        });
+    if is_private_key {
+        return Ok(());
+    }
+    let hint = if first.starts_with("ssh-") || first.starts_with("ecdsa-") {
+        " (it looks like a public key: give the private key beside it)"
+    } else {
+        ""
+    };
+    Err(SshError::InvalidInput(format!(
+        "the private key file {} holds no private key libssh2 can use{hint}; expected \
+         OpenSSH's `-----BEGIN OPENSSH PRIVATE KEY-----` or PEM `-----BEGIN ... PRIVATE KEY-----`",
+        path.display()
+    )))
 }
 
 #[cfg(test)]
@@ -232,6 +277,55 @@ mod tests {
             .to_string()
             .contains("command_timeout"));
         assert!(SshConfig::new("admin").validate().is_ok());
+    }
+
+    #[test]
+    fn a_key_file_must_hold_a_private_key_and_its_content_is_never_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let check = |name: &str, content: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write");
+            SshConfig::new("admin").with_key_file(&path).validate()
+        };
+        for (name, content) in [
+            (
+                "openssh",
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE=\n-----END OPENSSH PRIVATE KEY-----\n",
+            ),
+            ("rsa", "\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n"),
+            ("ec", "-----BEGIN EC PRIVATE KEY-----\r\nMHcC\r\n-----END EC PRIVATE KEY-----\r\n"),
+            ("pkcs8", "-----BEGIN PRIVATE KEY-----\nMC4C\n-----END PRIVATE KEY-----\n"),
+        ] {
+            assert!(check(name, content).is_ok(), "{name}");
+        }
+        for (name, content, words) in [
+            (
+                "garbage",
+                "secret-looking garbage 7f3a\n",
+                "holds no private key",
+            ),
+            ("empty", "", "holds no private key"),
+            (
+                "id_ed25519.pub",
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI secret-comment\n",
+                "looks like a public key",
+            ),
+            (
+                "cert",
+                "-----BEGIN CERTIFICATE-----\nMIIB secret\n",
+                "holds no private key",
+            ),
+        ] {
+            let err = check(name, content).expect_err(name);
+            assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&dir.path().join(name).display().to_string()),
+                "{msg}"
+            );
+            assert!(msg.contains(words), "{msg}");
+            assert!(!msg.contains("secret") && !msg.contains("7f3a"), "{msg}");
+        }
     }
 
     #[test]
