@@ -154,8 +154,10 @@ pub enum SshError {
         /// The end of its stderr.
         stderr: String,
     },
-    /// `puppet apply` could not compile the manifest (exit 1).
-    #[error("puppet apply: invalid manifest: {}", errors.join("; "))]
+    /// The manifest does not compile: `puppet parser validate` on the
+    /// controller refused it when the action was built, or `puppet apply` on
+    /// the node exited 1.
+    #[error("invalid Puppet manifest: {}", errors.join("; "))]
     PuppetInvalidManifest {
         /// Puppet's own `Error:` lines.
         errors: Vec<String>,

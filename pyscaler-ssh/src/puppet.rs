@@ -237,17 +237,28 @@ impl OsConfigurationBuilder {
 
     /// Builds the action, reading the manifest and modules.
     ///
+    /// When Puppet is installed on the controller, the manifest is checked
+    /// here with `puppet parser validate` (with the modules folder as its
+    /// `--modulepath`; about a second, at most 60 s),
+    /// so a syntax error is refused before anything runs. Without a local
+    /// Puppet the check is left to `puppet apply` on the nodes.
+    ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when no manifest is given, or a file cannot be read.
+    /// [`Error::InvalidConfig`] when no manifest is given, or a file cannot be
+    /// read; [`SshError::PuppetInvalidManifest`] (kind `InvalidInput`) with
+    /// Puppet's `Error:` lines when the manifest does not parse.
     pub fn build(self) -> Result<OsConfiguration> {
         let (manifest_name, manifest) = self
             .manifest
             .ok_or_else(|| Error::InvalidConfig("OsConfiguration needs a manifest".into()))?;
-        let manifest = match manifest {
-            Ok(text) => text,
-            Err(path) => std::fs::read_to_string(&path).map_err(|e| {
-                Error::InvalidConfig(format!("cannot read manifest {}: {e}", path.display()))
-            })?,
+        let (manifest, manifest_path) = match manifest {
+            Ok(text) => (text, None),
+            Err(path) => (
+                std::fs::read_to_string(&path).map_err(|e| {
+                    Error::InvalidConfig(format!("cannot read manifest {}: {e}", path.display()))
+                })?,
+                Some(path),
+            ),
         };
         let mut modules = Vec::new();
         if let Some(dir) = &self.modules {
@@ -273,6 +284,12 @@ impl OsConfigurationBuilder {
                 bad.name
             )));
         }
+        validate_locally(
+            &manifest_name,
+            manifest_path.as_deref(),
+            &manifest,
+            self.modules.as_deref(),
+        )?;
         Ok(OsConfiguration {
             facts: self.facts,
             shell: self.shell,
@@ -286,6 +303,164 @@ impl OsConfigurationBuilder {
             fan_out: self.fan_out,
         })
     }
+}
+
+/// Bound on `puppet parser validate` when an action is built.
+const LOCAL_VALIDATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `puppet` on the controller's `PATH`, if any.
+fn local_puppet() -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("puppet"))
+        .find(|p| p.is_file())
+}
+
+/// Checks the manifest's syntax with the controller's Puppet, when there is
+/// one: `puppet parser validate`, with the modules folder as `--modulepath`.
+/// Inline text goes through a temporary file (its path is replaced by
+/// `name` in Puppet's messages). A Puppet that cannot run, hangs, or fails
+/// without an `Error:` line is no verdict: the nodes' `puppet apply` decides.
+fn validate_locally(
+    name: &str,
+    path: Option<&Path>,
+    text: &str,
+    modules: Option<&Path>,
+) -> std::result::Result<(), SshError> {
+    let Some(puppet) = local_puppet() else {
+        tracing::debug!(
+            manifest = name,
+            "No puppet on this machine: the manifest is checked on the nodes."
+        );
+        return Ok(());
+    };
+    let temp = match path {
+        Some(_) => None,
+        None => Some(TempManifest::write(text).map_err(|e| {
+            SshError::InvalidInput(format!("cannot write {name} to a temporary file: {e}"))
+        })?),
+    };
+    let file = path.unwrap_or_else(|| temp.as_ref().map_or(Path::new(""), |t| t.0.as_path()));
+    let mut command = std::process::Command::new(&puppet);
+    command.args(["parser", "validate", "--color=false"]);
+    if let Some(dir) = modules {
+        command.arg("--modulepath").arg(dir);
+    }
+    command.arg(file);
+    let out = match run_bounded(command, LOCAL_VALIDATION_TIMEOUT) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::warn!(manifest = name, error = %e,
+                "Could not check the manifest with the local puppet; the nodes will.");
+            return Ok(());
+        }
+    };
+    if out.success() {
+        tracing::debug!(
+            manifest = name,
+            "puppet parser validate: the manifest parses."
+        );
+        return Ok(());
+    }
+    let mut errors = error_lines(&out);
+    if errors.is_empty() {
+        tracing::warn!(manifest = name, status = %out.status_line(),
+            "The local puppet failed without an error line; the nodes will check the manifest.");
+        return Ok(());
+    }
+    if let Some(t) = &temp {
+        let shown = t.0.display().to_string();
+        for e in &mut errors {
+            *e = e.replace(&shown, name);
+        }
+    }
+    Err(SshError::PuppetInvalidManifest { errors })
+}
+
+/// A manifest written to a file of its own, removed when dropped.
+struct TempManifest(PathBuf);
+
+impl TempManifest {
+    fn write(text: &str) -> std::io::Result<Self> {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pyscaler-manifest-{}-{}.pp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let guard = Self(path);
+        file.write_all(text.as_bytes())?;
+        Ok(guard)
+    }
+}
+
+impl Drop for TempManifest {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Runs a local program to its end or until `within`, when it is killed.
+fn run_bounded(
+    mut command: std::process::Command,
+    within: Duration,
+) -> std::io::Result<CommandOutput> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Both pipes are drained while waiting, so a chatty program cannot stall on a full pipe.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut bytes);
+            }
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() >= within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}", humantime::format_duration(within)),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(CommandOutput {
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+        exit_code: status.code(),
+        signal: None,
+        truncated: false,
+    })
 }
 
 /// Every file below `dir`, with its path relative to `root` (`/`-separated).
@@ -890,6 +1065,67 @@ mod tests {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&sourced.stdout), "pa ss'word");
         assert!(!format!("{report:?}").contains("pa ss"));
+    }
+
+    #[test]
+    fn a_syntax_error_is_refused_when_built_with_puppets_error_lines() {
+        assert!(
+            local_puppet().is_some(),
+            "these tests need Puppet on the PATH (scripts/setup installs it)"
+        );
+        let broken =
+            "class broken {\n  package { 'tomcat10': ensure => installed\n\ninclude broken\n";
+        // Inline text: checked through a temporary file, named as the inline manifest.
+        let err = OsConfiguration::builder(Arc::new(MockRemoteShell::new()))
+            .manifest(broken)
+            .build()
+            .expect_err("a syntax error");
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Error: ") && msg.contains("Syntax error"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("inline manifest") && !msg.contains("pyscaler-manifest-"),
+            "{msg}"
+        );
+        // A file: Puppet's lines name it, with the line of the error.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("site.pp");
+        std::fs::write(&file, broken).expect("write");
+        let err = OsConfiguration::builder(Arc::new(MockRemoteShell::new()))
+            .manifest_file(&file)
+            .build()
+            .expect_err("a syntax error");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&file.display().to_string()) && msg.contains("line: 4"),
+            "{msg}"
+        );
+        // The temporary copy of inline text goes when it is dropped.
+        let temp = TempManifest::write("notify { 'x': }").expect("temp file");
+        let path = temp.0.clone();
+        assert!(path.is_file());
+        drop(temp);
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+
+    #[test]
+    fn a_manifest_that_parses_is_built_with_its_modules_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let modules = dir.path().join("modules");
+        std::fs::create_dir_all(modules.join("motd/manifests")).expect("mkdir");
+        std::fs::write(
+            modules.join("motd/manifests/init.pp"),
+            "class motd($dir) { file { $dir: ensure => directory } }\n",
+        )
+        .expect("write");
+        OsConfiguration::builder(Arc::new(MockRemoteShell::new()))
+            .manifest("class { 'motd': dir => '/tmp/x' }\n")
+            .modules_dir(&modules)
+            .build()
+            .expect("a valid manifest");
     }
 
     #[test]
