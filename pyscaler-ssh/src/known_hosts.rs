@@ -74,7 +74,7 @@ pub(crate) fn algorithm_prefs(stored: &[String]) -> Option<String> {
 }
 
 /// The `known_hosts` algorithm name of a key type.
-fn type_name(t: HostKeyType) -> Option<&'static str> {
+pub(crate) fn type_name(t: HostKeyType) -> Option<&'static str> {
     Some(match t {
         HostKeyType::Rsa => "ssh-rsa",
         HostKeyType::Dss => "ssh-dss",

@@ -217,33 +217,12 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
         host: host.clone(),
         after: config.connect_timeout,
     };
-    let addrs: Vec<_> = (ep.host.as_str(), ep.port)
-        .to_socket_addrs()
-        .map_err(|source| SshError::Connect {
-            host: host.clone(),
-            source,
-        })?
-        .collect();
-    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
-    let mut tcp = None;
-    for addr in addrs {
-        let left = remaining();
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        match TcpStream::connect_timeout(&addr, left) {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
-            Err(e) => last = e,
-        }
-    }
-    let tcp = tcp.ok_or(SshError::Connect {
-        host: host.clone(),
-        source: last,
-    })?;
+    let tcp = open_tcp(
+        ep,
+        &host,
+        started + config.connect_timeout,
+        config.connect_timeout,
+    )?;
     // libssh2 does not set it: without it each round trip waits for a delayed ACK.
     tcp.set_nodelay(true).map_err(|source| SshError::Connect {
         host: host.clone(),
@@ -276,9 +255,16 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
         return Err(if is_code(&e, LIBSSH2_ERROR_TIMEOUT) {
             timed_out()
         } else if pinned.is_some() && is_code(&e, LIBSSH2_ERROR_KEX_FAILURE) {
+            // The server has no key of the recorded type: learn which key it
+            // does offer, on a second connection that only looks at it.
+            let recorded = stored.join(", ");
+            let fingerprint = match offered_key(ep, started + config.connect_timeout) {
+                Some(offered) => format!("{offered}, but no key of the recorded type ({recorded})"),
+                None => format!("no key of the recorded type ({recorded})"),
+            };
             SshError::HostKeyMismatch {
                 host: spec,
-                fingerprint: format!("no key of the recorded type ({})", stored.join(", ")),
+                fingerprint,
                 known_hosts: config.known_hosts.clone(),
             }
         } else {
@@ -344,6 +330,62 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
     }
     tracing::debug!(node = %host, user = %ep.user, "SSH session opened.");
     Ok(session)
+}
+
+/// Opens the TCP connection to `ep`, trying each of its addresses until `deadline`.
+fn open_tcp(
+    ep: &Endpoint,
+    host: &str,
+    deadline: Instant,
+    connect_timeout: Duration,
+) -> Result<TcpStream, SshError> {
+    let timed_out = || SshError::ConnectTimeout {
+        host: host.to_owned(),
+        after: connect_timeout,
+    };
+    let addrs: Vec<_> = (ep.host.as_str(), ep.port)
+        .to_socket_addrs()
+        .map_err(|source| SshError::Connect {
+            host: host.to_owned(),
+            source,
+        })?
+        .collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the host name has no address");
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        match TcpStream::connect_timeout(&addr, left) {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(timed_out()),
+            Err(e) => last = e,
+        }
+    }
+    Err(SshError::Connect {
+        host: host.to_owned(),
+        source: last,
+    })
+}
+
+/// The host key the server offers when no type is asked for, as
+/// `ssh-ed25519 key SHA256:...`; None when that cannot be learned by `deadline`
+/// (at least a second is given). Nothing is sent but the key exchange.
+fn offered_key(ep: &Endpoint, deadline: Instant) -> Option<String> {
+    let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+    let tcp = open_tcp(ep, &ep.to_string(), deadline, Duration::ZERO).ok()?;
+    let mut session = Session::new().ok()?;
+    session.set_tcp_stream(tcp);
+    session.set_timeout(millis(deadline.saturating_duration_since(Instant::now())));
+    session.handshake().ok()?;
+    let (_, key_type) = session.host_key()?;
+    let offered = format!(
+        "{} key {}",
+        known_hosts::type_name(key_type).unwrap_or("unknown"),
+        known_hosts::fingerprint(&session)
+    );
+    let _ = session.disconnect(None, "host key check only", None);
+    Some(offered)
 }
 
 fn verify_host_key(config: &SshConfig, session: &Session, spec: &str) -> Result<(), SshError> {

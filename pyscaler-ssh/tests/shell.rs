@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pyscaler_core::{ErrorKind, Node, NodeAddress};
+use pyscaler_core::{Classify, ErrorKind, Node, NodeAddress};
 use pyscaler_ssh::{HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError};
 use pyscaler_testkit::sshd::{generate_key, Sshd};
 
@@ -249,6 +249,53 @@ async fn accept_new_records_then_refuses_a_changed_key() {
         .unwrap_err();
     assert!(matches!(e, SshError::HostKeyMismatch { .. }), "{e}");
     assert_eq!(std::fs::read_to_string(&known).expect("read"), recorded);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_a_key_of_the_recorded_type_is_a_mismatch_naming_what_it_offers() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // known_hosts records an RSA key; the server has only ed25519 and ECDSA keys.
+    let rsa = dir.path().join("rsa_host_key");
+    generate_key(&rsa, "rsa");
+    let public = std::fs::read_to_string(rsa.with_extension("pub")).expect("public key");
+    let b64 = public.split_whitespace().nth(1).expect("a key field");
+    let known = dir.path().join("known_hosts");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} ssh-rsa {b64}\n", sshd.port()),
+    )
+    .expect("write known_hosts");
+    let shell = Ssh2Shell::new(
+        SshConfig::new(sshd.user())
+            .with_key_file(sshd.client_key())
+            .with_known_hosts(&known),
+    )
+    .expect("shell");
+    let e = shell
+        .exec(&node(&sshd, "1"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    let SshError::HostKeyMismatch {
+        host, fingerprint, ..
+    } = &e
+    else {
+        panic!("{e:?}");
+    };
+    assert_eq!(host, &format!("[127.0.0.1]:{}", sshd.port()));
+    assert!(
+        (fingerprint.starts_with("ssh-ed25519 key SHA256:")
+            || fingerprint.starts_with("ecdsa-sha2-nistp256 key SHA256:"))
+            && fingerprint.ends_with("but no key of the recorded type (ssh-rsa)"),
+        "{fingerprint}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(host.as_str()) && msg.contains("SHA256:"),
+        "{msg}"
+    );
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert_eq!(sshd.accepted_logins(), 0, "no login was tried");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
