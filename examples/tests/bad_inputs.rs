@@ -2,8 +2,10 @@
 //! (written by `LocalStack` for moto, a loopback sshd and aiosmtpd) with one
 //! thing wrong, loaded and run through the public API. Each test asserts a
 //! typed error (its kind, and a message naming the bad value) and that
-//! nothing was started: no instance left in EC2, no login on the node, no
-//! mail for the bad mail inputs.
+//! nothing was started: no instance in EC2, no login on the node, no mail
+//! for the bad mail inputs. Three inputs can only be found wrong by the new
+//! VM itself (a wrong key, a host-key mismatch, an unreachable host): those
+//! cases launch, and assert that the launch was undone and nothing is left.
 //!
 //! And keeping secrets: a real run configured with an SMTP password and an
 //! AWS secret key, with tracing captured at debug level; neither secret may
@@ -298,35 +300,55 @@ async fn a_missing_ssh_key_is_refused_before_anything_runs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_ssh_key_fails_the_login_and_the_launch_is_undone() {
+async fn an_unreadable_ssh_key_is_refused_before_anything_runs() {
     let _serial = SERIAL.lock().await;
     tried("unreadable SSH key");
     let case = Case::start().await;
     // The tests may run as root, who reads any file: "unreadable" is a file that holds no key.
     let garbage = case.stack.dir.join("garbage-key");
-    std::fs::write(&garbage, "this is not a private key\n").expect("write the key");
-    let config = case
-        .load(&case.edited(
-            "auth",
-            &format!(
-                "auth = {{ method = \"key-file\", path = {:?} }}",
-                garbage.display().to_string()
-            ),
-        ))
-        .expect("the file is well-formed");
-    let report = case.run(&config).await;
-    case.assert_failed_and_undone(
-        &report,
-        "os-configuration",
-        ErrorKind::InvalidInput,
-        "garbage-key",
-    )
-    .await;
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    const CONTENT: &str = "this is not a private key 5e1f\n";
+    std::fs::write(&garbage, CONTENT).expect("write the key");
+    let text = case.edited(
+        "auth",
+        &format!(
+            "auth = {{ method = \"key-file\", path = {:?} }}",
+            garbage.display().to_string()
+        ),
+    );
+    // Through the config file: loading names the file, not what is in it.
+    let err = case.load(&text).expect_err("a file that holds no key");
+    assert!(
+        matches!(err, ConfigError::Invalid { section: "ssh", .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&garbage.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        !message.contains("5e1f"),
+        "the key file's content was shown: {message}"
+    );
+    // Through the library: a typed error from the SSH crate.
+    let config = SshConfig::new(case.stack.sshd.user()).with_key_file(&garbage);
+    let err = Ssh2Shell::new(config).expect_err("a file that holds no key");
+    assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let message = err.to_string();
+    assert!(message.contains("garbage-key"), "{message}");
+    assert!(message.contains("no private key"), "{message}");
+    assert!(
+        !message.contains("5e1f"),
+        "the key file's content was shown: {message}"
+    );
+    case.assert_nothing_started().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_ssh_key_is_refused_and_the_launch_is_undone() {
+    // Whether a well-formed key is the right one only the new VM can say: it
+    // does not exist before the launch, so this case launches and is undone.
     let _serial = SERIAL.lock().await;
     tried("wrong SSH key");
     let case = Case::start().await;
@@ -354,6 +376,8 @@ async fn a_wrong_ssh_key_is_refused_and_the_launch_is_undone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_key_mismatch_stops_before_login_and_the_launch_is_undone() {
+    // A host key is offered by the new VM's sshd: it cannot be compared with
+    // known_hosts before the VM exists, so this case launches and is undone.
     let _serial = SERIAL.lock().await;
     tried("host-key mismatch");
     let case = Case::start().await;
@@ -384,6 +408,8 @@ async fn a_host_key_mismatch_stops_before_login_and_the_launch_is_undone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_host_fails_the_deploy_and_the_launch_is_undone() {
+    // The address to reach is the new VM's: whether it answers cannot be
+    // known before the VM exists, so this case launches and is undone.
     let _serial = SERIAL.lock().await;
     tried("unreachable host");
     let case = Case::start().await;
@@ -428,13 +454,14 @@ fn copy_dir(src: &Path, dst: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_with_a_syntax_error_fails_in_puppet_and_the_launch_is_undone() {
+async fn a_manifest_with_a_syntax_error_is_refused_before_anything_runs() {
     let _serial = SERIAL.lock().await;
     tried("Puppet manifest with a syntax error");
     let case = Case::start().await;
     let assets = copy_assets(&case.stack.dir);
+    let manifest = assets.join("manifests/tomcat.pp");
     std::fs::write(
-        assets.join("manifests/tomcat.pp"),
+        &manifest,
         "class broken {\n  package { 'tomcat10': ensure => installed\n\ninclude broken\n",
     )
     .expect("write the broken manifest");
@@ -444,31 +471,22 @@ async fn a_manifest_with_a_syntax_error_fails_in_puppet_and_the_launch_is_undone
             &format!("assets = {:?}", assets.display().to_string()),
         ))
         .expect("the file is well-formed");
-    let report = case.run(&config).await;
-    case.assert_failed_and_undone(
-        &report,
-        "os-configuration",
-        ErrorKind::InvalidInput,
-        "Syntax error",
-    )
-    .await;
+    // The controller's Puppet checks the manifest when the pipeline is built.
+    let providers = case.providers(&config).await;
+    let err = tomcat_pipeline(&config, &providers, None).expect_err("a syntax error");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err:?}");
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        message.push_str(&format!("\n{s}"));
+        source = s.source();
+    }
+    assert!(message.contains("Syntax error"), "{message}");
     assert!(
-        report
-            .step("tomcat-config")
-            .is_none_or(|s| s.status == StepStatus::Skipped),
-        "Tomcat was not configured"
+        message.contains(&manifest.display().to_string()),
+        "the error names the manifest: {message}"
     );
-    // The node keeps no file of the run: the manifest's folder was removed.
-    let prefix = format!("{}-", report.run_id);
-    let left: Vec<String> = std::fs::read_dir("/tmp/pyscaler-puppet")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(left.is_empty(), "left on the node: {left:?}");
+    case.assert_nothing_started().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
