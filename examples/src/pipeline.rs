@@ -123,9 +123,27 @@ pub fn tomcat_pipeline(
                 .named("deploy-ec2-node")
                 .retry(RetryPolicy::attempts(3)),
         )
-        .step(os.on(Target::NewNodes).named("os-configuration"))
-        .step(tomcat_config.on(Target::NewNodes).named("tomcat-config"))
-        .step(app_deploy.on(Target::NewNodes).named("app-deploy"))
+        // Each step below is safe to run again, so a run whose controller
+        // died can be resumed (`tomcat_cluster recover --resume`): Puppet
+        // converges, the JVM options script restarts Tomcat only on a change,
+        // the WAR deployment replaces the application.
+        .step(
+            os.on(Target::NewNodes)
+                .named("os-configuration")
+                .repeatable(true),
+        )
+        .step(
+            tomcat_config
+                .on(Target::NewNodes)
+                .named("tomcat-config")
+                .repeatable(true),
+        )
+        .step(
+            app_deploy
+                .on(Target::NewNodes)
+                .named("app-deploy")
+                .repeatable(true),
+        )
         .step(cluster_update.on(Target::Cluster).named("cluster-update"))
         .finally(email.on(Target::None).named("email"))
         .build()
@@ -197,12 +215,18 @@ fn deploy_app(
                 "rm -f /var/lib/tomcat10/webapps/{0}.war /tmp/pyscaler-{0}.war",
                 app
             );
-            if undo_sudo {
-                s.sudo(&line).await?
+            let removed = if undo_sudo {
+                s.sudo(&line).await
             } else {
-                s.run(&line).await?
+                s.run(&line).await
             };
-            Ok(format!("removed {app}.war"))
+            match removed {
+                Ok(_) => Ok(format!("removed {app}.war")),
+                // A node that is gone (its run being undone after a crash)
+                // has no application left to remove.
+                Err(e) if e.is_unreachable() => Ok(format!("unreachable, nothing to remove: {e}")),
+                Err(e) => Err(e.into()),
+            }
         }
     });
     Ok(task)
@@ -252,6 +276,9 @@ impl Action for ClusterUpdate {
         self.script(members)?.run(ctx).await
     }
 
+    /// The member lists without this run's nodes, rewritten on the other
+    /// nodes (the run's own are going away, and may already be gone when a
+    /// dead controller's run is undone).
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
         let members = ctx
             .cluster()
@@ -260,6 +287,13 @@ impl Action for ClusterUpdate {
             .filter(|n| !ctx.is_new(&n.id))
             .map(member)
             .collect();
+        let new: Vec<String> = ctx.new_nodes().iter().map(|n| n.id.clone()).collect();
+        ctx.keep_targets(|n| !new.contains(&n.id));
         self.script(members)?.run(ctx).await
+    }
+
+    /// Yes: it rewrites the whole list from the cluster each time.
+    fn repeatable(&self) -> bool {
+        true
     }
 }

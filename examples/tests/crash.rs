@@ -4,7 +4,10 @@
 //! recovers first) then cleans up. After each,
 //! a user finds no instance of the run left running (EC2), none of them in
 //! the load balancer, and the journal showing the run recovered and no run
-//! unfinished.
+//! unfinished. Or the new controller resumes the run
+//! (`tomcat_cluster recover --resume`): then the run's instances (the ones it
+//! launched before the kill, no second set) run and are in the load
+//! balancer, and the journal shows the run succeeded.
 //!
 //! One test walks the kill points one after another (they share the real
 //! Tomcat on port 8080 and one local stack) and prints the outcome table.
@@ -22,7 +25,7 @@ use faults_support::{
     PASSWORD,
 };
 use pyscaler_aws::{Ec2, InstanceState, TAG_CLUSTER};
-use pyscaler_core::RunState;
+use pyscaler_core::{RunState, RunStatus};
 use pyscaler_examples::LocalStack;
 
 /// Where the controller is killed.
@@ -85,13 +88,18 @@ async fn live_cluster_instances(aws: &Aws) -> Vec<String> {
 }
 
 /// Waits (polling every 50 ms) until the kill point is reached; returns
-/// what was seen there, or why it was not reached.
+/// what was seen there, or why it was not reached. Instances that ran or
+/// were registered `before` (the nodes earlier cases left) do not count.
 async fn wait_for(
     point: KillPoint,
     aws: &Aws,
+    before: &[String],
     controller: &mut Controller,
     stdout: &Mutex<Vec<String>>,
 ) -> Result<String, String> {
+    let new = |ids: Vec<String>| -> Vec<String> {
+        ids.into_iter().filter(|i| !before.contains(i)).collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = controller.0.try_wait() {
@@ -99,13 +107,13 @@ async fn wait_for(
         }
         match point {
             KillPoint::AfterLaunch => {
-                let live = live_cluster_instances(aws).await;
+                let live = new(live_cluster_instances(aws).await);
                 if !live.is_empty() {
                     return Ok(format!("launched {live:?}"));
                 }
             }
             KillPoint::DuringRegistration => {
-                let registered = aws.registered().await;
+                let registered = new(aws.registered().await);
                 if !registered.is_empty() {
                     return Ok(format!("registered {registered:?}"));
                 }
@@ -126,10 +134,12 @@ async fn wait_for(
     Err("not reached within 180 s".to_owned())
 }
 
-/// The new controller: `recover`, or a `run` (which recovers first by default).
+/// The new controller: `recover`, `recover --resume`, or a `run` (which
+/// recovers first by default).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Next {
     Recover,
+    Resume,
     Run,
 }
 
@@ -150,6 +160,10 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     let report = stack.dir.join(format!("crash-{point:?}.json"));
     let mut problems = Vec::new();
 
+    // What earlier cases left running (a resumed run keeps its node).
+    let mut before = live_cluster_instances(aws).await;
+    before.extend(aws.registered().await);
+
     // The controller, killed at the point.
     let mut child = tomcat_cluster(stack, &stack.config, &report)
         .args(["run", "--reason", &format!("crash test: {point:?}")])
@@ -159,7 +173,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
         .expect("start tomcat_cluster");
     let stdout = collect_stdout(&mut child);
     let mut controller = Controller(child);
-    let seen = match wait_for(point, aws, &mut controller, &stdout).await {
+    let seen = match wait_for(point, aws, &before, &mut controller, &stdout).await {
         Ok(seen) => seen,
         Err(why) => {
             problems.push(format!("kill point not reached: {why}"));
@@ -212,6 +226,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     // A new controller recovers.
     let args: &[&str] = match next {
         Next::Recover => &["recover"],
+        Next::Resume => &["recover", "--resume"],
         Next::Run => &["run", "--reason", "after a crash"],
     };
     let out = tomcat_cluster(stack, &stack.config, &report)
@@ -242,7 +257,12 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     }
     let recovered = text
         .lines()
-        .find(|l| l.contains(&run_id))
+        .find(|l| {
+            l.contains(&run_id)
+                && ["Recovered run", "Resumed run", "Could NOT", "Not resuming"]
+                    .iter()
+                    .any(|start| l.starts_with(start))
+        })
         .map(|l| l.split(": ").skip(1).collect::<Vec<_>>().join(": "))
         .unwrap_or_else(|| {
             problems.push("recover did not name the run".to_owned());
@@ -251,21 +271,41 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
 
     // What a user checks afterwards.
     let live = aws.live_instances_of_run(&run_id).await;
-    if !live.is_empty() {
-        problems.push(format!("left running: {live:?}"));
-    }
     let registered = aws.registered().await;
     let in_lb = launched.iter().filter(|i| registered.contains(i)).count();
-    if in_lb != 0 {
-        problems.push(format!("left in the load balancer: {registered:?}"));
-    }
     let runs = journal_runs(stack).await;
     let state = runs
         .iter()
         .find(|r| r.run_id.as_str() == run_id)
         .map(|r| r.state);
-    if state != Some(RunState::Recovered { succeeded: true }) {
-        problems.push(format!("journal state {state:?}"));
+    if next == Next::Resume {
+        // Finished: what it had launched runs, behind the load balancer, and
+        // nothing was launched a second time.
+        if !text.contains(&format!("Resumed run {run_id} from {}", point.step())) {
+            problems.push(format!("not resumed from {}", point.step()));
+        }
+        let all = aws.all_instances_of_run(&run_id).await;
+        if live.is_empty() || live.len() != all.len() || all.len() != launched.len() {
+            problems.push(format!(
+                "launched before the kill {launched:?}, now {all:?}, running {live:?}"
+            ));
+        }
+        if in_lb != live.len() {
+            problems.push(format!("not all in the load balancer: {registered:?}"));
+        }
+        if state != Some(RunState::Finished(RunStatus::Succeeded)) {
+            problems.push(format!("journal state {state:?}"));
+        }
+    } else {
+        if !live.is_empty() {
+            problems.push(format!("left running: {live:?}"));
+        }
+        if in_lb != 0 {
+            problems.push(format!("left in the load balancer: {registered:?}"));
+        }
+        if state != Some(RunState::Recovered { succeeded: true }) {
+            problems.push(format!("journal state {state:?}"));
+        }
     }
     let still: Vec<_> = runs
         .iter()
@@ -298,7 +338,9 @@ async fn a_new_controller_recovers_whatever_a_killed_one_left() {
         (KillPoint::AfterLaunch, Next::Recover),
         (KillPoint::DuringRegistration, Next::Recover),
         (KillPoint::DuringPuppet, Next::Recover),
-        // Last: its new run leaves a node (and Tomcat) running.
+        // From here on each case leaves a node (and Tomcat) running.
+        (KillPoint::DuringPuppet, Next::Resume),
+        (KillPoint::DuringRegistration, Next::Resume),
         (KillPoint::AfterLaunch, Next::Run),
     ] {
         outcomes.push(crash_and_recover(&stack, &aws, point, next).await);

@@ -313,6 +313,12 @@ impl Context {
         &self.step.nodes
     }
 
+    /// Narrows the current step's nodes to those `keep` accepts: an undo
+    /// with nothing to do on the nodes its run is taking away, say.
+    pub fn keep_targets(&mut self, keep: impl Fn(&Node) -> bool) {
+        self.step.nodes.retain(|n| keep(n));
+    }
+
     /// Records the outcome of the current step on one node, for the run report.
     /// A later outcome for the same node (a retry) replaces the earlier one.
     pub fn record_node(&mut self, outcome: NodeOutcome) {

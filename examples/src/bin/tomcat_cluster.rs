@@ -7,11 +7,16 @@
 //! tomcat_cluster --config examples/tomcat/aws.toml run         # one scale-out, now
 //! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out when the load stays high
 //! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
+//! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
 //! ```
 //!
-//! `run` and `watch` first recover the runs a dead controller left unfinished
-//! (their instances deregistered and terminated, found through the journal and
-//! the `pyscaler:run` tag); `--no-recover` skips that.
+//! `run` and `watch` first recover the runs a dead controller left unfinished:
+//! each started step is undone with the pipeline's own compensation (the
+//! member lists rewritten, the instances deregistered and terminated), then
+//! anything still tagged with the run (`pyscaler:run`) is terminated;
+//! `--no-recover` skips that. `recover --resume` instead finishes each such
+//! run from its interrupted step, when every step it has left is safe to
+//! repeat, and undoes the others.
 //!
 //! Copy this file (and `src/pipeline.rs`) into your own tool: the providers
 //! are built here, the pipeline there.
@@ -24,8 +29,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pyscaler_aws::{discover, ClassicElb, ClientConfig, Ec2RunCleanup, SdkEc2};
 use pyscaler_core::{
-    recover, CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal,
-    Journal, Pipeline, RunCleanup, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
+    recover, CancellationToken, CleanupChain, Cluster, Comparison, Context, Direction, Event,
+    FileJournal, Journal, Pipeline, PipelineCleanup, RunCleanup, RunReport, Scaler, ScalerOutcome,
+    ThresholdTrigger, TriggerInfo,
 };
 use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
 use pyscaler_notify::SmtpMailer;
@@ -69,7 +75,12 @@ enum Mode {
         timeout: Option<Duration>,
     },
     /// Undo the runs a dead controller left unfinished, then exit.
-    Recover,
+    Recover {
+        /// Finish each run from its interrupted step instead, when every
+        /// step it has left is safe to repeat (the others are undone).
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 #[tokio::main]
@@ -104,8 +115,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let shell = Arc::new(Ssh2Shell::new(config.ssh.clone()).map_err(|e| format!("[ssh] {e}"))?);
     let mailer =
         Arc::new(SmtpMailer::from_config(&config.smtp).map_err(|e| format!("[smtp] {e}"))?);
-    // Undoes what a dead controller's runs left on EC2 and the load balancer.
-    let cleanup: Arc<dyn RunCleanup> = Arc::new(
+    // What a dead controller's runs left on EC2 and the load balancer that
+    // the pipeline's own undo did not reach (found by the run's tag).
+    let ec2_cleanup: Arc<dyn RunCleanup> = Arc::new(
         Ec2RunCleanup::new(ec2.clone(), elb.clone(), &config.ec2).map_err(|e| e.to_string())?,
     );
     let providers = Providers {
@@ -129,32 +141,55 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let mode = args.mode.unwrap_or(Mode::Run {
         reason: "asked by hand".into(),
     });
-    match mode {
-        Mode::Recover => {
-            let all_recovered = recover_runs(journal.as_ref(), cleanup.as_ref()).await?;
-            return Ok(if all_recovered {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        _ if args.no_recover => {}
-        // Before the cluster is discovered, so a dead run's nodes are not
-        // counted as members. (A `Scaler` can also recover when it starts,
-        // `.recover_with(journal, cleanup)`, but only after the cluster it
-        // was given has been read.)
-        Mode::Run { .. } | Mode::Watch { .. } => {
-            recover_runs(journal.as_ref(), cleanup.as_ref()).await?;
-        }
-    }
-    let pipeline =
-        tomcat_pipeline(&config, &providers, Some(journal.clone())).map_err(|e| e.to_string())?;
-    // A restarted controller rebuilds its view of the cluster from EC2's tags.
-    let cluster = discover(ec2.as_ref(), &config.cluster, &config.ec2)
-        .await
-        .map_err(|e| format!("cannot list the cluster's instances: {e}"))?;
-    println!("Cluster {}: {} node(s)", cluster.name(), cluster.len());
+    let pipeline = Arc::new(
+        tomcat_pipeline(&config, &providers, Some(journal.clone())).map_err(|e| e.to_string())?,
+    );
     let progress = tokio::spawn(print_progress(pipeline.subscribe()));
+    // A restarted controller rebuilds its view of the cluster from EC2's tags.
+    let discover_cluster = || async {
+        discover(ec2.as_ref(), &config.cluster, &config.ec2)
+            .await
+            .map_err(|e| format!("cannot list the cluster's instances: {e}"))
+    };
+    let recover_mode = match &mode {
+        Mode::Recover { resume } => Some(*resume),
+        _ if args.no_recover => None,
+        Mode::Run { .. } | Mode::Watch { .. } => Some(false),
+    };
+    let mut resumed_report = None;
+    let mut all_recovered = true;
+    if let Some(resume) = recover_mode {
+        // Before the cluster that runs are scaled from is read, so a dead
+        // run's nodes are not counted as members. (A `Scaler` can also
+        // recover when it starts, `.recover_with(journal, cleanup)`.)
+        let now = discover_cluster().await?;
+        if resume {
+            resumed_report = resume_runs(&pipeline, journal.as_ref(), &now).await?;
+        }
+        let cleanup = CleanupChain::new()
+            .then(Arc::new(PipelineCleanup::new(pipeline.clone(), now)))
+            .then(ec2_cleanup);
+        all_recovered = recover_runs(journal.as_ref(), &cleanup).await?;
+    }
+    if let Mode::Recover { .. } = mode {
+        progress.abort();
+        let resumed_ok = match &resumed_report {
+            Some(report) => {
+                println!("\n{report}");
+                write_report(&args.report, report)?;
+                println!("Report written to {}", args.report.display());
+                report.is_success()
+            }
+            None => true,
+        };
+        return Ok(if all_recovered && resumed_ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    let cluster = discover_cluster().await?;
+    println!("Cluster {}: {} node(s)", cluster.name(), cluster.len());
 
     let report = match mode {
         Mode::Run { reason } => {
@@ -164,7 +199,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         Mode::Watch { runs, timeout } => {
             watch(&config, shell, cluster, pipeline, runs, timeout).await?
         }
-        Mode::Recover => None,
+        Mode::Recover { .. } => None,
     };
     progress.abort();
     let Some(report) = report else {
@@ -179,6 +214,46 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Finishes the runs a dead controller left unfinished, each from its
+/// interrupted step, on the cluster as it is `now`; a run that cannot be
+/// resumed is said so and left to [`recover_runs`]. Returns the last
+/// resumed run's report.
+async fn resume_runs(
+    pipeline: &Pipeline,
+    journal: &dyn Journal,
+    now: &Cluster,
+) -> Result<Option<RunReport>, String> {
+    let unfinished = journal
+        .unfinished_runs()
+        .await
+        .map_err(|e| format!("cannot read the journal: {e}"))?;
+    if unfinished.is_empty() {
+        println!("No unfinished run to resume.");
+    }
+    let mut last = None;
+    for run in unfinished {
+        // The cluster without the run's own nodes: they come back from the journal.
+        let mut cluster = now.clone();
+        for node in &run.new_nodes {
+            cluster.remove(&node.id);
+        }
+        let mut ctx = Context::new(cluster);
+        match pipeline.resume(&run, &mut ctx).await {
+            Ok(report) => {
+                println!(
+                    "Resumed run {} from {}: {}",
+                    run.run_id,
+                    report.resumed_from.as_deref().unwrap_or("-"),
+                    report.status
+                );
+                last = Some(report);
+            }
+            Err(e) => println!("Not resuming run {}: {e}; undoing it instead.", run.run_id),
+        }
+    }
+    Ok(last)
 }
 
 /// Recovers the runs a dead controller left unfinished, printing each;
@@ -221,7 +296,7 @@ async fn watch(
     config: &TomcatClusterConfig,
     shell: Arc<Ssh2Shell>,
     cluster: Cluster,
-    pipeline: Pipeline,
+    pipeline: Arc<Pipeline>,
     runs: usize,
     timeout: Option<Duration>,
 ) -> Result<Option<RunReport>, String> {
@@ -238,7 +313,7 @@ async fn watch(
         .min_nodes(w.min_nodes)
         .max_nodes(w.max_nodes)
         .cooldown(Direction::Out, w.cooldown)
-        .bind(trigger, Direction::Out, Arc::new(pipeline))
+        .bind(trigger, Direction::Out, pipeline)
         .build()
         .map_err(|e| e.to_string())?;
     println!(
