@@ -125,13 +125,10 @@ pub fn tomcat_pipeline(
         )
         // Each step below is safe to run again, so a run whose controller
         // died can be resumed (`tomcat_cluster recover --resume`): Puppet
-        // converges, the JVM options script restarts Tomcat only on a change,
-        // the WAR deployment replaces the application.
-        .step(
-            os.on(Target::NewNodes)
-                .named("os-configuration")
-                .repeatable(true),
-        )
+        // converges (OsConfiguration says so itself), the JVM options script
+        // restarts Tomcat only on a change, the WAR deployment replaces the
+        // application, the cluster update rewrites the whole list.
+        .step(os.on(Target::NewNodes).named("os-configuration"))
         .step(
             tomcat_config
                 .on(Target::NewNodes)

@@ -723,6 +723,13 @@ impl Action for OsConfiguration {
         "os-configuration"
     }
 
+    /// Yes: `puppet apply` converges the node to the manifest, so applying
+    /// it again after a run cut short finishes the work (a run that died
+    /// during this step can be resumed).
+    fn repeatable(&self) -> bool {
+        true
+    }
+
     fn describe(&self) -> Effects {
         Effects::says(format!(
             "puppet apply {}{} on each target node{}",
