@@ -562,6 +562,20 @@ impl Action for DeployEc2Node {
         e
     }
 
+    /// The summary, with the client token and the run: what a crashed
+    /// controller's journal needs to tell which launch was under way.
+    fn intent(&self, ctx: &Context) -> Vec<String> {
+        let mut intent = self.describe().summary;
+        if let Some(first) = intent.first_mut() {
+            first.push_str(&format!(
+                " with client token {} for run {}",
+                client_token(ctx.run_id(), ctx.step_name()),
+                ctx.run_id()
+            ));
+        }
+        intent
+    }
+
     /// Yes: the launch carries a ClientToken, and a repeated run takes over
     /// the instances an earlier attempt started (found by the run's tags).
     fn repeatable(&self) -> bool {

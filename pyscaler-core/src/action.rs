@@ -88,6 +88,14 @@ pub trait Action: Send + Sync {
         Effects::none()
     }
 
+    /// What the action is about to do in this run, in words: the intent
+    /// the journal writes down before the step starts. Its
+    /// [`describe`](Action::describe) summary unless the run tells it more
+    /// (a launch names its client token and the run).
+    fn intent(&self, _ctx: &Context) -> Vec<String> {
+        self.describe().summary
+    }
+
     /// Does the work.
     ///
     /// # Errors
@@ -126,6 +134,9 @@ impl<A: Action + ?Sized> Action for Box<A> {
     fn repeatable(&self) -> bool {
         (**self).repeatable()
     }
+    fn intent(&self, ctx: &Context) -> Vec<String> {
+        (**self).intent(ctx)
+    }
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         (**self).run(ctx).await
     }
@@ -144,6 +155,9 @@ impl<A: Action + ?Sized> Action for Arc<A> {
     }
     fn repeatable(&self) -> bool {
         (**self).repeatable()
+    }
+    fn intent(&self, ctx: &Context) -> Vec<String> {
+        (**self).intent(ctx)
     }
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         (**self).run(ctx).await
@@ -215,6 +229,10 @@ impl<A: Action> Action for Timeout<A> {
         self.inner.repeatable()
     }
 
+    fn intent(&self, ctx: &Context) -> Vec<String> {
+        self.inner.intent(ctx)
+    }
+
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         match tokio::time::timeout(self.after, self.inner.run(ctx)).await {
             Ok(result) => result,
@@ -266,6 +284,10 @@ impl<A: Action> Action for Retry<A> {
 
     fn repeatable(&self) -> bool {
         self.inner.repeatable()
+    }
+
+    fn intent(&self, ctx: &Context) -> Vec<String> {
+        self.inner.intent(ctx)
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {

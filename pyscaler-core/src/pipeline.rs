@@ -727,10 +727,16 @@ impl Pipeline {
         position: usize,
         ctx: &mut Context,
     ) -> (Result<()>, StepReport) {
+        // The intent may name the step (a launch's client token is derived from it).
+        ctx.step = StepScope {
+            name: step.name.clone(),
+            target: Some(step.target),
+            ..StepScope::default()
+        };
         let intent = JournalEntry::StepStarted {
             run_id: ctx.run_id().clone(),
             step: step.name.clone(),
-            intent: step.action.describe().summary,
+            intent: step.action.intent(ctx),
             at: chrono::Utc::now(),
         };
         if let Err(e) = self.record(intent).await {

@@ -1061,3 +1061,45 @@ async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
     assert_eq!(ctx.new_nodes().len(), 1);
     assert_eq!(ctx.new_nodes()[0].id, "i-0");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_journal_intent_names_the_client_token_and_the_run() {
+    let calls = Calls::default();
+    let ec2 = ec2_happy(2, &calls);
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .count(2)
+        .build()
+        .expect("action");
+    let entries = Arc::new(Mutex::new(Vec::new()));
+    let mut journal = pyscaler_core::MockJournal::new();
+    let seen = entries.clone();
+    journal.expect_append().returning(move |e| {
+        seen.lock().expect("entries").push(e);
+        Ok(())
+    });
+    let pipeline = Pipeline::builder("p")
+        .journal(Arc::new(journal))
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert!(report.is_success(), "{report}");
+    let token = client_token(ctx.run_id(), "deploy-ec2-node");
+    let intent = entries
+        .lock()
+        .expect("entries")
+        .iter()
+        .find_map(|e| match e {
+            pyscaler_core::JournalEntry::StepStarted { intent, .. } => Some(intent.clone()),
+            _ => None,
+        })
+        .expect("a StepStarted entry");
+    assert_eq!(
+        intent[0],
+        format!(
+            "launch 2 t3.small from ami-03cf127a in us-east-1 with client token {token} for run {}",
+            ctx.run_id()
+        )
+    );
+}
