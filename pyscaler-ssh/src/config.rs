@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::SshError;
+use crate::{ProxyCommand, SshError};
 
 /// How the server's host key is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub enum SshAuth {
 /// A node's own [`ssh_user`](pyscaler_core::Node::ssh_user) and address port
 /// take precedence over `user` and `port`.
 ///
+/// With `proxy_command`, each node is reached through that program (a jump
+/// host's `ssh -W %h:%p ops@bastion`) instead of a direct TCP connection; host
+/// keys are still checked by the node's own address (see [`ProxyCommand`]).
+///
 /// ```
 /// # use pyscaler_ssh::{HostKeyPolicy, SshAuth, SshConfig};
 /// let config: SshConfig = toml::from_str(r#"
@@ -55,6 +59,13 @@ pub enum SshAuth {
 /// "#).unwrap();
 /// assert_eq!(config.host_keys, HostKeyPolicy::AcceptNew);
 /// assert_eq!(config.port, 22);
+/// assert!(config.proxy_command.is_none());
+///
+/// let behind_bastion: SshConfig = toml::from_str(r#"
+///     user = "admin"
+///     proxy_command = "ssh -W %h:%p ops@bastion.example.com"
+/// "#).unwrap();
+/// assert!(behind_bastion.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,6 +97,10 @@ pub struct SshConfig {
     /// kept; beyond it the output is cut and marked as truncated.
     #[serde(default = "default_output_cap")]
     pub output_cap: usize,
+    /// Reach nodes through this command (a bastion's `ssh -W %h:%p ...`)
+    /// instead of connecting to them directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_command: Option<ProxyCommand>,
 }
 
 fn default_port() -> u16 {
@@ -127,6 +142,7 @@ impl SshConfig {
             auth_timeout: default_auth_timeout(),
             command_timeout: default_command_timeout(),
             output_cap: default_output_cap(),
+            proxy_command: None,
         }
     }
 
@@ -184,10 +200,18 @@ impl SshConfig {
         self
     }
 
+    /// Reaches nodes through this proxy command (see [`ProxyCommand`]), such
+    /// as `ssh -W %h:%p ops@bastion.example.com`.
+    pub fn with_proxy_command(mut self, command: impl Into<String>) -> Self {
+        self.proxy_command = Some(ProxyCommand::new(command));
+        self
+    }
+
     /// Checks the configuration before anything connects.
     ///
     /// # Errors
-    /// [`SshError::InvalidInput`] for an empty user, a zero timeout, or a key
+    /// [`SshError::InvalidInput`] for an empty user, a zero timeout, a proxy
+    /// command that is empty or has an unknown `%` escape, or a key
     /// file that does not exist, cannot be read or holds no private key in a
     /// format libssh2 reads (OpenSSH or PEM). The message names the file,
     /// never its content.
@@ -203,6 +227,9 @@ impl SshConfig {
             if d.is_zero() {
                 return Err(SshError::InvalidInput(format!("{name} must not be zero")));
             }
+        }
+        if let Some(proxy) = &self.proxy_command {
+            proxy.validate()?;
         }
         if let SshAuth::KeyFile { path } = &self.auth {
             check_key_file(path)?;
@@ -326,6 +353,25 @@ mod tests {
             assert!(msg.contains(words), "{msg}");
             assert!(!msg.contains("secret") && !msg.contains("7f3a"), "{msg}");
         }
+    }
+
+    #[test]
+    fn a_proxy_command_is_checked_when_the_config_is() {
+        let parse = |line: &str| -> SshConfig {
+            toml::from_str(&format!("user = \"a\"\n{line}\n")).expect("parse")
+        };
+        let c = parse(r#"proxy_command = "ssh -W %h:%p ops@bastion""#);
+        assert_eq!(
+            c.proxy_command.as_ref().map(ProxyCommand::template),
+            Some("ssh -W %h:%p ops@bastion")
+        );
+        assert!(c.validate().is_ok());
+        let err = parse(r#"proxy_command = "ssh -W %h:%x bastion""#)
+            .validate()
+            .unwrap_err();
+        assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
+        assert!(err.to_string().contains("%x"), "{err}");
+        assert!(parse(r#"proxy_command = """#).validate().is_err());
     }
 
     #[test]

@@ -33,6 +33,17 @@ pub enum SshError {
         /// The connect timeout.
         after: Duration,
     },
+    /// The proxy command (`proxy_command`, such as a bastion's `ssh -W`) could
+    /// not be started, or exited before the SSH session to the node was up.
+    #[error("the proxy command to {host} failed (`{command}`): {message}")]
+    ProxyFailed {
+        /// The node's `host:port`.
+        host: String,
+        /// The command line that ran.
+        command: String,
+        /// How it ended, and the last line of its stderr.
+        message: String,
+    },
     /// The SSH handshake failed (no common algorithm, the peer is not an SSH server).
     #[error("SSH handshake with {host} failed")]
     Handshake {
@@ -235,7 +246,10 @@ impl SshError {
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::ConnectTimeout { .. } | Self::Handshake { .. }
+            Self::Connect { .. }
+                | Self::ConnectTimeout { .. }
+                | Self::Handshake { .. }
+                | Self::ProxyFailed { .. }
         )
     }
 }
@@ -247,9 +261,11 @@ impl Classify for SshError {
             | Self::KnownHosts { .. }
             | Self::PuppetInvalidManifest { .. } => ErrorKind::InvalidInput,
             // ECONNREFUSED, EHOSTUNREACH, a reset: the node may still be booting.
-            Self::Connect { .. } | Self::Handshake { .. } | Self::Session { .. } => {
-                ErrorKind::Transient
-            }
+            // A proxy (`ssh -W` through a bastion) fails the same ways.
+            Self::Connect { .. }
+            | Self::Handshake { .. }
+            | Self::Session { .. }
+            | Self::ProxyFailed { .. } => ErrorKind::Transient,
             Self::ConnectTimeout { .. }
             | Self::AuthTimeout { .. }
             | Self::CommandTimedOut { .. } => ErrorKind::Timeout,

@@ -13,7 +13,8 @@
 //!
 //! - [`Ssh2Shell`] runs commands on nodes (one reused session per node, a
 //!   channel per command), copies files, checks host keys ([`HostKeyPolicy`]),
-//!   bounds connect, login and commands in time, and runs `sudo -n`.
+//!   bounds connect, login and commands in time, and runs `sudo -n`; it
+//!   reaches nodes directly or through a [`ProxyCommand`] (a bastion).
 //! - [`FanOut`] runs an action's work on many nodes at once (32 by default)
 //!   with a failure policy ([`OnNodeFailure`]); each node's outcome and output
 //!   land in the run report.
@@ -56,6 +57,7 @@ mod distribute;
 mod error;
 mod fanout;
 mod known_hosts;
+mod proxy;
 mod puppet;
 mod quote;
 mod script;
@@ -69,6 +71,7 @@ pub use counter::{Parser, SshCounter};
 pub use distribute::{DistributeScript, NodeSession, Task};
 pub use error::SshError;
 pub use fanout::{FanOut, NodeFailure, NodeResult, OnNodeFailure};
+pub use proxy::ProxyCommand;
 pub use puppet::{OsConfiguration, OsConfigurationBuilder, OsFamily};
 pub use quote::{command_line, quote};
 pub use script::{LocalScript, LocalScriptBuilder};

@@ -12,6 +12,7 @@ use pyscaler_core::Node;
 use ssh2::{ErrorCode, MethodType, Session};
 
 use crate::known_hosts::{self, Verdict};
+use crate::proxy::{ProxyStream, ProxyWatch};
 use crate::quote::quote;
 use crate::{
     CommandOutput, HostKeyPolicy, RemoteCommand, RemoteShell, SshAuth, SshConfig, SshError,
@@ -37,6 +38,11 @@ const LIBSSH2_ERROR_FILE: i32 = -16;
 /// - libssh2 is blocking: every call runs in `tokio::task::spawn_blocking`.
 /// - `TCP_NODELAY` is set before the handshake (libssh2 does not set it;
 ///   without it every round trip stalls about 40 ms on delayed ACKs).
+/// - With [`SshConfig::proxy_command`], the session runs over a socket pair
+///   whose other end is the proxy's stdin and stdout (a bastion's `ssh -W`)
+///   instead of TCP; the connect timeout bounds the handshake through it, host
+///   keys are still those of the node, and the proxy is killed and reaped when
+///   the session ends. A proxy that exits early is [`SshError::ProxyFailed`].
 /// - stdout and stderr are read together, so neither can fill the channel window and stall the other.
 /// - Host keys are checked as [`HostKeyPolicy`] says, against entries for
 ///   exactly `host` (port 22) or `[host]:port`; the host-key algorithm is
@@ -217,24 +223,18 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
         host: host.clone(),
         after: config.connect_timeout,
     };
-    let tcp = open_tcp(
-        ep,
-        &host,
-        started + config.connect_timeout,
-        config.connect_timeout,
-    )?;
-    // libssh2 does not set it: without it each round trip waits for a delayed ACK.
-    tcp.set_nodelay(true).map_err(|source| SshError::Connect {
-        host: host.clone(),
-        source,
-    })?;
-
     let handshake_err = |source: ssh2::Error| SshError::Handshake {
         host: host.clone(),
         source: source.into(),
     };
     let mut session = Session::new().map_err(handshake_err)?;
-    session.set_tcp_stream(tcp);
+    let proxy = attach_transport(
+        &mut session,
+        config,
+        ep,
+        started + config.connect_timeout,
+        config.connect_timeout,
+    )?;
     session.set_timeout(millis(remaining()));
 
     let spec = known_hosts::host_spec(&ep.host, ep.port);
@@ -252,13 +252,18 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
             .map_err(handshake_err)?;
     }
     if let Err(e) = session.handshake() {
+        // A proxy that exited (a bastion refusing us) explains any failure.
+        let grace = remaining().min(Duration::from_secs(1));
+        if let Some(failed) = proxy.as_ref().and_then(|p| p.failure(&host, grace)) {
+            return Err(failed);
+        }
         return Err(if is_code(&e, LIBSSH2_ERROR_TIMEOUT) {
             timed_out()
         } else if pinned.is_some() && is_code(&e, LIBSSH2_ERROR_KEX_FAILURE) {
             // The server has no key of the recorded type: learn which key it
             // does offer, on a second connection that only looks at it.
             let recorded = stored.join(", ");
-            let fingerprint = match offered_key(ep, started + config.connect_timeout) {
+            let fingerprint = match offered_key(config, ep, started + config.connect_timeout) {
                 Some(offered) => format!("{offered}, but no key of the recorded type ({recorded})"),
                 None => format!("no key of the recorded type ({recorded})"),
             };
@@ -332,6 +337,30 @@ fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Session, SshError> {
     Ok(session)
 }
 
+/// Gives `session` its transport to `ep`: the proxy command's socket pair when
+/// one is configured (returned as a watch, to explain failures), otherwise a
+/// TCP connection opened by `deadline`.
+fn attach_transport(
+    session: &mut Session,
+    config: &SshConfig,
+    ep: &Endpoint,
+    deadline: Instant,
+    connect_timeout: Duration,
+) -> Result<Option<ProxyWatch>, SshError> {
+    let host = ep.to_string();
+    if let Some(command) = &config.proxy_command {
+        let (stream, watch) = ProxyStream::spawn(command, &ep.host, ep.port, &ep.user, &host)?;
+        session.set_tcp_stream(stream);
+        return Ok(Some(watch));
+    }
+    let tcp = open_tcp(ep, &host, deadline, connect_timeout)?;
+    // libssh2 does not set it: without it each round trip waits for a delayed ACK.
+    tcp.set_nodelay(true)
+        .map_err(|source| SshError::Connect { host, source })?;
+    session.set_tcp_stream(tcp);
+    Ok(None)
+}
+
 /// Opens the TCP connection to `ep`, trying each of its addresses until `deadline`.
 fn open_tcp(
     ep: &Endpoint,
@@ -371,11 +400,10 @@ fn open_tcp(
 /// The host key the server offers when no type is asked for, as
 /// `ssh-ed25519 key SHA256:...`; None when that cannot be learned by `deadline`
 /// (at least a second is given). Nothing is sent but the key exchange.
-fn offered_key(ep: &Endpoint, deadline: Instant) -> Option<String> {
+fn offered_key(config: &SshConfig, ep: &Endpoint, deadline: Instant) -> Option<String> {
     let deadline = deadline.max(Instant::now() + Duration::from_secs(1));
-    let tcp = open_tcp(ep, &ep.to_string(), deadline, Duration::ZERO).ok()?;
     let mut session = Session::new().ok()?;
-    session.set_tcp_stream(tcp);
+    let _proxy = attach_transport(&mut session, config, ep, deadline, Duration::ZERO).ok()?;
     session.set_timeout(millis(deadline.saturating_duration_since(Instant::now())));
     session.handshake().ok()?;
     let (_, key_type) = session.host_key()?;
