@@ -131,6 +131,10 @@ pub struct TomcatSettings {
     /// Bound on the application answering after deployment.
     #[serde(with = "humantime_serde")]
     pub ready_within: Duration,
+    /// After the node's own check, check the application over HTTP from the
+    /// controller too, as a client would (default). Turn it off when the
+    /// controller cannot reach the nodes' HTTP port, such as behind a bastion.
+    pub check_from_controller: bool,
     /// Bound on Puppet (the first run installs Java and Tomcat).
     #[serde(with = "humantime_serde")]
     pub puppet_timeout: Duration,
@@ -147,6 +151,7 @@ impl Default for TomcatSettings {
             manager_password_env: "TOMCAT_MANAGER_PASSWORD".into(),
             sudo: true,
             ready_within: Duration::from_secs(120),
+            check_from_controller: true,
             puppet_timeout: Duration::from_secs(900),
         }
     }
@@ -280,6 +285,23 @@ mod tests {
                 .contains("/home/ops/.ssh/id_ed25519 does not exist"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_samples_bastion_lines_work_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let default: TomcatClusterConfig = toml::from_str(&text).unwrap();
+        assert!(default.ssh.proxy_command.is_none());
+        assert!(default.tomcat.check_from_controller);
+        let behind_bastion = text
+            .replace("# proxy_command = ", "proxy_command = ")
+            .replace("# check_from_controller = ", "check_from_controller = ");
+        let config: TomcatClusterConfig = toml::from_str(&behind_bastion).unwrap();
+        let proxy = config.ssh.proxy_command.as_ref().expect("proxy_command");
+        assert!(proxy.validate().is_ok(), "{proxy}");
+        assert!(proxy.template().contains("-W %h:%p"), "{proxy}");
+        assert!(!config.tomcat.check_from_controller);
     }
 
     #[test]

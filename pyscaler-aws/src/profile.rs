@@ -9,19 +9,26 @@ use serde::{Deserialize, Serialize};
 use crate::{AwsError, Instance};
 
 /// Which address of an instance pyscaler connects to over SSH.
+///
+/// A node behind a bastion (jump host) is reached by its private address
+/// through pyscaler-ssh's `SshConfig::proxy_command`
+/// (`ssh -W %h:%p ops@bastion`): keep `PrivateIp` here.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum SshVia {
-    /// The private IP (the controller runs in the same VPC).
+    /// The private IP (the controller runs in the same VPC, or reaches it
+    /// through a bastion's proxy command).
     #[default]
     PrivateIp,
     /// The public IP.
     PublicIp,
     /// The public DNS name.
     PublicDns,
-    /// A fixed address for every node, whatever EC2 reports: a bastion, a port
-    /// forward, or a test stack where one loopback sshd stands in for every VM.
+    /// A fixed address for every node, whatever EC2 reports: one port forward
+    /// to a single node, or a test stack where one loopback sshd stands in for
+    /// every VM. Every node gets the same address, so this is no jump host:
+    /// for a bastion in front of many nodes use `PrivateIp` and a proxy command.
     Fixed {
         /// Host name or IP address.
         host: String,
