@@ -727,23 +727,25 @@ impl Pipeline {
         position: usize,
         ctx: &mut Context,
     ) -> (Result<()>, StepReport) {
-        // The intent may name the step (a launch's client token is derived from it).
-        ctx.step = StepScope {
-            name: step.name.clone(),
-            target: Some(step.target),
-            ..StepScope::default()
-        };
-        let intent = JournalEntry::StepStarted {
-            run_id: ctx.run_id().clone(),
-            step: step.name.clone(),
-            intent: step.action.intent(ctx),
-            at: chrono::Utc::now(),
-        };
-        if let Err(e) = self.record(intent).await {
-            let mut report = StepReport::pending(&step.name, step.target);
-            report.status = StepStatus::Failed;
-            report.error = Some(ErrorReport::from(&e));
-            return (Err(e), report);
+        if self.journal.is_some() {
+            // The intent may name the step (a launch's client token is derived from it).
+            ctx.step = StepScope {
+                name: step.name.clone(),
+                target: Some(step.target),
+                ..StepScope::default()
+            };
+            let intent = JournalEntry::StepStarted {
+                run_id: ctx.run_id().clone(),
+                step: step.name.clone(),
+                intent: step.action.intent(ctx),
+                at: chrono::Utc::now(),
+            };
+            if let Err(e) = self.record(intent).await {
+                let mut report = StepReport::pending(&step.name, step.target);
+                report.status = StepStatus::Failed;
+                report.error = Some(ErrorReport::from(&e));
+                return (Err(e), report);
+            }
         }
         let (mut result, mut report) = run_step(step, Some(position), ctx).await;
         let end = JournalEntry::StepFinished {
