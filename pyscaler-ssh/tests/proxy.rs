@@ -100,7 +100,11 @@ async fn a_node_is_reached_through_ssh_w_on_a_bastion() {
     assert_eq!(back, b"via the bastion\n");
     // One connection: the bastion's login, then the node's through it.
     assert_eq!(sshd.accepted_logins(), 2);
-    assert_eq!(leftovers(&marker).len(), 1, "the proxy runs while the session lives");
+    assert_eq!(
+        leftovers(&marker).len(),
+        1,
+        "the proxy runs while the session lives"
+    );
 
     shell.disconnect(&n).await;
     assert!(
