@@ -317,7 +317,9 @@ async fn a_wrong_key_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_against_a_port_that_never_answers() {
-    // A listening socket that never accepts: TCP connects, no SSH banner comes.
+    // A listening socket that never accepts: TCP connects, no SSH banner
+    // comes (the handshake part of the connect timeout; the TCP part is the
+    // next test).
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = silent.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -339,6 +341,59 @@ async fn connect_timeout_against_a_port_that_never_answers() {
     .expect("the connect timeout ends the call")
     .unwrap_err();
     assert!(matches!(e, SshError::ConnectTimeout { .. }), "{e}");
+    let core: pyscaler_core::Error = e.into();
+    assert_eq!(core.kind(), ErrorKind::Timeout);
+    assert!(core.is_retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_against_a_host_whose_tcp_handshake_never_completes() {
+    // A listener with a backlog of 0 whose one queue slot is taken: the
+    // kernel drops further SYNs, so a TCP connect hangs (as to a firewalled
+    // or vanished host), before any SSH is spoken.
+    use socket2::{Domain, Socket, Type};
+    let full = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    full.bind(&any.into()).expect("bind");
+    full.listen(0).expect("listen");
+    let addr = full
+        .local_addr()
+        .expect("addr")
+        .as_socket()
+        .expect("an inet address");
+    let mut queued = Vec::new();
+    let hangs = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) if queued.len() < 8 => queued.push(s),
+            Ok(_) => panic!("the listener's queue never filled"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(hangs.kind(), std::io::ErrorKind::TimedOut, "{hangs}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("key");
+    generate_key(&key, "ed25519");
+    let shell = Ssh2Shell::new(
+        SshConfig::new("nobody")
+            .with_key_file(&key)
+            .with_known_hosts(dir.path().join("known_hosts"))
+            .with_connect_timeout(Duration::from_millis(300)),
+    )
+    .expect("shell");
+    let n = Node::new("1", "firewalled")
+        .with_address(NodeAddress::new("127.0.0.1").with_port(addr.port()));
+    let e = tokio::time::timeout(
+        Duration::from_secs(20),
+        shell.exec(&n, &RemoteCommand::new("true")),
+    )
+    .await
+    .expect("the connect timeout ends the call")
+    .unwrap_err();
+    assert!(matches!(e, SshError::ConnectTimeout { .. }), "{e}");
+    assert!(
+        e.to_string().contains("firewalled") || e.to_string().contains("127.0.0.1"),
+        "{e}"
+    );
     let core: pyscaler_core::Error = e.into();
     assert_eq!(core.kind(), ErrorKind::Timeout);
     assert!(core.is_retryable());
