@@ -131,38 +131,12 @@ impl RunCleanup for Cleaner {
 async fn recover_cleans_up_runs_that_never_finished_once() {
     let dir = tempfile::tempdir().unwrap();
     let journal = FileJournal::open(dir.path(), "web").unwrap();
-    let now = Utc::now();
-    let crashed = RunId::new("run-crashed");
-    for entry in [
-        JournalEntry::RunStarted {
-            run_id: crashed.clone(),
-            pipeline: "scale-out".into(),
-            cluster: "web".into(),
-            trigger: TriggerInfo::default(),
-            at: now,
-        },
-        JournalEntry::StepStarted {
-            run_id: crashed.clone(),
-            step: "deploy".into(),
-            intent: vec![],
-            at: now,
-        },
-        JournalEntry::StepFinished {
-            run_id: crashed.clone(),
-            step: "deploy".into(),
-            status: StepStatus::Succeeded,
-            new_nodes: vec![Node::new("i-1", "web-01")],
-            at: now,
-        },
-        JournalEntry::StepStarted {
-            run_id: crashed.clone(),
-            step: "puppet".into(),
-            intent: vec![],
-            at: now,
-        },
-    ] {
-        journal.append(entry).await.unwrap();
-    }
+    crashed_during_puppet_with(
+        &journal,
+        TriggerInfo::default(),
+        vec![Node::new("i-1", "web-01")],
+    )
+    .await;
     // The controller dies mid-write: a half line is left. A new controller
     // opens the journal; the cut line is skipped, not fatal.
     let path = journal.path().to_path_buf();
@@ -241,18 +215,32 @@ async fn no_step_starts_when_its_intent_cannot_be_written() {
 /// Writes what a controller that died during `puppet` leaves in the journal:
 /// `deploy` finished with two nodes, `puppet` started.
 async fn crashed_during_puppet(journal: &dyn Journal) -> RunId {
+    crashed_during_puppet_with(
+        journal,
+        TriggerInfo::new("manual", "asked by alice"),
+        vec![
+            Node::new("run-crashed/deploy-0", "deploy-0"),
+            Node::new("run-crashed/deploy-1", "deploy-1"),
+        ],
+    )
+    .await
+}
+
+/// Writes run `run-crashed`, started by `trigger`, as a controller that died
+/// during `puppet` leaves it: `deploy` finished with `nodes`, `puppet` started.
+async fn crashed_during_puppet_with(
+    journal: &dyn Journal,
+    trigger: TriggerInfo,
+    nodes: Vec<Node>,
+) -> RunId {
     let now = Utc::now();
     let crashed = RunId::new("run-crashed");
-    let nodes = vec![
-        Node::new("run-crashed/deploy-0", "deploy-0"),
-        Node::new("run-crashed/deploy-1", "deploy-1"),
-    ];
     for entry in [
         JournalEntry::RunStarted {
             run_id: crashed.clone(),
             pipeline: "scale-out".into(),
             cluster: "web".into(),
-            trigger: TriggerInfo::new("manual", "asked by alice"),
+            trigger,
             at: now,
         },
         JournalEntry::StepStarted {
