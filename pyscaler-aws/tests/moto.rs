@@ -509,6 +509,7 @@ async fn recovery_undoes_what_a_dead_controllers_run_left_behind() {
         state: RunState::Unfinished,
         steps: vec![("deploy-ec2-node".into(), None)],
         new_nodes: Vec::new(),
+        steps_ended: None,
     };
     let cleanup = Ec2RunCleanup::new(
         stack.ec2.clone(),

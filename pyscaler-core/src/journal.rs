@@ -68,6 +68,20 @@ pub enum JournalEntry {
         /// When.
         at: DateTime<Utc>,
     },
+    /// The main steps (and the undo after a failure) ended with this
+    /// status; the `finally` steps come next. A controller that dies in a
+    /// `finally` step (a mail server that hangs) leaves a run whose work is
+    /// done: recovery marks it finished rather than undoing it.
+    StepsEnded {
+        /// The run.
+        run_id: RunId,
+        /// How the main steps ended.
+        status: RunStatus,
+        /// The nodes it created and kept.
+        new_nodes: Vec<Node>,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// The run ended (its `finally` steps included).
     RunFinished {
         /// The run.
@@ -111,6 +125,7 @@ impl JournalEntry {
             | Self::StepStarted { run_id, .. }
             | Self::StepFinished { run_id, .. }
             | Self::StepUndone { run_id, .. }
+            | Self::StepsEnded { run_id, .. }
             | Self::RunFinished { run_id, .. }
             | Self::RunResumed { run_id, .. }
             | Self::RunRecovered { run_id, .. } => run_id,
@@ -155,6 +170,10 @@ pub struct RunRecord {
     pub steps: Vec<(String, Option<StepStatus>)>,
     /// The nodes it had created at its last record.
     pub new_nodes: Vec<Node>,
+    /// How its main steps ended, when they had (only `finally` steps were
+    /// left or running).
+    #[serde(default)]
+    pub steps_ended: Option<RunStatus>,
 }
 
 impl RunRecord {
@@ -200,6 +219,7 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
                     state: RunState::Unfinished,
                     steps: Vec::new(),
                     new_nodes: Vec::new(),
+                    steps_ended: None,
                 },
             );
             continue;
@@ -230,6 +250,12 @@ pub fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord>
                         }
                     }
                 }
+            }
+            JournalEntry::StepsEnded {
+                status, new_nodes, ..
+            } => {
+                run.steps_ended = Some(status);
+                run.new_nodes = new_nodes;
             }
             JournalEntry::RunFinished {
                 status, new_nodes, ..
@@ -513,11 +539,36 @@ pub struct Recovery {
 /// recovered in the journal. A run whose clean-up fails stays unfinished, so
 /// the next `recover` tries again.
 ///
+/// A run whose main steps had ended (the controller died in a `finally`
+/// step, such as the notification) is not undone: it is marked finished
+/// with the status its steps ended with, and its nodes stay.
+///
 /// # Errors
 /// When the journal cannot be read or written.
 pub async fn recover(journal: &dyn Journal, cleanup: &dyn RunCleanup) -> Result<Vec<Recovery>> {
     let mut done = Vec::new();
     for run in journal.unfinished_runs().await? {
+        if let Some(status) = run.steps_ended {
+            tracing::warn!(run_id = %run.run_id, %status, "A run whose steps had ended never finished its finally steps; marking it finished.");
+            journal
+                .append(JournalEntry::RunFinished {
+                    run_id: run.run_id.clone(),
+                    status,
+                    new_nodes: run.new_nodes.clone(),
+                    at: Utc::now(),
+                })
+                .await?;
+            done.push(Recovery {
+                run_id: run.run_id.clone(),
+                interrupted_step: None,
+                undone: vec![format!(
+                    "nothing: its steps had ended ({status}); only its finally steps were cut short"
+                )],
+                nodes: Vec::new(),
+                error: None,
+            });
+            continue;
+        }
         tracing::warn!(run_id = %run.run_id, step = ?run.interrupted_step(), "Recovering a run that never finished.");
         let outcome = cleanup.cleanup(&run).await;
         let (undone, error) = match outcome {

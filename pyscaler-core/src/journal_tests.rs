@@ -1,9 +1,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
+use std::time::Duration;
 
 use super::*;
 use crate::test_support::{Log, Probe};
-use crate::{ActionExt, Cluster, Context, Pipeline, PipelineCleanup, Target};
+use crate::{ActionExt, Cluster, Context, Pipeline, PipelineCleanup, Step, Target};
 
 fn pipeline(log: &Log, journal: Arc<dyn Journal>, fail_puppet: bool) -> Pipeline {
     Pipeline::builder("scale-out")
@@ -44,9 +45,26 @@ async fn a_run_is_written_down_step_by_step_with_its_nodes() {
     );
     assert!(journal.unfinished_runs().await.unwrap().is_empty());
 
-    // Each entry is one JSON line; the intent names what the step was about to do.
+    // Each entry is one JSON line: the run, two steps' intent and end, the
+    // end of the steps, the end of the run. The intent names what the step
+    // was about to do.
     let text = std::fs::read_to_string(journal.path()).unwrap();
-    assert_eq!(text.lines().count(), 6);
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["entry"].to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "\"run_started\"",
+            "\"step_started\"",
+            "\"step_finished\"",
+            "\"step_started\"",
+            "\"step_finished\"",
+            "\"steps_ended\"",
+            "\"run_finished\""
+        ]
+    );
     assert!(
         text.lines()
             .nth(1)
@@ -454,5 +472,97 @@ async fn a_cleanup_chain_runs_every_cleanup_and_fails_when_one_did() {
     }));
     let second = recover(&journal, &chain).await.unwrap();
     assert_eq!(second[0].undone, ["undid"]);
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
+}
+
+/// A `finally` step that never returns: the mail server hangs and the
+/// controller is killed while waiting.
+struct Hangs;
+
+#[async_trait]
+impl crate::Action for Hangs {
+    fn name(&self) -> &str {
+        "email"
+    }
+    async fn run(&self, _ctx: &mut Context) -> Result<()> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_run_killed_in_its_finally_step_is_marked_finished_not_undone() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let log = Log::default();
+    let pipeline = Pipeline::builder("scale-out")
+        .journal(journal.clone())
+        .step(Probe::new("deploy", &log).creating(2).on(Target::None))
+        .step(Probe::new("puppet", &log).on(Target::NewNodes))
+        .finally(Hangs.on(Target::None))
+        .build()
+        .unwrap();
+    let mut ctx = Context::new(Cluster::new("web"));
+    // The controller dies while the finally step waits.
+    let killed = tokio::time::timeout(Duration::from_millis(200), pipeline.run(&mut ctx)).await;
+    assert!(killed.is_err(), "the run was cut in its finally step");
+    drop(pipeline);
+
+    let unfinished = journal.unfinished_runs().await.unwrap();
+    assert_eq!(unfinished.len(), 1);
+    assert_eq!(unfinished[0].steps_ended, Some(RunStatus::Succeeded));
+    assert_eq!(unfinished[0].new_nodes.len(), 2);
+
+    // Recovery does not undo a scale-out whose steps all succeeded.
+    let mut cleanup = MockRunCleanup::new();
+    cleanup.expect_cleanup().never();
+    let recovered = recover(journal.as_ref(), &cleanup).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].error, None);
+    assert!(recovered[0].nodes.is_empty(), "its nodes stay");
+    assert!(
+        recovered[0].undone[0].starts_with("nothing: its steps had ended (succeeded)"),
+        "{:?}",
+        recovered[0].undone
+    );
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs[0].state, RunState::Finished(RunStatus::Succeeded));
+    assert!(
+        runs[0].succeeded(),
+        "the orphan sweep leaves its nodes alone"
+    );
+    assert_eq!(runs[0].new_nodes.len(), 2);
+    assert!(!log.entries().iter().any(|e| e.starts_with("undo")));
+}
+
+#[tokio::test]
+async fn a_run_killed_in_its_finally_step_can_be_resumed_to_run_only_that() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    let log = Log::default();
+    let build = |finally: Step| {
+        Pipeline::builder("scale-out")
+            .journal(journal.clone())
+            .step(Probe::new("deploy", &log).creating(2).on(Target::None))
+            .finally(finally)
+            .build()
+            .unwrap()
+    };
+    let first = build(Hangs.on(Target::None));
+    let killed = tokio::time::timeout(
+        Duration::from_millis(200),
+        first.run(&mut Context::new(Cluster::new("web"))),
+    )
+    .await;
+    assert!(killed.is_err());
+    let run = journal.unfinished_runs().await.unwrap().remove(0);
+
+    let again = build(Probe::new("email", &log).on(Target::None));
+    let mut ctx = Context::new(Cluster::new("web"));
+    let report = again.resume(&run, &mut ctx).await.unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.resumed_from.as_deref(), Some("finally"));
+    assert_eq!(report.nodes_added.len(), 2);
+    // deploy ran once, in the first life; only the email now.
+    assert_eq!(log.entries(), ["run deploy", "run email"]);
     assert!(journal.unfinished_runs().await.unwrap().is_empty());
 }

@@ -392,6 +392,17 @@ impl Pipeline {
         if run.state != RunState::Unfinished {
             return Err(refuse(format!("the journal says it is {:?}", run.state)));
         }
+        match run.steps_ended {
+            // Only the finally steps are left.
+            Some(RunStatus::Succeeded | RunStatus::CompletedWithFailures)
+                if run.steps.len() == self.steps.len() => {}
+            Some(status) => {
+                return Err(refuse(format!(
+                    "its steps had ended ({status}); recover it to mark it finished"
+                )))
+            }
+            None => {}
+        }
         if run.pipeline != self.name {
             return Err(refuse(format!(
                 "it is a run of pipeline `{}`, not `{}`",
@@ -679,6 +690,15 @@ impl Pipeline {
         };
         report.nodes_added = ctx.new_nodes().iter().map(NodeSummary::from).collect();
         report.nodes_removed = ctx.removed_nodes().iter().map(NodeSummary::from).collect();
+        let ended = JournalEntry::StepsEnded {
+            run_id: report.run_id.clone(),
+            status: report.status,
+            new_nodes: ctx.new_nodes().to_vec(),
+            at: chrono::Utc::now(),
+        };
+        if let Err(e) = self.record(ended).await {
+            error!(error = %e, "Could not write the end of the steps to the journal.");
+        }
 
         for (j, step) in self.finally.iter().enumerate() {
             ctx.report = Some(report.clone());
