@@ -1,7 +1,8 @@
 //! The Tomcat cluster example end to end, for real, against the local stack:
 //! moto for EC2 and the classic ELB, a loopback sshd standing in for each new
-//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail. Once by
-//! hand, once by the threshold trigger.
+//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail. First a
+//! dry run that touches nothing, then once by hand, once by the threshold
+//! trigger (Puppet's second apply on the same machine changes nothing).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -59,6 +60,32 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         ));
     let ec2 = SdkEc2::connect(&aws).await;
     let elb = pyscaler_aws::ClassicElb::connect(&aws).await;
+
+    // A dry run prints the plan and touches nothing.
+    let dry = stack.dir.join("dry-run.json");
+    let out = tomcat_cluster(&stack, &dry, &["--dry-run"]);
+    assert!(out.status.success(), "tomcat_cluster --dry-run failed");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "deploy-ec2-node",
+        "os-configuration",
+        "tomcat-config",
+        "app-deploy",
+        "cluster-update",
+        "finally email",
+    ] {
+        assert!(plan.contains(step), "the plan names {step}:\n{plan}");
+    }
+    assert!(plan.contains("nothing is touched"), "{plan}");
+    let anything = ec2.find_by_tags(&[], &[]).await.expect("list instances");
+    assert!(anything.is_empty(), "the dry run launched {anything:?}");
+    assert!(!dry.exists(), "the dry run wrote a report");
+    assert!(
+        !stack.dir.join("journal").exists(),
+        "the dry run opened the journal"
+    );
+    assert_eq!(stack.sshd.accepted_logins(), 0, "the dry run logged in");
+    assert!(stack.smtp.messages().is_empty(), "the dry run sent mail");
 
     // By hand.
     let by_hand = stack.dir.join("by-hand.json");
@@ -157,6 +184,17 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         .expect("list the cluster");
     assert_eq!(running.len(), 2);
     assert_eq!(stack.smtp.messages().len(), 2);
+    // The second node is this same machine: Puppet's second apply of the
+    // manifest converged already, so it changes nothing (idempotent).
+    let puppet = r["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "os-configuration"))
+        .expect("os-configuration");
+    assert_eq!(puppet["status"], "succeeded", "{puppet}");
+    assert_eq!(
+        puppet["nodes"][0]["summary"], "puppet: no changes",
+        "{puppet}"
+    );
 
     // The journal shows both runs finished.
     let journal =
