@@ -122,6 +122,40 @@ async fn upload_and_download_round_trip() {
         .expect("stat");
     assert_eq!(mode.stdout.trim(), "750");
 
+    // Over an existing file, with a secret's mode: the new contents, exactly
+    // that mode, and no temporary file left beside it.
+    shell
+        .upload(&n, &path, b"secret\n".to_vec(), 0o600, false)
+        .await
+        .expect("upload over the file");
+    assert_eq!(
+        shell.download(&n, &path).await.expect("download"),
+        b"secret\n"
+    );
+    let listing = shell
+        .exec(
+            &n,
+            &RemoteCommand::program(
+                "sh",
+                [
+                    "-c",
+                    "stat -c %a \"$1\"; ls -A \"$2\"",
+                    "-",
+                    &path,
+                    &remote_dir,
+                ],
+            )
+            .expect("quote"),
+        )
+        .await
+        .expect("stat and ls");
+    assert_eq!(
+        listing.stdout.lines().collect::<Vec<_>>(),
+        ["600", "a file; with spaces"],
+        "{}",
+        listing.stdout
+    );
+
     let missing = shell.download(&n, "/nonexistent/file").await.unwrap_err();
     assert!(matches!(missing, SshError::Transfer { .. }), "{missing}");
     let denied = shell
