@@ -107,12 +107,14 @@ impl RunCleanup for Ec2RunCleanup {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use chrono::Utc;
     use pyscaler_core::{RunId, RunState};
 
     use super::*;
+    use crate::test_support::{
+        deregister_refusal, elb_deregistering, expect_describe_terminated, expect_terminate_noted,
+        expect_terminate_raising, Calls, Terminated,
+    };
     use crate::{Instance, InstanceState, MockEc2, MockLoadBalancer, TAG_RUN};
 
     fn record() -> RunRecord {
@@ -125,12 +127,20 @@ mod tests {
             state: RunState::Unfinished,
             steps: vec![("deploy-ec2-node".into(), None)],
             new_nodes: Vec::new(),
+            steps_ended: None,
         }
+    }
+
+    /// A profile, behind load balancer `web-lb` when `lb`.
+    fn profile(lb: bool) -> Ec2Profile {
+        let b = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small");
+        let b = if lb { b.load_balancer("web-lb") } else { b };
+        b.build().expect("profile")
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_unfinished_runs_instances_are_deregistered_and_terminated() {
-        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let calls = Calls::default();
         let mut ec2 = MockEc2::new();
         ec2.expect_find_by_tags()
             .withf(|tags, _| tags == [(TAG_RUN.to_owned(), "run-dead".to_owned())])
@@ -141,34 +151,11 @@ mod tests {
                     ..Instance::default()
                 }])
             });
-        let c = calls.clone();
-        ec2.expect_terminate().returning(move |ids| {
-            c.lock()
-                .expect("lock")
-                .push(format!("terminate {}", ids.join(",")));
-            Ok(())
-        });
-        ec2.expect_describe().returning(|_| {
-            Ok(vec![Instance {
-                id: "i-1".into(),
-                state: InstanceState::Terminated,
-                ..Instance::default()
-            }])
-        });
-        let mut elb = MockLoadBalancer::new();
-        let c = calls.clone();
-        elb.expect_deregister().returning(move |lb, ids| {
-            c.lock()
-                .expect("lock")
-                .push(format!("deregister {lb} {}", ids.join(",")));
-            Ok(())
-        });
-        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
-            .load_balancer("web-lb")
-            .build()
-            .expect("profile");
-        let cleanup =
-            Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile).expect("cleanup");
+        expect_terminate_noted(&mut ec2, &calls, ..);
+        expect_describe_terminated(&mut ec2);
+        let elb = elb_deregistering(&calls);
+        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile(true))
+            .expect("cleanup");
         let undone = cleanup.cleanup(&record()).await.expect("cleaned up");
         assert_eq!(undone, ["deregistered i-1 from web-lb", "terminated i-1"]);
         assert_eq!(
@@ -181,10 +168,7 @@ mod tests {
     async fn a_run_that_launched_nothing_needs_nothing() {
         let mut ec2 = MockEc2::new();
         ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
-        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
-            .build()
-            .expect("profile");
-        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), None, &profile).expect("cleanup");
+        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), None, &profile(false)).expect("cleanup");
         assert!(cleanup
             .cleanup(&record())
             .await
@@ -194,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_load_balancer_still_gets_the_instances_terminated() {
-        let terminated = Arc::new(Mutex::new(false));
+        let terminated = Terminated::default();
         let mut ec2 = MockEc2::new();
         ec2.expect_find_by_tags().returning(|_, _| {
             Ok(vec![Instance {
@@ -203,42 +187,19 @@ mod tests {
                 ..Instance::default()
             }])
         });
-        let t = terminated.clone();
-        ec2.expect_terminate().times(1).returning(move |_| {
-            *t.lock().expect("lock") = true;
-            Ok(())
-        });
-        ec2.expect_describe().returning(|_| {
-            Ok(vec![Instance {
-                id: "i-1".into(),
-                state: InstanceState::Terminated,
-                ..Instance::default()
-            }])
-        });
+        expect_terminate_raising(&mut ec2, &Calls::default(), &terminated, 1);
+        expect_describe_terminated(&mut ec2);
         let mut elb = MockLoadBalancer::new();
-        elb.expect_deregister().returning(|_, _| {
-            Err(AwsError::Api {
-                service: "ELB",
-                operation: "DeregisterInstancesFromLoadBalancer",
-                code: Some("ServiceUnavailable".into()),
-                message: "try later".into(),
-                subject: None,
-                kind: crate::kind_of_code("ServiceUnavailable"),
-                source: None,
-            })
-        });
-        let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
-            .load_balancer("web-lb")
-            .build()
-            .expect("profile");
-        let cleanup =
-            Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile).expect("cleanup");
+        elb.expect_deregister()
+            .returning(|_, _| Err(deregister_refusal("ServiceUnavailable", "try later")));
+        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile(true))
+            .expect("cleanup");
         let err = cleanup
             .cleanup(&record())
             .await
             .expect_err("deregistration failed");
         assert!(err.to_string().contains("ServiceUnavailable"), "{err}");
         // Terminated all the same; the run stays unfinished for the next recovery.
-        assert!(*terminated.lock().expect("lock"));
+        assert!(terminated.is_raised());
     }
 }

@@ -24,6 +24,8 @@ mod profile;
 mod remove;
 mod sweep;
 mod terminate;
+#[cfg(test)]
+mod test_support;
 mod wait;
 
 pub use cleanup::Ec2RunCleanup;

@@ -368,6 +368,9 @@ mod tests {
     use pyscaler_core::{Cluster, JournalEntry, Node};
 
     use super::*;
+    use crate::test_support::{
+        elb_deregistering, expect_describe_terminated, expect_terminate_noted, Calls,
+    };
     use crate::{MockEc2, MockLoadBalancer};
 
     /// A journal held in memory.
@@ -428,7 +431,7 @@ mod tests {
     }
 
     /// An EC2 mock listing `instances` for the cluster, recording what is terminated.
-    fn ec2_with(instances: Vec<Instance>, calls: &Arc<Mutex<Vec<String>>>) -> MockEc2 {
+    fn ec2_with(instances: Vec<Instance>, calls: &Calls) -> MockEc2 {
         let mut ec2 = MockEc2::new();
         ec2.expect_find_by_tags()
             .withf(|tags, states| {
@@ -437,36 +440,9 @@ mod tests {
                     && !states.contains(&InstanceState::Terminated)
             })
             .returning(move |_, _| Ok(instances.clone()));
-        let c = calls.clone();
-        ec2.expect_terminate().returning(move |ids| {
-            c.lock()
-                .expect("lock")
-                .push(format!("terminate {}", ids.join(",")));
-            Ok(())
-        });
-        ec2.expect_describe().returning(|ids| {
-            Ok(ids
-                .iter()
-                .map(|id| Instance {
-                    id: id.clone(),
-                    state: InstanceState::Terminated,
-                    ..Instance::default()
-                })
-                .collect())
-        });
+        expect_terminate_noted(&mut ec2, calls, ..);
+        expect_describe_terminated(&mut ec2);
         ec2
-    }
-
-    fn elb_recording(calls: &Arc<Mutex<Vec<String>>>) -> MockLoadBalancer {
-        let mut elb = MockLoadBalancer::new();
-        let c = calls.clone();
-        elb.expect_deregister().returning(move |lb, ids| {
-            c.lock()
-                .expect("lock")
-                .push(format!("deregister {lb} {}", ids.join(",")));
-            Ok(())
-        });
-        elb
     }
 
     fn sweep(ec2: MockEc2, elb: MockLoadBalancer, journal: Arc<MemJournal>) -> SweepOrphans {
@@ -479,7 +455,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_kind_of_orphan_is_judged_and_only_old_tagged_ones_are_terminated() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls = Calls::default();
         let journal = MemJournal::with_runs(&[
             ("run-ok", Some(RunStatus::Succeeded)),
             ("run-partial", Some(RunStatus::CompletedWithFailures)),
@@ -498,7 +474,7 @@ mod tests {
             ],
             &calls,
         );
-        let orphans = sweep(ec2, elb_recording(&calls), journal)
+        let orphans = sweep(ec2, elb_deregistering(&calls), journal)
             .sweep()
             .await
             .expect("swept");
@@ -566,7 +542,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn as_a_step_it_spares_its_own_run_and_reports_in_the_outputs() {
-        let calls = Arc::new(Mutex::new(Vec::new()));
+        let calls = Calls::default();
         let journal = MemJournal::with_runs(&[]);
         let mut ctx = Context::new(Cluster::new("web"));
         let own = ctx.run_id().to_string();
@@ -577,7 +553,7 @@ mod tests {
             ],
             &calls,
         );
-        let step = sweep(ec2, elb_recording(&calls), journal);
+        let step = sweep(ec2, elb_deregistering(&calls), journal);
         assert_eq!(step.name(), "sweep-orphans");
         step.run(&mut ctx).await.expect("swept");
         let orphans = ctx.outputs().get::<Vec<Orphan>>().expect("report");

@@ -120,31 +120,9 @@ mod tests {
     use pyscaler_core::ErrorKind;
 
     use super::*;
+    use crate::test_support::{deregister_refusal, ec2_terminating};
     use crate::wait::default_poll;
-    use crate::{MockEc2, MockLoadBalancer};
-
-    /// An ec2 whose terminate succeeds and whose instances are then terminated.
-    fn ec2(calls: &Arc<Mutex<Vec<String>>>) -> MockEc2 {
-        let mut ec2 = MockEc2::new();
-        let c = calls.clone();
-        ec2.expect_terminate().times(1).returning(move |ids| {
-            c.lock()
-                .expect("lock")
-                .push(format!("terminate {}", ids.join(",")));
-            Ok(())
-        });
-        ec2.expect_describe().returning(|ids| {
-            Ok(ids
-                .iter()
-                .map(|id| Instance {
-                    id: id.clone(),
-                    state: InstanceState::Terminated,
-                    ..Instance::default()
-                })
-                .collect())
-        });
-        ec2
-    }
+    use crate::MockLoadBalancer;
 
     /// A refusal without an error code, as moto's HTTP 500 page gives.
     fn uncoded() -> AwsError {
@@ -160,8 +138,9 @@ mod tests {
     }
 
     async fn undo(elb: MockLoadBalancer, calls: &Arc<Mutex<Vec<String>>>) -> Option<AwsError> {
+        // Terminated once; its instances are then gone.
         deregister_and_terminate(
-            &ec2(calls),
+            &ec2_terminating(calls, 1),
             Some((&elb, "web-lb")),
             &default_poll(),
             Duration::from_secs(60),
@@ -216,17 +195,8 @@ mod tests {
     async fn a_coded_refusal_says_why_and_is_reported_without_asking() {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let mut elb = MockLoadBalancer::new();
-        elb.expect_deregister().returning(|_, _| {
-            Err(AwsError::Api {
-                service: "ELB",
-                operation: "DeregisterInstancesFromLoadBalancer",
-                code: Some("Throttling".into()),
-                message: "slow down".into(),
-                subject: None,
-                kind: crate::kind_of_code("Throttling"),
-                source: None,
-            })
-        });
+        elb.expect_deregister()
+            .returning(|_, _| Err(deregister_refusal("Throttling", "slow down")));
         elb.expect_exists().never();
         let error = undo(elb, &calls).await.expect("the deregistration's error");
         assert!(error.has_code("Throttling"), "{error}");

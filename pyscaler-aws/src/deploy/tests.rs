@@ -8,19 +8,11 @@ use pyscaler_core::{
 };
 
 use super::*;
+use crate::test_support::{
+    api_err, calls_of, expect_deregister_noted, expect_register_noted, expect_terminate_raising,
+    instance, instances_in, note, pipeline_of, Calls, Terminated,
+};
 use crate::{InstanceHealth, MockEc2, MockLoadBalancer, SshVia};
-
-fn api_err(code: &str) -> AwsError {
-    AwsError::Api {
-        service: "EC2",
-        operation: "Test",
-        code: Some(code.to_owned()),
-        message: format!("{code} from the mock"),
-        subject: None,
-        kind: crate::kind_of_code(code),
-        source: None,
-    }
-}
 
 fn profile(lb: bool) -> Ec2Profile {
     let b = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
@@ -28,17 +20,6 @@ fn profile(lb: bool) -> Ec2Profile {
         .ssh_user("admin");
     let b = if lb { b.load_balancer("web-lb") } else { b };
     b.build().expect("valid profile")
-}
-
-fn instance(n: u32, state: InstanceState) -> Instance {
-    Instance {
-        id: format!("i-{n}"),
-        state,
-        launch_index: n,
-        private_ip: Some(format!("10.0.0.{}", n + 10)),
-        tags: [("Name".to_owned(), "web-03..04".to_owned())].into(),
-        ..Instance::default()
-    }
 }
 
 fn ids(n: u32) -> Vec<String> {
@@ -54,13 +35,6 @@ fn context() -> Context {
     .with_run_id(RunId::new("run-20261127T000000Z-0000beef"))
 }
 
-/// Calls in the order they reached the providers.
-type Calls = Arc<Mutex<Vec<String>>>;
-
-fn note(calls: &Calls, what: impl Into<String>) {
-    calls.lock().expect("calls lock").push(what.into());
-}
-
 /// An EC2 that launches `n` instances, says the first describe "not found yet",
 /// then pending, then running; terminates; then says terminated.
 fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
@@ -73,19 +47,12 @@ fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
             .collect())
     });
     let polls = Arc::new(AtomicUsize::new(0));
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let (c, t) = (calls.clone(), terminated.clone());
     ec2.expect_describe().returning(move |wanted| {
         note(&c, "describe");
-        if *t.lock().expect("lock") {
-            return Ok(wanted
-                .iter()
-                .map(|id| Instance {
-                    id: id.clone(),
-                    state: InstanceState::Terminated,
-                    ..Instance::default()
-                })
-                .collect());
+        if t.is_raised() {
+            return Ok(instances_in(wanted, InstanceState::Terminated));
         }
         match polls.fetch_add(1, Ordering::SeqCst) {
             0 => Err(api_err("InvalidInstanceID.NotFound")),
@@ -101,7 +68,7 @@ fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
     // launched ones until they are terminated (a read, not noted as a call).
     let t = terminated.clone();
     ec2.expect_find_by_tags().returning(move |_, _| {
-        Ok(if *t.lock().expect("lock") {
+        Ok(if t.is_raised() {
             Vec::new()
         } else {
             (0..n)
@@ -109,22 +76,20 @@ fn ec2_happy(n: u32, calls: &Calls) -> MockEc2 {
                 .collect()
         })
     });
-    let c = calls.clone();
-    ec2.expect_terminate().returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    expect_terminate_raising(&mut ec2, calls, &terminated, ..);
+    ec2
+}
+
+/// An EC2 whose searches by tag find nothing; the test sets up the rest.
+fn ec2_finding_nothing() -> MockEc2 {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     ec2
 }
 
 fn elb_happy(calls: &Calls) -> MockLoadBalancer {
     let mut elb = MockLoadBalancer::new();
-    let c = calls.clone();
-    elb.expect_register().returning(move |lb, ids| {
-        note(&c, format!("register {lb} {}", ids.join(",")));
-        Ok(())
-    });
+    expect_register_noted(&mut elb, calls);
     let polls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     elb.expect_health().returning(move |_, ids| {
@@ -143,11 +108,7 @@ fn elb_happy(calls: &Calls) -> MockLoadBalancer {
             })
             .collect())
     });
-    let c = calls.clone();
-    elb.expect_deregister().returning(move |lb, ids| {
-        note(&c, format!("deregister {lb} {}", ids.join(",")));
-        Ok(())
-    });
+    expect_deregister_noted(&mut elb, calls);
     elb
 }
 
@@ -176,16 +137,10 @@ fn failing_step() -> MockAction {
     a
 }
 
-fn calls_of(calls: &Calls) -> Vec<String> {
-    calls.lock().expect("calls lock").clone()
-}
-
 #[tokio::test(start_paused = true)]
 async fn launches_in_one_call_tagged_and_registers_in_one_call() {
     let calls = Calls::default();
-    let mut ec2 = ec2_happy(2, &calls);
-    ec2.checkpoint();
-    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
+    let mut ec2 = ec2_finding_nothing();
     let seen = Arc::new(Mutex::new(None::<LaunchSpec>));
     let (c, s) = (calls.clone(), seen.clone());
     ec2.expect_launch().times(1).returning(move |spec| {
@@ -263,10 +218,7 @@ async fn a_refused_launch_is_typed_and_leaves_nothing_to_undo() {
     ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     // No describe, terminate or deregister: mockall fails on any unexpected call.
     let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None).retry(RetryPolicy::attempts(3)))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Failed);
@@ -280,38 +232,24 @@ async fn a_refused_launch_is_typed_and_leaves_nothing_to_undo() {
 #[tokio::test(start_paused = true)]
 async fn an_instance_lost_while_waiting_is_terminated() {
     let calls = Calls::default();
-    let mut ec2 = ec2_happy(1, &calls);
-    ec2.checkpoint();
-    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
+    let mut ec2 = ec2_finding_nothing();
     let c = calls.clone();
     ec2.expect_launch().returning(move |_| {
         note(&c, "launch");
         Ok(vec![instance(0, InstanceState::Pending)])
     });
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let t = terminated.clone();
     ec2.expect_describe().returning(move |_| {
-        let state = if *t.lock().expect("lock") {
-            InstanceState::Terminated
-        } else {
-            InstanceState::ShuttingDown
-        };
+        let state = t.or(InstanceState::ShuttingDown);
         Ok(vec![Instance {
             state_reason: Some("Server.InternalError".into()),
             ..instance(0, state)
         }])
     });
-    let c = calls.clone();
-    ec2.expect_terminate().returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
     let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     let err = report.error.clone().expect("failed");
@@ -329,17 +267,15 @@ async fn an_instance_lost_while_waiting_is_terminated() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_running_is_bounded() {
     let calls = Calls::default();
-    let mut ec2 = ec2_happy(1, &calls);
-    ec2.checkpoint();
-    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
+    let mut ec2 = ec2_finding_nothing();
     ec2.expect_launch()
         .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let t = terminated.clone();
     let polls = Arc::new(AtomicUsize::new(0));
     let p = polls.clone();
     ec2.expect_describe().returning(move |_| {
-        let state = if *t.lock().expect("lock") {
+        let state = if t.is_raised() {
             InstanceState::Terminated
         } else {
             p.fetch_add(1, Ordering::SeqCst);
@@ -347,10 +283,7 @@ async fn waiting_for_running_is_bounded() {
         };
         Ok(vec![instance(0, state)])
     });
-    ec2.expect_terminate().returning(move |_| {
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
     // Without jitter, so the number of polls is the same every time.
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .running_within(Duration::from_secs(60))
@@ -397,10 +330,7 @@ async fn a_failed_registration_is_deregistered_then_terminated() {
         Err(api_err("LoadBalancerNotFound"))
     });
     let action = deploy(ec2, Some(elb), 1);
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     let err = report.error.clone().expect("failed");
@@ -486,10 +416,7 @@ async fn a_retried_launch_sends_the_same_client_token() {
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None).retry(RetryPolicy::attempts(3)))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
@@ -558,10 +485,7 @@ async fn a_launch_cut_off_by_the_step_timeout_is_found_by_its_tags_and_undone() 
     )
     .build()
     .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None).timeout(Duration::from_secs(30)))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None).timeout(Duration::from_secs(30)));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Failed);
@@ -586,10 +510,7 @@ async fn a_node_without_the_wanted_address_fails_and_is_undone() {
     let action = DeployEc2Node::builder(Arc::new(ec2), None, p)
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     let err = report.error.clone().expect("failed");
@@ -643,10 +564,7 @@ fn describe_says_it_creates_nodes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_partial_launch_is_accepted_when_allowed() {
-    let calls = Calls::default();
-    let mut ec2 = ec2_happy(2, &calls);
-    ec2.checkpoint();
-    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
+    let mut ec2 = ec2_finding_nothing();
     let seen = Arc::new(Mutex::new((0, 0)));
     let s = seen.clone();
     ec2.expect_launch().times(1).returning(move |spec| {
@@ -677,8 +595,7 @@ async fn a_partial_launch_is_accepted_when_allowed() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_in_service_is_bounded_and_says_why() {
     let calls = Calls::default();
-    let mut elb = elb_happy(&calls);
-    elb.checkpoint();
+    let mut elb = MockLoadBalancer::new();
     elb.expect_register().returning(|_, _| Ok(()));
     elb.expect_health().returning(|_, ids| {
         Ok(ids
@@ -690,11 +607,7 @@ async fn waiting_for_in_service_is_bounded_and_says_why() {
             })
             .collect())
     });
-    let c = calls.clone();
-    elb.expect_deregister().returning(move |lb, ids| {
-        note(&c, format!("deregister {lb} {}", ids.join(",")));
-        Ok(())
-    });
+    expect_deregister_noted(&mut elb, &calls);
     let action = DeployEc2Node::builder(
         Arc::new(ec2_happy(1, &calls)),
         Some(Arc::new(elb)),
@@ -703,10 +616,7 @@ async fn waiting_for_in_service_is_bounded_and_says_why() {
     .in_service_within(Duration::from_secs(120))
     .build()
     .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     let err = report.error.clone().expect("failed");
@@ -790,10 +700,7 @@ async fn after_a_passing_fault_at_launch_compensation_still_looks_for_instances(
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(
@@ -835,37 +742,16 @@ async fn a_launch_never_answered_is_searched_for_until_its_instances_show_up() {
             ]
         })
     });
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let t = terminated.clone();
-    ec2.expect_describe().returning(move |wanted| {
-        let state = if *t.lock().expect("lock") {
-            InstanceState::Terminated
-        } else {
-            InstanceState::Pending
-        };
-        Ok(wanted
-            .iter()
-            .map(|id| Instance {
-                id: id.clone(),
-                state,
-                ..Instance::default()
-            })
-            .collect())
-    });
-    let c = calls.clone();
-    ec2.expect_terminate().times(1).returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    ec2.expect_describe()
+        .returning(move |wanted| Ok(instances_in(wanted, t.or(InstanceState::Pending))));
+    expect_terminate_raising(&mut ec2, &calls, &terminated, 1);
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .count(2)
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Failed);
@@ -890,10 +776,7 @@ async fn a_launch_never_answered_is_searched_for_within_a_bound() {
         .unanswered_launch_within(Duration::from_secs(20))
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let started = tokio::time::Instant::now();
     let report = pipeline.run(&mut context()).await;
     assert!(report.undo_succeeded(), "{report}");
@@ -905,34 +788,20 @@ async fn a_launch_never_answered_is_searched_for_within_a_bound() {
 #[tokio::test(start_paused = true)]
 async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
     let calls = Calls::default();
-    let mut ec2 = ec2_happy(1, &calls);
-    ec2.checkpoint();
-    ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
+    let mut ec2 = ec2_finding_nothing();
     ec2.expect_launch()
         .returning(|_| Ok(vec![instance(0, InstanceState::Pending)]));
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let t = terminated.clone();
     ec2.expect_describe().returning(move |_| {
-        let state = if *t.lock().expect("lock") {
-            InstanceState::Terminated
-        } else {
-            InstanceState::Pending
-        };
+        let state = t.or(InstanceState::Pending);
         Ok(vec![instance(0, state)])
     });
-    let c = calls.clone();
-    ec2.expect_terminate().returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
     let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let cancel = pyscaler_core::CancellationToken::new();
     let mut ctx = context().with_cancellation(cancel.clone());
     let stopper = tokio::spawn(async move {
@@ -954,21 +823,16 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
     // the undo is reported as failed because the load balancer may still
     // point at them.
     let calls = Calls::default();
-    let mut ec2 = ec2_happy(1, &calls);
-    ec2.checkpoint();
+    let mut ec2 = MockEc2::new();
     let c = calls.clone();
     ec2.expect_launch().returning(move |_| {
         note(&c, "launch");
         Ok(vec![instance(0, InstanceState::Pending)])
     });
-    let terminated = Arc::new(Mutex::new(false));
+    let terminated = Terminated::default();
     let t = terminated.clone();
     ec2.expect_describe().returning(move |wanted| {
-        let state = if *t.lock().expect("lock") {
-            InstanceState::Terminated
-        } else {
-            InstanceState::Running
-        };
+        let state = t.or(InstanceState::Running);
         Ok(wanted
             .iter()
             .map(|id| Instance {
@@ -979,7 +843,7 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
     });
     let t = terminated.clone();
     ec2.expect_find_by_tags().returning(move |_, _| {
-        Ok(if *t.lock().expect("lock") {
+        Ok(if t.is_raised() {
             Vec::new()
         } else {
             // i-9: a stray instance of this run and step the answer did not name.
@@ -992,12 +856,7 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
             ]
         })
     });
-    let c = calls.clone();
-    ec2.expect_terminate().returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        *terminated.lock().expect("lock") = true;
-        Ok(())
-    });
+    expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
     let mut elb = MockLoadBalancer::new();
     elb.expect_register()
         .returning(|_, _| Err(api_err("ServiceUnavailable")));
@@ -1007,10 +866,7 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
         Err(api_err("ServiceUnavailable"))
     });
     let action = deploy(ec2, Some(elb), 1);
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Failed);
@@ -1040,10 +896,7 @@ async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
         .build()
         .expect("action");
     assert!(action.repeatable());
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let record = pyscaler_core::RunRecord {
         run_id: RunId::new("run-20261127T000000Z-0000dead"),
         pipeline: "p".into(),
@@ -1053,6 +906,7 @@ async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
         state: pyscaler_core::RunState::Unfinished,
         steps: vec![("deploy-ec2-node".into(), None)],
         new_nodes: Vec::new(),
+        steps_ended: None,
     };
     let mut ctx = context();
     let report = pipeline.resume(&record, &mut ctx).await.expect("resumable");

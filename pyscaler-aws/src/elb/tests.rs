@@ -15,6 +15,19 @@ use super::*;
 
 type Client = aws_sdk_elasticloadbalancing::Client;
 
+/// The ELB API's answer to a call it refuses: HTTP 400 with an error `code`.
+fn refusal(code: &str, message: &str, request_id: &str) -> HttpResponse {
+    HttpResponse::new(
+        StatusCode::try_from(400).expect("status"),
+        SdkBody::from(format!(
+            "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
+             <Error><Type>Sender</Type><Code>{code}</Code>\
+             <Message>{message}</Message></Error>\
+             <RequestId>{request_id}</RequestId></ErrorResponse>"
+        )),
+    )
+}
+
 /// Each registration call: the load balancer and the instance ids.
 type Registrations = Arc<Mutex<Vec<(String, Vec<String>)>>>;
 
@@ -45,14 +58,10 @@ async fn all_instances_are_registered_in_one_call() {
 async fn a_missing_load_balancer_is_bad_input_naming_it() {
     // The wire code is `LoadBalancerNotFound`; the SDK's variant is AccessPointNotFoundException.
     let rule = mock!(Client::register_instances_with_load_balancer).then_http_response(|| {
-        HttpResponse::new(
-            StatusCode::try_from(400).expect("status"),
-            SdkBody::from(
-                "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
-                 <Error><Type>Sender</Type><Code>LoadBalancerNotFound</Code>\
-                 <Message>There is no ACTIVE Load Balancer named 'web-lb'</Message></Error>\
-                 <RequestId>req-1</RequestId></ErrorResponse>",
-            ),
+        refusal(
+            "LoadBalancerNotFound",
+            "There is no ACTIVE Load Balancer named 'web-lb'",
+            "req-1",
         )
     });
     let client = mock_client!(
@@ -143,27 +152,14 @@ async fn exists_asks_describe_load_balancers_and_not_found_is_false() {
         });
     // moto answers an unknown name as AWS does: 400 LoadBalancerNotFound.
     let missing = mock!(Client::describe_load_balancers).then_http_response(|| {
-        HttpResponse::new(
-            StatusCode::try_from(400).expect("status"),
-            SdkBody::from(
-                "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
-                 <Error><Type>Sender</Type><Code>LoadBalancerNotFound</Code>\
-                 <Message>The specified load balancer does not exist: gone-lb</Message></Error>\
-                 <RequestId>req-2</RequestId></ErrorResponse>",
-            ),
+        refusal(
+            "LoadBalancerNotFound",
+            "The specified load balancer does not exist: gone-lb",
+            "req-2",
         )
     });
-    let throttled = mock!(Client::describe_load_balancers).then_http_response(|| {
-        HttpResponse::new(
-            StatusCode::try_from(400).expect("status"),
-            SdkBody::from(
-                "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/\">\
-                 <Error><Type>Sender</Type><Code>Throttling</Code>\
-                 <Message>Rate exceeded</Message></Error>\
-                 <RequestId>req-3</RequestId></ErrorResponse>",
-            ),
-        )
-    });
+    let throttled = mock!(Client::describe_load_balancers)
+        .then_http_response(|| refusal("Throttling", "Rate exceeded", "req-3"));
     let client = mock_client!(
         aws_sdk_elasticloadbalancing,
         RuleMode::Sequential,

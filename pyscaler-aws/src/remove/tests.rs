@@ -1,24 +1,16 @@
 //! RemoveEc2Node against mocked providers, in virtual time.
 
-use std::sync::Mutex;
-
 use chrono::{TimeZone, Utc};
 use pyscaler_core::{
     ActionExt, CancellationToken, Cluster, Pipeline, RunStatus, StepStatus, Target,
 };
 
 use super::*;
-use crate::{Instance, InstanceState, MockEc2, MockLoadBalancer};
-
-type Calls = Arc<Mutex<Vec<String>>>;
-
-fn note(calls: &Calls, what: String) {
-    calls.lock().expect("lock").push(what);
-}
-
-fn calls_of(calls: &Calls) -> Vec<String> {
-    calls.lock().expect("lock").clone()
-}
+use crate::test_support::{
+    calls_of, elb_deregistering, expect_register_noted, expect_terminate_noted, instances_in, note,
+    pipeline_of, Calls,
+};
+use crate::{InstanceState, MockEc2, MockLoadBalancer};
 
 fn profile() -> Ec2Profile {
     Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
@@ -46,40 +38,22 @@ fn cluster(with_manual: bool) -> Cluster {
     }
 }
 
+/// An EC2 whose terminate and describe are noted; the instances are then terminated.
 fn ec2(calls: &Calls) -> MockEc2 {
     let mut ec2 = MockEc2::new();
-    let c = calls.clone();
-    ec2.expect_terminate().returning(move |ids| {
-        note(&c, format!("terminate {}", ids.join(",")));
-        Ok(())
-    });
+    expect_terminate_noted(&mut ec2, calls, ..);
     let c = calls.clone();
     ec2.expect_describe().returning(move |ids| {
-        note(&c, "describe".into());
-        Ok(ids
-            .iter()
-            .map(|id| Instance {
-                id: id.clone(),
-                state: InstanceState::Terminated,
-                ..Instance::default()
-            })
-            .collect())
+        note(&c, "describe");
+        Ok(instances_in(ids, InstanceState::Terminated))
     });
     ec2
 }
 
+/// A load balancer whose deregister and register are noted.
 fn elb(calls: &Calls) -> MockLoadBalancer {
-    let mut elb = MockLoadBalancer::new();
-    let c = calls.clone();
-    elb.expect_deregister().returning(move |lb, ids| {
-        note(&c, format!("deregister {lb} {}", ids.join(",")));
-        Ok(())
-    });
-    let c = calls.clone();
-    elb.expect_register().returning(move |lb, ids| {
-        note(&c, format!("register {lb} {}", ids.join(",")));
-        Ok(())
-    });
+    let mut elb = elb_deregistering(calls);
+    expect_register_noted(&mut elb, calls);
     elb
 }
 
@@ -168,10 +142,7 @@ async fn target_nodes_must_be_ec2_instances() {
         .min_nodes(0)
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::Cluster))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::Cluster));
     let mut ctx = Context::new(cluster(true));
     let report = pipeline.run(&mut ctx).await;
     let err = report.error.clone().expect("failed");
@@ -190,10 +161,7 @@ async fn a_run_cancelled_while_draining_registers_the_nodes_again() {
         .draining(Duration::from_secs(300))
         .build()
         .expect("action");
-    let pipeline = Pipeline::builder("p")
-        .step(action.on(Target::None))
-        .build()
-        .expect("pipeline");
+    let pipeline = pipeline_of(action.on(Target::None));
     let cancel = CancellationToken::new();
     let mut ctx = Context::new(cluster(false)).with_cancellation(cancel.clone());
     let stopper = tokio::spawn(async move {
