@@ -110,6 +110,7 @@ pub struct Context {
     trigger: TriggerInfo,
     cancel: CancellationToken,
     resumed: bool,
+    pub(crate) pipeline: String,
     pub(crate) step: StepScope,
     pub(crate) report: Option<RunReport>,
     pub(crate) events: Option<broadcast::Sender<Event>>,
@@ -142,6 +143,7 @@ impl Context {
             trigger: TriggerInfo::default(),
             cancel: CancellationToken::new(),
             resumed: false,
+            pipeline: String::new(),
             step: StepScope::default(),
             report: None,
             events: None,
@@ -166,6 +168,11 @@ impl Context {
 
     pub(crate) fn set_resumed(&mut self) {
         self.resumed = true;
+    }
+
+    /// The name of the pipeline running this context (empty before a run).
+    pub fn pipeline(&self) -> &str {
+        &self.pipeline
     }
 
     /// Whether this run was taken up again after its controller died

@@ -532,6 +532,7 @@ impl Pipeline {
     async fn run_inner(&self, ctx: &mut Context, resume: Option<usize>) -> RunReport {
         let from = resume.unwrap_or(0);
         ctx.events = Some(self.events.clone());
+        ctx.pipeline.clone_from(&self.name);
         ctx.report = None;
         let mut report = RunReport {
             run_id: ctx.run_id().clone(),

@@ -114,11 +114,10 @@ impl Email {
 fn report_so_far(ctx: &Context) -> RunReport {
     RunReport {
         run_id: ctx.run_id().clone(),
-        pipeline: ctx
-            .vars()
-            .get("pipeline")
-            .cloned()
-            .unwrap_or_else(|| "run".into()),
+        pipeline: match ctx.pipeline() {
+            "" => "run".into(),
+            name => name.to_owned(),
+        },
         cluster: ctx.cluster().name().to_owned(),
         trigger: ctx.trigger().clone(),
         started_at: chrono::Utc::now(),
@@ -577,10 +576,15 @@ mod tests {
     #[tokio::test]
     async fn as_a_plain_step_it_mails_the_nodes_added_so_far() {
         let (mailer, outbox) = mailer(vec![]);
-        let email = email(mailer);
-        let mut ctx = context().with_var("pipeline", "scale-out");
-        Launch.run(&mut ctx).await.expect("launch");
-        email.run(&mut ctx).await.expect("sent");
+        // A main step, not a finally one: the report so far is built from the
+        // context, with the pipeline's name.
+        let pipeline = pyscaler_core::Pipeline::builder("scale-out")
+            .step(Launch.on(Target::None))
+            .step(email(mailer).on(Target::None))
+            .build()
+            .expect("pipeline");
+        let report = pipeline.run(&mut context()).await;
+        assert!(report.is_success(), "{report}");
         let mails = sent(&outbox);
         assert_eq!(
             mails[0].subject(),
