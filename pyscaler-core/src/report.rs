@@ -122,6 +122,10 @@ pub struct NodeOutcome {
     pub node: String,
     /// Whether the step succeeded there.
     pub succeeded: bool,
+    /// Whether the step never started there (the fan-out stopped after
+    /// failures elsewhere, or the run was cancelled); `succeeded` is false.
+    #[serde(default)]
+    pub not_run: bool,
     /// One line: `exit 0`, `puppet: 3 changes`, the error.
     pub summary: String,
     /// What the node printed, kept up to a cap.
@@ -139,6 +143,7 @@ impl NodeOutcome {
         Self {
             node: node.into(),
             succeeded: true,
+            not_run: false,
             summary: summary.into(),
             output: None,
             truncated: false,
@@ -151,6 +156,15 @@ impl NodeOutcome {
         Self {
             succeeded: false,
             ..Self::ok(node, summary)
+        }
+    }
+
+    /// A node the step never started on, and why.
+    pub fn not_run(node: impl Into<String>, why: impl Into<String>) -> Self {
+        Self {
+            succeeded: false,
+            not_run: true,
+            ..Self::ok(node, why)
         }
     }
 
@@ -328,7 +342,11 @@ impl fmt::Display for RunReport {
                     writeln!(
                         f,
                         "      {} {}: {}",
-                        if n.succeeded { "ok  " } else { "FAIL" },
+                        match (n.succeeded, n.not_run) {
+                            (true, _) => "ok  ",
+                            (false, true) => "SKIP",
+                            (false, false) => "FAIL",
+                        },
                         n.node,
                         n.summary
                     )?;

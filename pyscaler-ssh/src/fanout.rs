@@ -236,7 +236,7 @@ impl FanOut {
         }
         let not_run: Vec<Node> = pending.collect();
         for node in &not_run {
-            ctx.record_node(NodeOutcome::failed(
+            ctx.record_node(NodeOutcome::not_run(
                 &node.name,
                 format!("not run: stopped after {} failed node(s)", failures.len()),
             ));
@@ -387,6 +387,10 @@ mod tests {
             .filter(|n| n.summary.starts_with("not run"))
             .count();
         assert_eq!(not_run, 7);
+        // Typed too: a node never started on is neither ok nor failed there.
+        assert_eq!(step.nodes.iter().filter(|n| n.not_run).count(), 7);
+        assert!(step.nodes.iter().all(|n| !(n.not_run && n.succeeded)));
+        assert!(format!("{report}").contains("SKIP"), "{report}");
         let error = report.error.as_ref().expect("error");
         assert_eq!(error.node.as_deref(), Some("web-02"));
     }
