@@ -10,7 +10,10 @@ use pyscaler_ssh::SshConfig;
 use serde::Deserialize;
 
 /// Why a configuration file could not be used. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its `Debug` output is its message: the TOML parser's own error carries
+/// the whole file, and the file may hold a password.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
@@ -44,6 +47,17 @@ pub enum ConfigError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl std::fmt::Debug for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let variant = match self {
+            Self::Unreadable { .. } => "Unreadable",
+            Self::Malformed { .. } => "Malformed",
+            Self::Invalid { .. } => "Invalid",
+        };
+        write!(f, "ConfigError::{variant}({self})")
+    }
 }
 
 impl ConfigError {
@@ -302,6 +316,22 @@ mod tests {
         assert!(proxy.validate().is_ok(), "{proxy}");
         assert!(proxy.template().contains("-W %h:%p"), "{proxy}");
         assert!(!config.tomcat.check_from_controller);
+    }
+
+    #[test]
+    fn a_malformed_file_does_not_show_the_rest_of_the_file_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            "cluster = \"web\"\n[smtp]\npassword = \"hunter2-secret\"\n[ec2]\nregion = 3\n",
+        )
+        .unwrap();
+        let err = TomcatClusterConfig::load(&path).unwrap_err();
+        let debug = format!("{err:?}");
+        assert!(debug.starts_with("ConfigError::Malformed("), "{debug}");
+        assert!(!debug.contains("hunter2-secret"), "{debug}");
+        assert!(!err.to_string().contains("hunter2-secret"), "{err}");
     }
 
     #[test]
