@@ -100,6 +100,8 @@ impl fmt::Display for Endpoint {
 struct NodeConn {
     endpoint: Endpoint,
     session: Mutex<Option<Session>>,
+    /// The node refused the SFTP subsystem once: upload through the shell.
+    no_sftp: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -163,6 +165,7 @@ impl Ssh2Shell {
                 let c = Arc::new(NodeConn {
                     endpoint,
                     session: Mutex::new(None),
+                    no_sftp: std::sync::atomic::AtomicBool::new(false),
                 });
                 conns.insert(node.id.clone(), c.clone());
                 Ok(c)
@@ -568,8 +571,11 @@ fn sftp_upload(
     session.set_timeout(millis(timeout));
     let sftp = match session.sftp() {
         Ok(sftp) => sftp,
-        // LIBSSH2_ERROR_CHANNEL_REQUEST_DENIED: the server has no SFTP subsystem.
-        Err(e) if e.code() == ErrorCode::Session(-22) => {
+        // The channel opened but the server refused the `sftp` subsystem.
+        // libssh2's sftp_init reports this and a failed channel open with the
+        // same code (LIBSSH2_ERROR_CHANNEL_FAILURE, -21); only its message
+        // ("Unable to request SFTP subsystem", sftp.c) tells them apart.
+        Err(e) if e.code() == ErrorCode::Session(-21) && e.message().contains("SFTP subsystem") => {
             return Ok(SftpUpload::NoSubsystem(e.to_string()))
         }
         // A closed cached session fails to open the channel: say so as an
@@ -836,7 +842,11 @@ impl RemoteShell for Ssh2Shell {
         sudo: bool,
     ) -> Result<(), SshError> {
         let path = quote(remote_path)?;
-        if !sudo {
+        let no_sftp = || {
+            self.conn(node)
+                .is_ok_and(|c| c.no_sftp.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        if !sudo && !no_sftp() {
             // SFTP runs inside sshd (no shell, no `cat`, no `mv`): about half
             // the server's CPU of the shell pipeline below. A server without
             // the SFTP subsystem gets the shell pipeline.
@@ -849,8 +859,13 @@ impl RemoteShell for Ssh2Shell {
                 .await?;
             match sent {
                 SftpUpload::Done => return Ok(()),
-                SftpUpload::NoSubsystem(why) => tracing::debug!(node = %node.name, %why,
-                    "No SFTP on the node; uploading through the shell."),
+                SftpUpload::NoSubsystem(why) => {
+                    if let Ok(c) = self.conn(node) {
+                        c.no_sftp.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tracing::debug!(node = %node.name, %why,
+                        "No SFTP on the node; uploading through the shell from now on.");
+                }
             }
         }
         // Written beside the target, then renamed: a reader never sees half a file.

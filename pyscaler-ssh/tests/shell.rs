@@ -166,6 +166,59 @@ async fn upload_and_download_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_works_on_a_server_without_sftp() {
+    // Uploads go over SFTP; a server without the subsystem gets the shell
+    // pipeline instead, with the same result.
+    let sshd = Sshd::start_without_sftp();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
+    let n = node(&sshd, "1");
+    let remote_dir = format!("/tmp/pyscaler-ssh-nosftp-{}", sshd.port());
+    shell
+        .exec(
+            &n,
+            &RemoteCommand::new(format!("rm -rf {remote_dir}; mkdir -p {remote_dir}")),
+        )
+        .await
+        .expect("mkdir");
+    let path = format!("{remote_dir}/file");
+    for (contents, mode) in [(b"first\n".to_vec(), 0o640), (b"second\n".to_vec(), 0o600)] {
+        shell
+            .upload(&n, &path, contents.clone(), mode, false)
+            .await
+            .expect("upload without SFTP");
+        assert_eq!(shell.download(&n, &path).await.expect("download"), contents);
+    }
+    let listing = shell
+        .exec(
+            &n,
+            &RemoteCommand::program(
+                "sh",
+                [
+                    "-c",
+                    "stat -c %a \"$1\"; ls -A \"$2\"",
+                    "-",
+                    &path,
+                    &remote_dir,
+                ],
+            )
+            .expect("quote"),
+        )
+        .await
+        .expect("stat and ls");
+    assert_eq!(
+        listing.stdout.lines().collect::<Vec<_>>(),
+        ["600", "file"],
+        "{}",
+        listing.stdout
+    );
+    // One connection served the refused SFTP request and both uploads: the
+    // node is remembered as one without SFTP (asking again on the same
+    // session made libssh2 fail to open a channel, and reconnect).
+    assert_eq!(sshd.accepted_logins(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_refuses_a_changed_or_unknown_host_key() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().expect("tempdir");

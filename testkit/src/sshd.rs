@@ -37,6 +37,16 @@ impl Sshd {
 
     /// Starts sshd on `port` (to restart a server at the same address with new host keys).
     pub fn start_on(port: u16) -> Self {
+        Self::launch(port, true)
+    }
+
+    /// Starts sshd without the SFTP subsystem (as some hardened servers are):
+    /// uploads must go another way.
+    pub fn start_without_sftp() -> Self {
+        Self::launch(free_port(), false)
+    }
+
+    fn launch(port: u16, sftp: bool) -> Self {
         let user = login_user();
         let dir = service_dir("sshd", port);
         let mut host_keys = Vec::new();
@@ -78,8 +88,13 @@ impl Sshd {
                  PrintMotd no\n\
                  PrintLastLog no\n\
                  LogLevel INFO\n\
-                 Subsystem sftp internal-sftp\n",
-                authorized.display()
+                 {}",
+                authorized.display(),
+                if sftp {
+                    "Subsystem sftp internal-sftp\n"
+                } else {
+                    ""
+                }
             ),
         )
         .expect("write sshd_config");
