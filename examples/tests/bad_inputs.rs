@@ -41,17 +41,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const MANAGER_PASSWORD: &str = "bad-inputs-manager-password-71c2";
 
-/// Only one test process may drive the node's real Puppet and Tomcat (port
-/// 8080) at a time, other test binaries too: the same lock file they take.
+/// Only one test process on the machine may drive the node's real Puppet
+/// and Tomcat (port 8080) at a time, other test binaries and checkouts too.
 fn tomcat_lock() -> std::fs::File {
-    let dir = pyscaler_testkit::workspace_root()
-        .join("target")
-        .join("services");
-    std::fs::create_dir_all(&dir).expect("create target/services");
-    let file =
-        std::fs::File::create(dir.join("tomcat-8080.lock")).expect("create the Tomcat lock file");
-    file.lock().expect("lock the Tomcat lock file");
-    file
+    pyscaler_testkit::machine_lock("tomcat-8080")
 }
 
 fn tried(what: &str) {

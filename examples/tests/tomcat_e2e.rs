@@ -51,6 +51,8 @@ fn report(path: &Path) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
+    // Puppet installs and drives the machine's one Tomcat (port 8080).
+    let _tomcat = pyscaler_testkit::machine_lock("tomcat-8080");
     let stack = LocalStack::start().await;
     let aws = ClientConfig::new(moto::REGION)
         .endpoint_url(stack.moto.endpoint_url())

@@ -141,6 +141,23 @@ impl Drop for ServiceProcess {
         self.stop();
     }
 }
+/// Takes the machine-wide lock named `name` and holds it until the file is
+/// dropped: for what a test drives that the whole machine shares, such as
+/// the system Tomcat on port 8080 that Puppet installs. The lock file is in
+/// the system's temporary folder, so test runs from two checkouts wait for
+/// each other too.
+///
+/// # Panics
+/// When the lock file cannot be created or locked (a test harness).
+pub fn machine_lock(name: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("pyscaler-{name}.lock"));
+    let file = std::fs::File::create(&path)
+        .unwrap_or_else(|e| panic!("create the lock file {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    file
+}
+
 pub mod moto;
 pub mod smtp;
 pub mod sshd;

@@ -13,21 +13,18 @@ use pyscaler_aws::{
 };
 use pyscaler_core::{FileJournal, Journal, JournalEntry, RunRecord};
 use pyscaler_examples::{LocalStack, LOAD_BALANCER};
-use pyscaler_testkit::{moto, workspace_root};
+use pyscaler_testkit::moto;
 
 /// The Tomcat manager's password the runs get (never printed).
 pub(crate) const PASSWORD: &str = "faults-manager-password-7d1e";
 /// The cluster the local stack's config names.
 pub(crate) const CLUSTER: &str = "tomcat-demo";
 
-/// Only one test process may drive the real Tomcat on port 8080 at a time
-/// (other engineers' test binaries too): hold this while running pipelines.
+/// Only one test process on the machine may drive the real Tomcat on port
+/// 8080 at a time (other test binaries and other checkouts too): hold this
+/// while running pipelines.
 pub(crate) fn tomcat_lock() -> File {
-    let dir = workspace_root().join("target").join("services");
-    std::fs::create_dir_all(&dir).expect("create target/services");
-    let file = File::create(dir.join("tomcat-8080.lock")).expect("create the Tomcat lock file");
-    file.lock().expect("lock the Tomcat lock file");
-    file
+    pyscaler_testkit::machine_lock("tomcat-8080")
 }
 
 /// `tomcat_cluster` with the stack's credentials, the manager password and
