@@ -91,20 +91,42 @@ async fn large_stderr_does_not_deadlock_and_output_is_capped() {
     assert_eq!(out.exit_code, Some(0));
 }
 
+/// An empty folder `/tmp/pyscaler-ssh-<name>` on the node.
+async fn fresh_remote_dir(shell: &Ssh2Shell, n: &Node, name: &str) -> String {
+    let dir = format!("/tmp/pyscaler-ssh-{name}");
+    shell
+        .exec(
+            n,
+            &RemoteCommand::new(format!("rm -rf {dir}; mkdir -p {dir}")),
+        )
+        .await
+        .expect("mkdir");
+    dir
+}
+
+/// The mode of `path` (octal), then every entry of `folder`, one a line.
+async fn mode_and_folder(shell: &Ssh2Shell, n: &Node, path: &str, folder: &str) -> Vec<String> {
+    let out = shell
+        .exec(
+            n,
+            &RemoteCommand::program(
+                "sh",
+                ["-c", "stat -c %a \"$1\"; ls -A \"$2\"", "-", path, folder],
+            )
+            .expect("quote"),
+        )
+        .await
+        .expect("stat and ls");
+    out.stdout.lines().map(str::to_owned).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upload_and_download_round_trip() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
     let n = node(&sshd, "1");
-    let remote_dir = format!("/tmp/pyscaler-ssh-upload-{}", sshd.port());
-    shell
-        .exec(
-            &n,
-            &RemoteCommand::new(format!("rm -rf {remote_dir}; mkdir -p {remote_dir}")),
-        )
-        .await
-        .expect("mkdir");
+    let remote_dir = fresh_remote_dir(&shell, &n, &format!("upload-{}", sshd.port())).await;
     let path = format!("{remote_dir}/a file; with spaces");
     let contents: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     shell
@@ -132,28 +154,9 @@ async fn upload_and_download_round_trip() {
         shell.download(&n, &path).await.expect("download"),
         b"secret\n"
     );
-    let listing = shell
-        .exec(
-            &n,
-            &RemoteCommand::program(
-                "sh",
-                [
-                    "-c",
-                    "stat -c %a \"$1\"; ls -A \"$2\"",
-                    "-",
-                    &path,
-                    &remote_dir,
-                ],
-            )
-            .expect("quote"),
-        )
-        .await
-        .expect("stat and ls");
     assert_eq!(
-        listing.stdout.lines().collect::<Vec<_>>(),
-        ["600", "a file; with spaces"],
-        "{}",
-        listing.stdout
+        mode_and_folder(&shell, &n, &path, &remote_dir).await,
+        ["600", "a file; with spaces"]
     );
 
     let missing = shell.download(&n, "/nonexistent/file").await.unwrap_err();
@@ -173,14 +176,7 @@ async fn upload_works_on_a_server_without_sftp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let shell = Ssh2Shell::new(trusted(&sshd, &dir)).expect("shell");
     let n = node(&sshd, "1");
-    let remote_dir = format!("/tmp/pyscaler-ssh-nosftp-{}", sshd.port());
-    shell
-        .exec(
-            &n,
-            &RemoteCommand::new(format!("rm -rf {remote_dir}; mkdir -p {remote_dir}")),
-        )
-        .await
-        .expect("mkdir");
+    let remote_dir = fresh_remote_dir(&shell, &n, &format!("nosftp-{}", sshd.port())).await;
     let path = format!("{remote_dir}/file");
     for (contents, mode) in [(b"first\n".to_vec(), 0o640), (b"second\n".to_vec(), 0o600)] {
         shell
@@ -189,28 +185,9 @@ async fn upload_works_on_a_server_without_sftp() {
             .expect("upload without SFTP");
         assert_eq!(shell.download(&n, &path).await.expect("download"), contents);
     }
-    let listing = shell
-        .exec(
-            &n,
-            &RemoteCommand::program(
-                "sh",
-                [
-                    "-c",
-                    "stat -c %a \"$1\"; ls -A \"$2\"",
-                    "-",
-                    &path,
-                    &remote_dir,
-                ],
-            )
-            .expect("quote"),
-        )
-        .await
-        .expect("stat and ls");
     assert_eq!(
-        listing.stdout.lines().collect::<Vec<_>>(),
-        ["600", "file"],
-        "{}",
-        listing.stdout
+        mode_and_folder(&shell, &n, &path, &remote_dir).await,
+        ["600", "file"]
     );
     // One connection served the refused SFTP request and both uploads: the
     // node is remembered as one without SFTP (asking again on the same
