@@ -322,10 +322,26 @@ impl DeployEc2Node {
         ];
         let alive = [InstanceState::Pending, InstanceState::Running];
         let mut found = self.ec2.find_by_tags(&tags, &alive).await?;
+        if found.is_empty() {
+            return Ok(found);
+        }
+        // Some showed up: the rest of that launch may not be visible yet
+        // (DescribeInstances is eventually consistent).
+        found = self.settle_unanswered(ctx, &tags, &alive, found).await?;
         if found.len() < self.min_count as usize {
-            // Too few to be the launch: launch anew; the compensation of a
-            // failed run finds these too, by the same tags.
-            return Ok(Vec::new());
+            // Launching anew would leave these running beside the new set,
+            // untracked once the run succeeds: fail, and the step's undo
+            // terminates them (it finds them by the same tags).
+            return Err(AwsError::WaitTimedOut {
+                what: format!(
+                    "the instances an earlier attempt of {step} launched to show up \
+                     (found {} of at least {})",
+                    found.len(),
+                    self.min_count
+                ),
+                after: self.unanswered_within,
+            }
+            .into());
         }
         found.sort_by_key(|i| i.launch_index);
         Ok(found)

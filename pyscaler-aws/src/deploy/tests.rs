@@ -9,8 +9,8 @@ use pyscaler_core::{
 
 use super::*;
 use crate::test_support::{
-    api_err, calls_of, expect_deregister_noted, expect_register_noted, expect_terminate_raising,
-    instance, instances_in, note, pipeline_of, Calls, Terminated,
+    api_err, calls_of, expect_deregister_noted, expect_register_noted, expect_terminate_noted,
+    expect_terminate_raising, instance, instances_in, note, pipeline_of, Calls, Terminated,
 };
 use crate::{InstanceHealth, MockEc2, MockLoadBalancer, SshVia};
 
@@ -878,6 +878,60 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
     assert!(ctx.new_nodes().is_empty());
 }
 
+/// The journal's record of a run whose controller died in the deploy step.
+fn died_in_deploy() -> pyscaler_core::RunRecord {
+    pyscaler_core::RunRecord {
+        run_id: RunId::new("run-20261127T000000Z-0000dead"),
+        pipeline: "p".into(),
+        cluster: "web".into(),
+        trigger: None,
+        started_at: chrono::Utc::now(),
+        state: pyscaler_core::RunState::Unfinished,
+        steps: vec![("deploy-ec2-node".into(), None)],
+        new_nodes: Vec::new(),
+        steps_ended: None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_launch_seeing_part_of_its_earlier_set_fails_rather_than_launch_beside_it() {
+    let mut ec2 = MockEc2::new();
+    // Two of the three launched show up, and no more within the bound.
+    let searches = Arc::new(AtomicUsize::new(0));
+    let s = searches.clone();
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        s.fetch_add(1, Ordering::SeqCst);
+        Ok(vec![
+            instance(0, InstanceState::Running),
+            instance(1, InstanceState::Running),
+        ])
+    });
+    ec2.expect_launch().never();
+    let calls = Calls::default();
+    expect_terminate_noted(&mut ec2, &calls, 1..);
+    ec2.expect_describe()
+        .returning(|ids| Ok(instances_in(ids, InstanceState::Terminated)));
+    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
+        .count(3)
+        .unanswered_launch_within(Duration::from_secs(20))
+        .build()
+        .expect("action");
+    let pipeline = pipeline_of(action.on(Target::None));
+    let report = pipeline
+        .resume(&died_in_deploy(), &mut context())
+        .await
+        .expect("resumable");
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.error.as_ref().expect("error");
+    assert!(error.message.contains("found 2 of at least 3"), "{error:?}");
+    assert!(report.undo_succeeded(), "{report}");
+    assert!(
+        searches.load(Ordering::SeqCst) > 2,
+        "it waited for the rest"
+    );
+    assert_eq!(calls_of(&calls), ["terminate i-0,i-1"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
     let mut ec2 = MockEc2::new();
@@ -897,19 +951,11 @@ async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
         .expect("action");
     assert!(action.repeatable());
     let pipeline = pipeline_of(action.on(Target::None));
-    let record = pyscaler_core::RunRecord {
-        run_id: RunId::new("run-20261127T000000Z-0000dead"),
-        pipeline: "p".into(),
-        cluster: "web".into(),
-        trigger: None,
-        started_at: chrono::Utc::now(),
-        state: pyscaler_core::RunState::Unfinished,
-        steps: vec![("deploy-ec2-node".into(), None)],
-        new_nodes: Vec::new(),
-        steps_ended: None,
-    };
     let mut ctx = context();
-    let report = pipeline.resume(&record, &mut ctx).await.expect("resumable");
+    let report = pipeline
+        .resume(&died_in_deploy(), &mut ctx)
+        .await
+        .expect("resumable");
     assert!(report.is_success(), "{report}");
     assert_eq!(report.resumed_from.as_deref(), Some("deploy-ec2-node"));
     assert_eq!(ctx.new_nodes().len(), 1);
