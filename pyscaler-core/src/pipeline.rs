@@ -456,26 +456,31 @@ impl Pipeline {
     /// This is what [`PipelineCleanup`] does for [`recover`](crate::recover).
     ///
     /// # Errors
-    /// [`Error::NotResumable`] when the run belongs to another pipeline or
-    /// names a step this pipeline does not have; the first failed undo (the
-    /// others are still tried).
+    /// An [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) error
+    /// when the run belongs to another pipeline or names a step this pipeline
+    /// does not have; the first failed undo (the others are still tried).
     pub async fn undo_unfinished(&self, run: &RunRecord, ctx: &mut Context) -> Result<Vec<String>> {
-        if run.pipeline != self.name {
-            return Err(Error::NotResumable {
-                run_id: run.run_id.to_string(),
-                reason: format!(
-                    "it is a run of pipeline `{}`, not `{}`",
-                    run.pipeline, self.name
+        let cannot_undo = |why: String| {
+            Error::other(
+                crate::ErrorKind::InvalidInput,
+                format!(
+                    "cannot undo run {} with pipeline `{}`: {why}",
+                    run.run_id, self.name
                 ),
-            });
+            )
+        };
+        if run.pipeline != self.name {
+            return Err(cannot_undo(format!(
+                "it is a run of pipeline `{}`",
+                run.pipeline
+            )));
         }
         let mut started = Vec::new();
         for (name, status) in &run.steps {
             let Some(step) = self.steps.iter().find(|s| s.name == *name) else {
-                return Err(Error::NotResumable {
-                    run_id: run.run_id.to_string(),
-                    reason: format!("pipeline `{}` has no step `{name}` to undo", self.name),
-                });
+                return Err(cannot_undo(format!(
+                    "the journal names a step `{name}` the pipeline does not have"
+                )));
             };
             // Already undone before the controller stopped, or never did anything.
             if matches!(status, Some(StepStatus::Compensated | StepStatus::Skipped)) {
