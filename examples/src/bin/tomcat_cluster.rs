@@ -158,7 +158,14 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     };
     let mut resumed_report = None;
     let mut all_recovered = true;
-    if let Some(resume) = recover_mode {
+    let nothing_unfinished = journal
+        .unfinished_runs()
+        .await
+        .map_err(|e| format!("cannot read the journal: {e}"))?
+        .is_empty();
+    if recover_mode.is_some() && nothing_unfinished {
+        println!("No unfinished run to recover.");
+    } else if let Some(resume) = recover_mode {
         // Before the cluster that runs are scaled from is read, so a dead
         // run's nodes are not counted as members. (A `Scaler` can also
         // recover when it starts, `.recover_with(journal, cleanup)`.)
