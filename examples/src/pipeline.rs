@@ -1,16 +1,16 @@
 //! The Tomcat cluster's scale-out pipeline: every step of the deployment
-//! table in scaling.rst, composed from pyscaler's actions.
+//! table in `docs/scaling.rst`, composed from pyscaler's actions.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyscaler_aws::{DeployEc2Node, Ec2, LoadBalancer};
+use pyscaler_aws::{Aws, DeployEc2Node};
 use pyscaler_core::{
-    async_trait, Action, ActionExt, Context, Effects, Error, ErrorKind, Journal, Pipeline, Result,
-    RetryPolicy, Target,
+    async_trait, Action, ActionExt, Context, Effects, Error, ErrorKind, Journal, NodeFailure,
+    Pipeline, Result, RetryPolicy, Target,
 };
 use pyscaler_notify::{Email, Mailer};
-use pyscaler_ssh::{DistributeScript, LocalScript, NodeFailure, OsConfiguration, RemoteShell};
+use pyscaler_ssh::{LocalScript, NodeTask, OsConfiguration, RemoteShell};
 
 use crate::config::TomcatClusterConfig;
 use crate::http;
@@ -20,10 +20,9 @@ use crate::war::build_war;
 /// `tomcat_cluster`, mocks in an application's own tests.
 #[derive(Clone)]
 pub struct Providers {
-    /// EC2.
-    pub ec2: Arc<dyn Ec2>,
-    /// The classic load balancer (when the profile names one).
-    pub elb: Option<Arc<dyn LoadBalancer>>,
+    /// EC2, the classic load balancer (when the profile names one), and the
+    /// cluster's profile.
+    pub aws: Aws,
     /// SSH to the nodes.
     pub shell: Arc<dyn RemoteShell>,
     /// Mail.
@@ -62,15 +61,11 @@ pub fn tomcat_pipeline(
     let shell = providers.shell.clone();
 
     // 1-2. A new VM on EC2, behind the Elastic Load Balancer.
-    let deploy = DeployEc2Node::builder(
-        providers.ec2.clone(),
-        providers.elb.clone(),
-        config.ec2.clone(),
-    )
-    .count(config.deploy.count)
-    .wait_for_ssh(config.deploy.ssh_within)
-    .in_service_within(config.deploy.in_service_within)
-    .build()?;
+    let deploy = DeployEc2Node::builder(&providers.aws)
+        .count(config.deploy.count)
+        .wait_for_ssh(config.deploy.ssh_within)
+        .in_service_within(config.deploy.in_service_within)
+        .build()?;
 
     // 3. Operating system configuration and provisioning: Puppet installs Java
     //    and Tomcat and manages their configuration.
@@ -115,41 +110,28 @@ pub fn tomcat_pipeline(
     if let Some(journal) = journal {
         builder = builder.journal(journal);
     }
+    // Each step is named after its action (`deploy-ec2-node`,
+    // `os-configuration`, `tomcat-config`, `app-deploy`, `cluster-update`,
+    // `email`). The names pin the journal's entries: recovery finds a dead
+    // run's steps by name, so rename a step only when no run of it is
+    // unfinished (`Step::named` is for an action used twice).
     builder
         // The launch carries a ClientToken derived from the run and step, so a retry never launches twice.
-        .step(
-            deploy
-                .on(Target::None)
-                .named("deploy-ec2-node")
-                .retry(RetryPolicy::attempts(3)),
-        )
+        .step(deploy.on(Target::None).retry(RetryPolicy::attempts(3)))
         // Each step below is safe to run again, so a run whose controller
         // died can be resumed (`tomcat_cluster recover --resume`): Puppet
         // converges (OsConfiguration says so itself), the JVM options script
         // restarts Tomcat only on a change, the WAR deployment replaces the
         // application, the cluster update rewrites the whole list.
-        .step(os.on(Target::NewNodes).named("os-configuration"))
-        .step(
-            tomcat_config
-                .on(Target::NewNodes)
-                .named("tomcat-config")
-                .repeatable(true),
-        )
-        .step(
-            app_deploy
-                .on(Target::NewNodes)
-                .named("app-deploy")
-                .repeatable(true),
-        )
-        .step(cluster_update.on(Target::Cluster).named("cluster-update"))
-        .finally(email.on(Target::None).named("email"))
+        .step(os.on(Target::NewNodes))
+        .step(tomcat_config.on(Target::NewNodes).repeatable(true))
+        .step(app_deploy.on(Target::NewNodes).repeatable(true))
+        .step(cluster_update.on(Target::Cluster))
+        .finally(email.on(Target::None))
         .build()
 }
 
-fn deploy_app(
-    config: &TomcatClusterConfig,
-    shell: Arc<dyn RemoteShell>,
-) -> Result<DistributeScript> {
+fn deploy_app(config: &TomcatClusterConfig, shell: Arc<dyn RemoteShell>) -> Result<NodeTask> {
     let t = config.tomcat.clone();
     let war = Arc::new(build_war(&config.asset("webapp")).map_err(Error::InvalidConfig)?);
     let script_path = config.asset("scripts/deploy-war.sh");
@@ -158,7 +140,7 @@ fn deploy_app(
     })?);
     let undo_app = t.app.clone();
     let undo_sudo = t.sudo;
-    let task = DistributeScript::task("app-deploy", shell, move |s| {
+    let task = NodeTask::new("app-deploy", shell, move |s| {
         let (war, script, t) = (war.clone(), script.clone(), t.clone());
         async move {
             let war_path = format!("/tmp/pyscaler-{}.war", t.app);

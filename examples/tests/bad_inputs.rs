@@ -20,13 +20,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use pyscaler_aws::{
-    ClassicElb, ClientConfig, Ec2, Ec2Profile, Instance, SdkEc2, StaticCredentials, TAG_CLUSTER,
+    Aws, ClassicElb, ClientConfig, Ec2, Ec2Profile, Instance, SdkEc2, StaticCredentials,
+    TAG_CLUSTER,
 };
+use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{
-    Action, ActionExt, Classify, Cluster, Context, ErrorKind, Pipeline, RunReport, RunStatus,
-    StepStatus, Target, TriggerInfo,
+    ActionExt, Classify, Cluster, Context, ErrorKind, Pipeline, RunReport, RunStatus, StepStatus,
+    Target, TriggerInfo,
 };
-use pyscaler_examples::{tomcat_pipeline, ConfigError, LocalStack, Providers, TomcatClusterConfig};
+use pyscaler_demo::LocalStack;
+use pyscaler_examples::{tomcat_pipeline, ConfigError, Providers, TomcatClusterConfig};
 use pyscaler_notify::{Email, NotifyError, Secret, SmtpConfig, SmtpMailer, Templates};
 use pyscaler_ssh::{Ssh2Shell, SshConfig, SshError};
 use pyscaler_testkit::{free_port, moto};
@@ -101,8 +104,7 @@ impl Case {
             ))
             .max_attempts(1);
         Providers {
-            ec2: Arc::new(SdkEc2::connect(&aws).await),
-            elb: Some(Arc::new(ClassicElb::connect(&aws).await)),
+            aws: Aws::connect(&aws, config.ec2.clone()).await,
             shell: Arc::new(Ssh2Shell::new(config.ssh.clone()).expect("valid ssh config")),
             mailer: Arc::new(SmtpMailer::from_config(&config.smtp).expect("valid smtp config")),
         }
@@ -206,7 +208,7 @@ impl Case {
         )
         .await;
         let registered =
-            pyscaler_aws::LoadBalancer::health(&health, pyscaler_examples::LOAD_BALANCER, &[])
+            pyscaler_aws::LoadBalancer::health(&health, pyscaler_demo::LOAD_BALANCER, &[])
                 .await
                 .expect("load balancer health");
         assert!(registered.is_empty(), "{registered:?}");
@@ -407,11 +409,9 @@ async fn an_unreachable_host_fails_the_deploy_and_the_launch_is_undone() {
     tried("unreachable host");
     let case = Case::start().await;
     let dead = free_port();
+    // The first `port` line is `[ec2.ssh]`'s: the port of every new node.
     let text = case
-        .edited(
-            "via",
-            &format!("via = {{ fixed = {{ host = \"127.0.0.1\", port = {dead} }} }}"),
-        )
+        .edited("port", &format!("port = {dead}"))
         .replace("ssh_within = \"30s\"", "ssh_within = \"3s\"");
     let config = case.load(&text).expect("the file is well-formed");
     let report = case.run(&config).await;
@@ -581,17 +581,9 @@ async fn scripted_smtp(rcpt: &'static str) -> (u16, Arc<StdMutex<Vec<String>>>) 
     (port, seen)
 }
 
-/// Fails, as a scale-out step might, so the run's mail is the failure notice.
-struct Noop;
-
-#[pyscaler_core::async_trait]
-impl Action for Noop {
-    fn name(&self) -> &str {
-        "noop"
-    }
-    async fn run(&self, _ctx: &mut Context) -> pyscaler_core::Result<()> {
-        Ok(())
-    }
+/// A step that does nothing, so the run's mail is all that can fail.
+fn noop() -> Probe {
+    Probe::new("noop", &CallLog::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,7 +600,7 @@ async fn an_smtp_server_that_refuses_the_recipient_is_a_typed_rejection() {
         .build()
         .expect("valid email");
     let pipeline = Pipeline::builder("bad-inputs")
-        .step(Noop.on(Target::None))
+        .step(noop().on(Target::None))
         .finally(email.on(Target::None))
         .build()
         .expect("valid pipeline");
@@ -682,7 +674,7 @@ async fn a_template_that_does_not_render_sends_nothing() {
         .build()
         .expect("the templates parse");
     let pipeline = Pipeline::builder("bad-inputs")
-        .step(Noop.on(Target::None))
+        .step(noop().on(Target::None))
         .finally(email.on(Target::None))
         .build()
         .expect("valid pipeline");
@@ -754,8 +746,7 @@ async fn secrets_reach_no_log_line_report_or_debug_output() {
         Secret::new(SMTP_PASSWORD)
     );
     let providers = Providers {
-        ec2: Arc::new(SdkEc2::connect(&aws).await),
-        elb: Some(Arc::new(ClassicElb::connect(&aws).await)),
+        aws: Aws::connect(&aws, config.ec2.clone()).await,
         shell: Arc::new(shell),
         mailer: Arc::new(mailer),
     };

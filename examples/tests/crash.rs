@@ -26,7 +26,7 @@ use faults_support::{
 };
 use pyscaler_aws::{Ec2, InstanceState, TAG_CLUSTER};
 use pyscaler_core::{RunState, RunStatus};
-use pyscaler_examples::LocalStack;
+use pyscaler_demo::LocalStack;
 
 /// Where the controller is killed.
 #[derive(Debug, Clone, Copy, PartialEq)]

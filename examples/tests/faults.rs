@@ -26,7 +26,7 @@ use faults_support::{
 };
 use pyscaler_aws::{Ec2, LoadBalancer};
 use pyscaler_core::{RunState, RunStatus};
-use pyscaler_examples::{LocalStack, LOAD_BALANCER};
+use pyscaler_demo::{LocalStack, LOAD_BALANCER};
 use pyscaler_testkit::free_port;
 
 /// The fault a case injects.
@@ -69,13 +69,11 @@ const CASES: &[Case] = &[
     Case {
         fault: Fault::RegistrationRefused,
         step: "deploy-ec2-node",
-        cause: "registerinstanceswithloadbalancer",
-        // moto answers an unknown load balancer with HTTP 500 (AWS: 400
-        // LoadBalancerNotFound), which the deploy takes as transient: it
-        // retries, launching again each time (moto ignores the ClientToken).
-        // The undo finds every instance of the run by its tags; its
-        // deregistration gets the same 500, and DescribeLoadBalancers then
-        // says the load balancer does not exist: nothing to deregister.
+        cause: "load balancer no-such-lb does not exist",
+        // The deploy checks its load balancer (DescribeLoadBalancers) before
+        // it launches: nothing is started. (moto would answer the
+        // registration itself with a bare HTTP 500, where AWS says 400
+        // LoadBalancerNotFound.)
         known_defect: None,
     },
     Case {
@@ -316,9 +314,13 @@ async fn run_case(stack: &mut LocalStack, aws: &Aws, case: &Case) -> Outcome {
         if failed_step != case.step {
             problems.push(format!("failed step(s) in the report: {failed_step}"));
         }
-        // The fault must hit where it is meant to: a refused launch starts
-        // nothing, every later fault comes after a launch.
-        let expect_launch = !matches!(case.fault, Fault::LaunchRefused);
+        // The fault must hit where it is meant to: a refused launch or an
+        // unknown load balancer starts nothing, every later fault comes after
+        // a launch.
+        let expect_launch = !matches!(
+            case.fault,
+            Fault::LaunchRefused | Fault::RegistrationRefused
+        );
         if launched.is_empty() == expect_launch {
             problems.push(format!("instances of the run: {launched:?}"));
         }

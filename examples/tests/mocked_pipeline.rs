@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mockall::{predicate::eq, Sequence};
 use pyscaler_aws::{
-    HealthState, Instance, InstanceHealth, InstanceState, MockEc2, MockLoadBalancer,
+    Aws, HealthState, Instance, InstanceHealth, InstanceState, MockEc2, MockLoadBalancer,
 };
 use pyscaler_core::{Cluster, Context, RunStatus, StepStatus};
 use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
@@ -37,7 +37,8 @@ image_id = "ami-0abcdef1234567890"
 instance_type = "t3.small"
 load_balancer = "web-lb"
 [ec2.ssh]
-via = {{ fixed = {{ host = "127.0.0.1", port = {ssh_port} }} }}
+via = {{ fixed = {{ host = "127.0.0.1" }} }}
+port = {ssh_port}
 user = "admin"
 [ssh]
 user = "admin"
@@ -104,6 +105,10 @@ async fn a_failing_puppet_run_deregisters_and_terminates_the_new_instance() {
         };
         Ok(vec![instance(state)])
     });
+    // The deploy checks that the load balancer exists before it launches.
+    elb.expect_exists()
+        .with(eq("web-lb"))
+        .returning(|_| Ok(true));
     elb.expect_register()
         .with(eq("web-lb"), eq(vec![INSTANCE.to_string()]))
         .times(1)
@@ -115,6 +120,8 @@ async fn a_failing_puppet_run_deregisters_and_terminates_the_new_instance() {
             reason: None,
         }])
     });
+    // A classic ELB cannot say how long it drains: nothing to wait for.
+    elb.expect_draining_timeout().returning(|_| Ok(None));
     // The undo: out of the load balancer first, then terminated.
     elb.expect_deregister()
         .with(eq("web-lb"), eq(vec![INSTANCE.to_string()]))
@@ -142,7 +149,7 @@ async fn a_failing_puppet_run_deregisters_and_terminates_the_new_instance() {
             output(0, "")
         })
     });
-    shell.expect_upload().returning(|_, _, _, _, _| Ok(()));
+    shell.expect_upload().returning(|_, _, _, _| Ok(()));
     shell.expect_disconnect().returning(|_| ());
 
     let mut mailer = MockMailer::new();
@@ -154,8 +161,8 @@ async fn a_failing_puppet_run_deregisters_and_terminates_the_new_instance() {
         .returning(|_| Ok(Receipt::new("250 queued")));
 
     let providers = Providers {
-        ec2: Arc::new(ec2),
-        elb: Some(Arc::new(elb)),
+        aws: Aws::new(Arc::new(ec2), Some(Arc::new(elb)), config.ec2.clone())
+            .expect("paired providers"),
         shell: Arc::new(shell),
         mailer: Arc::new(mailer),
     };

@@ -12,7 +12,8 @@ use pyscaler_aws::{
     ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials, TAG_CLUSTER,
 };
 use pyscaler_core::{FileJournal, Journal, RunState, RunStatus};
-use pyscaler_examples::{http, LocalStack, LOAD_BALANCER, LOAD_FILE};
+use pyscaler_demo::{LocalStack, LOAD_BALANCER, LOAD_FILE};
+use pyscaler_examples::http;
 use pyscaler_testkit::moto;
 
 const PASSWORD: &str = "e2e-manager-password-9f3c";

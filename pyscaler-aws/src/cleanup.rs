@@ -1,16 +1,15 @@
 //! `Ec2RunCleanup`: undoing what a run left on EC2 when its controller died.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{Result, RetryPolicy, RunCleanup, RunRecord};
+use pyscaler_core::{Classify, Error, Result, RunCleanup, RunId, RunRecord};
 use tracing::info;
 
-use crate::terminate::deregister_and_terminate;
-use crate::wait::default_poll;
-use crate::{instances_of_run, AwsError, Ec2, Ec2Profile, LoadBalancer};
+use crate::node::node_name;
+use crate::wait::{default_poll, Backoff};
+use crate::{instances_of_run, Aws};
 
 /// The core's [`RunCleanup`] for EC2: finds the live instances tagged
 /// `pyscaler:run` with the unfinished run's id (so also a launch whose answer
@@ -20,47 +19,28 @@ use crate::{instances_of_run, AwsError, Ec2, Ec2Profile, LoadBalancer};
 /// Only instances a run launched carry its tag: nodes a scale-in run had
 /// deregistered but not yet terminated are not put back.
 pub struct Ec2RunCleanup {
-    ec2: Arc<dyn Ec2>,
-    elb: Option<Arc<dyn LoadBalancer>>,
-    load_balancer: Option<String>,
-    poll: RetryPolicy,
+    aws: Aws,
+    poll: Backoff,
     terminated_within: Duration,
 }
 
 impl fmt::Debug for Ec2RunCleanup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ec2RunCleanup")
-            .field("load_balancer", &self.load_balancer)
+            .field("load_balancer", &self.aws.load_balancer_name())
             .field("terminated_within", &self.terminated_within)
             .finish_non_exhaustive()
     }
 }
 
 impl Ec2RunCleanup {
-    /// A clean-up for the cluster of `profile`, with its providers.
-    ///
-    /// # Errors
-    /// [`AwsError::InvalidSetting`] when a load balancer provider is given
-    /// without the profile naming a load balancer, or the reverse.
-    pub fn new(
-        ec2: Arc<dyn Ec2>,
-        elb: Option<Arc<dyn LoadBalancer>>,
-        profile: &Ec2Profile,
-    ) -> Result<Self, AwsError> {
-        let load_balancer = profile.load_balancer().map(str::to_owned);
-        if load_balancer.is_some() != elb.is_some() {
-            return Err(AwsError::invalid(
-                "load balancer",
-                "give a LoadBalancer provider exactly when the profile names a load balancer",
-            ));
-        }
-        Ok(Self {
-            ec2,
-            elb,
-            load_balancer,
+    /// A clean-up for the cluster of `aws`'s profile, with its providers.
+    pub fn new(aws: &Aws) -> Self {
+        Self {
+            aws: aws.clone(),
             poll: default_poll(),
             terminated_within: Duration::from_secs(300),
-        })
+        }
     }
 
     /// Bounds the wait until the instances are terminated (5 min by default).
@@ -70,52 +50,74 @@ impl Ec2RunCleanup {
     }
 }
 
-#[async_trait]
-impl RunCleanup for Ec2RunCleanup {
-    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
-        let instances = instances_of_run(self.ec2.as_ref(), &run.run_id).await?;
-        let ids: Vec<String> = instances.into_iter().map(|i| i.id).collect();
-        if ids.is_empty() {
+impl Ec2RunCleanup {
+    /// Deregisters and terminates what the run `run_id` left on EC2; returns
+    /// what was undone, naming each instance (`web-01 (i-0abc)`).
+    ///
+    /// # Errors
+    /// When EC2 refuses or the wait runs out; when the deregistration failed
+    /// (the instances are terminated all the same, and the error names them).
+    pub async fn undo_run(&self, run_id: &RunId) -> Result<Vec<String>> {
+        let instances = instances_of_run(&self.aws, run_id).await?;
+        if instances.is_empty() {
             return Ok(Vec::new());
         }
-        let elb = match (&self.elb, &self.load_balancer) {
-            (Some(elb), Some(lb)) => Some((elb.as_ref(), lb.as_str())),
-            _ => None,
-        };
-        let deregister_error = deregister_and_terminate(
-            self.ec2.as_ref(),
-            elb,
-            &self.poll,
-            self.terminated_within,
-            &ids,
-        )
-        .await?;
-        info!(run_id = %run.run_id, instances = ?ids, "Terminated the instances of an unfinished run.");
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        let named = instances
+            .iter()
+            .map(|i| match node_name(i) {
+                name if name == i.id => name,
+                name => format!("{name} ({})", i.id),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let deregister_error = self
+            .aws
+            .retire((true, false), &self.poll, self.terminated_within, &ids)
+            .await?;
+        info!(run_id = %run_id, instances = %named, "Terminated the instances of an unfinished run.");
         // Terminated, but the load balancer may still point at them: the run
         // stays unfinished and the next recovery deregisters again.
         if let Some(e) = deregister_error {
-            return Err(e.into());
+            return Err(Error::other(
+                e.kind(),
+                format!(
+                    "terminated {named}, but deregistering them from {} failed: {e}",
+                    self.aws.load_balancer_name().unwrap_or("the load balancer")
+                ),
+            ));
         }
         let mut undone = Vec::new();
-        if let Some(lb) = &self.load_balancer {
-            undone.push(format!("deregistered {} from {lb}", ids.join(", ")));
+        if let Some(lb) = self.aws.load_balancer_name() {
+            undone.push(format!("deregistered {named} from {lb}"));
         }
-        undone.push(format!("terminated {}", ids.join(", ")));
+        undone.push(format!("terminated {named}"));
         Ok(undone)
+    }
+}
+
+#[async_trait]
+impl RunCleanup for Ec2RunCleanup {
+    async fn cleanup(&self, run: &RunRecord) -> Result<Vec<String>> {
+        self.undo_run(&run.run_id).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
-    use pyscaler_core::{RunId, RunState};
+    use pyscaler_core::RunState;
+
+    use std::sync::Arc;
 
     use super::*;
     use crate::test_support::{
         deregister_refusal, elb_deregistering, expect_describe_terminated, expect_terminate_noted,
         expect_terminate_raising, Calls, Terminated,
     };
-    use crate::{Instance, InstanceState, MockEc2, MockLoadBalancer, TAG_RUN};
+    use crate::{
+        Ec2Profile, Instance, InstanceState, LoadBalancer, MockEc2, MockLoadBalancer, TAG_RUN,
+    };
 
     fn record() -> RunRecord {
         RunRecord {
@@ -138,6 +140,12 @@ mod tests {
         b.build().expect("profile")
     }
 
+    /// The providers, behind load balancer `web-lb` when `lb`.
+    fn aws(ec2: MockEc2, elb: Option<MockLoadBalancer>, lb: bool) -> Aws {
+        let elb = elb.map(|e| Arc::new(e) as Arc<dyn LoadBalancer>);
+        Aws::new(Arc::new(ec2), elb, profile(lb)).expect("paired")
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_unfinished_runs_instances_are_deregistered_and_terminated() {
         let calls = Calls::default();
@@ -154,8 +162,7 @@ mod tests {
         expect_terminate_noted(&mut ec2, &calls, ..);
         expect_describe_terminated(&mut ec2);
         let elb = elb_deregistering(&calls);
-        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile(true))
-            .expect("cleanup");
+        let cleanup = Ec2RunCleanup::new(&aws(ec2, Some(elb), true));
         let undone = cleanup.cleanup(&record()).await.expect("cleaned up");
         assert_eq!(undone, ["deregistered i-1 from web-lb", "terminated i-1"]);
         assert_eq!(
@@ -164,11 +171,39 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_report_names_each_instance_by_its_node_name() {
+        let mut ec2 = MockEc2::new();
+        ec2.expect_find_by_tags().returning(|_, _| {
+            Ok((0..2)
+                .map(|n| Instance {
+                    id: format!("i-{n}"),
+                    state: InstanceState::Running,
+                    launch_index: n,
+                    tags: [("Name".to_owned(), "web-01..02".to_owned())].into(),
+                    ..Instance::default()
+                })
+                .collect())
+        });
+        expect_terminate_noted(&mut ec2, &Calls::default(), ..);
+        expect_describe_terminated(&mut ec2);
+        let cleanup =
+            Ec2RunCleanup::new(&aws(ec2, Some(elb_deregistering(&Calls::default())), true));
+        let undone = cleanup.cleanup(&record()).await.expect("cleaned up");
+        assert_eq!(
+            undone,
+            [
+                "deregistered web-01 (i-0), web-02 (i-1) from web-lb",
+                "terminated web-01 (i-0), web-02 (i-1)"
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn a_run_that_launched_nothing_needs_nothing() {
         let mut ec2 = MockEc2::new();
         ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
-        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), None, &profile(false)).expect("cleanup");
+        let cleanup = Ec2RunCleanup::new(&aws(ec2, None, false));
         assert!(cleanup
             .cleanup(&record())
             .await
@@ -192,13 +227,17 @@ mod tests {
         let mut elb = MockLoadBalancer::new();
         elb.expect_deregister()
             .returning(|_, _| Err(deregister_refusal("ServiceUnavailable", "try later")));
-        let cleanup = Ec2RunCleanup::new(Arc::new(ec2), Some(Arc::new(elb)), &profile(true))
-            .expect("cleanup");
+        let cleanup = Ec2RunCleanup::new(&aws(ec2, Some(elb), true));
         let err = cleanup
             .cleanup(&record())
             .await
             .expect_err("deregistration failed");
         assert!(err.to_string().contains("ServiceUnavailable"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("terminated i-1, but deregistering them from web-lb failed"),
+            "{err}"
+        );
         // Terminated all the same; the run stays unfinished for the next recovery.
         assert!(terminated.is_raised());
     }

@@ -1,27 +1,25 @@
 //! `DeployEc2Node`: launch instances, wait for them, put them behind the load balancer.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{
-    Action, Context, Effects, Error, ErrorKind, Node, NodeAddress, NodeOutcome, Result,
-    RetryPolicy, RunId,
-};
-use tracing::{info, warn};
+use pyscaler_core::{Action, Context, Effects, Error, ErrorKind, NodeOutcome, Result, RunId};
+use tracing::info;
 
-use crate::node::{name_tag, next_free_number, node_name, node_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
-use crate::terminate::deregister_and_terminate;
-use crate::wait::{default_poll, Poller};
-use crate::{
-    AwsError, Ec2, Ec2Profile, HealthState, Instance, InstanceState, LaunchSpec, LoadBalancer,
-};
+use crate::attempts::SdkAttempts;
+use crate::node::{name_tag, next_free_number, node_name, TAG_CLUSTER, TAG_RUN, TAG_STEP};
+use crate::wait::{default_poll, Backoff};
+use crate::{Aws, AwsError, InstanceState, LaunchSpec};
 
-/// What one `DeployEc2Node` step launched, kept in the [`Context`] outputs (in
-/// [`Launches`]) so that its compensation can undo it, also after a run that
-/// failed or timed out half-way.
+mod adopt;
+mod ready;
+mod withdraw;
+
+/// What one `DeployEc2Node` step launched: the step's output
+/// ([`Context::step_output`], under the step's name), so that its withdrawal
+/// and compensation can undo it, also after a run that failed or timed out
+/// half-way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Launched {
     /// The ClientToken of the launch.
@@ -37,38 +35,12 @@ pub struct Launched {
     pub instance_ids: Vec<String>,
     /// The load balancer they were (or were being) registered with.
     pub load_balancer: Option<String>,
+    /// The instances the withdrawal of a failed run ([`Action::withdraw`])
+    /// took out of the load balancer already: compensation does not
+    /// deregister them again.
+    pub withdrawn: Vec<String>,
     /// Whether compensation has undone the launch.
     pub undone: bool,
-}
-
-/// Every [`Launched`] of a run, by step name: the type `DeployEc2Node` keeps in the outputs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Launches {
-    by_step: BTreeMap<String, Launched>,
-}
-
-impl Launches {
-    /// What the step named `step` launched.
-    pub fn get(&self, step: &str) -> Option<&Launched> {
-        self.by_step.get(step)
-    }
-
-    /// Every launch, by step name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Launched)> {
-        self.by_step.iter().map(|(k, v)| (k.as_str(), v))
-    }
-}
-
-fn launched<'a>(ctx: &'a mut Context, step: &str) -> &'a mut Launched {
-    if ctx.outputs().get::<Launches>().is_none() {
-        ctx.outputs_mut().insert(Launches::default());
-    }
-    ctx.outputs_mut()
-        .get_mut::<Launches>()
-        .expect("inserted just above")
-        .by_step
-        .entry(step.to_owned())
-        .or_default()
 }
 
 /// The ClientToken of a launch: the same for every attempt of one step of one
@@ -104,53 +76,48 @@ pub fn client_token(run_id: &RunId, step: &str) -> String {
 /// them all with the load balancer in one call and waits until they are
 /// InService. The nodes join the [`Context`] as this run's new nodes.
 ///
-/// Compensation deregisters, terminates and waits until terminated; it is safe
-/// to run twice, and works after a run that failed or timed out half-way (the
-/// instances are kept in the outputs as [`Launches`], or found by their tags).
+/// When a run fails, the engine first withdraws the step ([`Action::withdraw`]):
+/// one bounded call deregisters its instances from the load balancer, so a
+/// broken node stops serving before the run's slower undos (Puppet, scripts
+/// over SSH) start. Compensation then deregisters what is still registered,
+/// terminates and waits until terminated; it is safe to run twice, and works
+/// after a run that failed or timed out half-way (the instances are kept in
+/// the step's output, [`Launched`], or found by their tags).
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), pyscaler_core::Error> {
-/// use std::sync::Arc;
-/// use pyscaler_aws::{ClassicElb, ClientConfig, DeployEc2Node, Ec2Profile, SdkEc2};
+/// use pyscaler_aws::{Aws, ClientConfig, DeployEc2Node, Ec2Profile};
 /// use pyscaler_core::{ActionExt, Pipeline, Target};
 ///
 /// let profile = Ec2Profile::builder("eu-west-1", "ami-0abcdef1234567890", "t3.small")
 ///     .load_balancer("web-lb")
 ///     .build()?;
-/// let config = ClientConfig::for_profile(&profile);
-/// let deploy = DeployEc2Node::builder(
-///     Arc::new(SdkEc2::connect(&config).await),
-///     Some(Arc::new(ClassicElb::connect(&config).await)),
-///     profile,
-/// )
-/// .count(2)
-/// .build()?;
+/// let aws = Aws::connect(&ClientConfig::for_profile(&profile), profile).await;
+/// let deploy = DeployEc2Node::builder(&aws).count(2).build()?;
 /// let pipeline = Pipeline::builder("scale-out").step(deploy.on(Target::None)).build()?;
 /// # let _ = pipeline;
 /// # Ok(())
 /// # }
 /// ```
 pub struct DeployEc2Node {
-    ec2: Arc<dyn Ec2>,
-    elb: Option<Arc<dyn LoadBalancer>>,
-    profile: Ec2Profile,
+    aws: Aws,
     count: u32,
     min_count: u32,
-    poll: RetryPolicy,
+    poll: Backoff,
     running_within: Duration,
     ssh_within: Option<Duration>,
     in_service_within: Duration,
     terminated_within: Duration,
     unanswered_within: Duration,
+    withdrawn_within: Duration,
 }
 
 impl fmt::Debug for DeployEc2Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeployEc2Node")
-            .field("profile", &self.profile)
+            .field("aws", &self.aws)
             .field("count", &self.count)
             .field("min_count", &self.min_count)
-            .field("load_balancer", &self.elb.as_ref().map(|_| ()))
             .field("running_within", &self.running_within)
             .field("ssh_within", &self.ssh_within)
             .field("in_service_within", &self.in_service_within)
@@ -173,18 +140,11 @@ impl fmt::Debug for DeployEc2NodeBuilder {
 }
 
 impl DeployEc2Node {
-    /// Starts building: the EC2 provider, the load balancer provider (needed
-    /// when the profile names a load balancer), and the profile.
-    pub fn builder(
-        ec2: Arc<dyn Ec2>,
-        elb: Option<Arc<dyn LoadBalancer>>,
-        profile: Ec2Profile,
-    ) -> DeployEc2NodeBuilder {
+    /// Starts building: the cluster's providers and profile ([`Aws`]).
+    pub fn builder(aws: &Aws) -> DeployEc2NodeBuilder {
         DeployEc2NodeBuilder {
             inner: DeployEc2Node {
-                ec2,
-                elb,
-                profile,
+                aws: aws.clone(),
                 count: 1,
                 min_count: 1,
                 poll: default_poll(),
@@ -193,6 +153,7 @@ impl DeployEc2Node {
                 in_service_within: Duration::from_secs(300),
                 terminated_within: Duration::from_secs(300),
                 unanswered_within: Duration::from_secs(30),
+                withdrawn_within: Duration::from_secs(20),
             },
             min_count: None,
         }
@@ -213,7 +174,7 @@ impl DeployEc2NodeBuilder {
     }
 
     /// How polls are spaced (first after ~0.5 s, doubling, capped at 5 s by default).
-    pub fn poll(mut self, policy: RetryPolicy) -> Self {
+    pub fn poll(mut self, policy: Backoff) -> Self {
         self.inner.poll = policy;
         self
     }
@@ -251,18 +212,27 @@ impl DeployEc2NodeBuilder {
     /// eventually consistent). So after such a launch compensation searches
     /// the run's tags until it has found `count` instances or this bound
     /// passes. Instances that appear even later are the orphan sweep's
-    /// ([`crate::sweep_orphans`]): they carry the run's tags.
+    /// ([`crate::SweepOrphans`]): they carry the run's tags.
     pub fn unanswered_launch_within(mut self, d: Duration) -> Self {
         self.inner.unanswered_within = d;
+        self
+    }
+
+    /// Bounds the withdrawal of a failed run ([`Action::withdraw`]): the one
+    /// deregistration call that takes the step's instances out of the load
+    /// balancer before the run's slower undos start (20 s by default). It does
+    /// not wait for connection draining. When it runs out, compensation
+    /// deregisters again before it terminates.
+    pub fn withdrawn_within(mut self, d: Duration) -> Self {
+        self.inner.withdrawn_within = d;
         self
     }
 
     /// Checks the settings and builds the action.
     ///
     /// # Errors
-    /// [`AwsError::InvalidSetting`] for a zero count, a minimum above the count,
-    /// a profile naming a load balancer without a load balancer provider (or
-    /// the reverse), or a zero bound.
+    /// [`AwsError::InvalidSetting`] for a zero count, a minimum above the
+    /// count, or a zero bound.
     pub fn build(self) -> Result<DeployEc2Node, AwsError> {
         let mut a = self.inner;
         if a.count == 0 {
@@ -281,27 +251,13 @@ impl DeployEc2NodeBuilder {
                 ),
             ));
         }
-        match (a.profile.load_balancer(), a.elb.is_some()) {
-            (Some(lb), false) => {
-                return Err(AwsError::invalid(
-                    "load balancer",
-                    format!("the profile names `{lb}` but no LoadBalancer provider was given"),
-                ))
-            }
-            (None, true) => {
-                return Err(AwsError::invalid(
-                    "load balancer",
-                    "a LoadBalancer provider was given but the profile names no load balancer",
-                ))
-            }
-            _ => {}
-        }
         for (name, d) in [
             ("running_within", Some(a.running_within)),
             ("wait_for_ssh", a.ssh_within),
             ("in_service_within", Some(a.in_service_within)),
             ("terminated_within", Some(a.terminated_within)),
             ("unanswered_launch_within", Some(a.unanswered_within)),
+            ("withdrawn_within", Some(a.withdrawn_within)),
         ] {
             if d == Some(Duration::ZERO) {
                 return Err(AwsError::invalid(name, "is 0"));
@@ -312,246 +268,159 @@ impl DeployEc2NodeBuilder {
 }
 
 impl DeployEc2Node {
-    /// The live instances an earlier attempt of this step launched (found by
-    /// the run's and the step's tags), when there are at least `min_count`.
-    async fn earlier_launch(&self, ctx: &Context, step: &str) -> Result<Vec<Instance>> {
-        let tags = [
-            (TAG_CLUSTER.to_owned(), ctx.cluster().name().to_owned()),
-            (TAG_RUN.to_owned(), ctx.run_id().to_string()),
-            (TAG_STEP.to_owned(), step.to_owned()),
-        ];
-        let alive = [InstanceState::Pending, InstanceState::Running];
-        let mut found = self.ec2.find_by_tags(&tags, &alive).await?;
-        if found.is_empty() {
-            return Ok(found);
-        }
-        // Some showed up: the rest of that launch may not be visible yet
-        // (DescribeInstances is eventually consistent).
-        found = self.settle_unanswered(ctx, &tags, &alive, found).await?;
-        if found.len() < self.min_count as usize {
-            // Launching anew would leave these running beside the new set,
-            // untracked once the run succeeds: fail, and the step's undo
-            // terminates them (it finds them by the same tags).
-            return Err(AwsError::WaitTimedOut {
-                what: format!(
-                    "the instances an earlier attempt of {step} launched to show up \
-                     (found {} of at least {})",
-                    found.len(),
-                    self.min_count
-                ),
-                after: self.unanswered_within,
-            }
-            .into());
-        }
-        found.sort_by_key(|i| i.launch_index);
-        Ok(found)
-    }
-
-    /// After a launch whose answer never came: searches the run's tags until
-    /// `count` instances show up or [`DeployEc2NodeBuilder::unanswered_launch_within`]
-    /// passes, and returns what it found.
-    async fn settle_unanswered(
-        &self,
-        ctx: &Context,
-        tags: &[(String, String)],
-        alive: &[InstanceState],
-        mut found: Vec<Instance>,
-    ) -> Result<Vec<Instance>> {
-        let wanted = self.count as usize;
-        let mut poller = Poller::new(&self.poll, self.unanswered_within);
-        while found.len() < wanted && poller.tick(ctx.cancellation()).await? {
-            match self.ec2.find_by_tags(tags, alive).await {
-                Ok(now) => found = now,
-                Err(e) if pyscaler_core::Classify::is_retryable(&e) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if found.len() < wanted {
-            warn!(
-                step = %ctx.step_name(),
-                found = found.len(),
-                wanted,
-                within = ?self.unanswered_within,
-                "The launch was never answered and fewer instances than asked for showed up; \
-                 any that appear later carry the run's tags, and the orphan sweep terminates them."
-            );
-        }
-        Ok(found)
-    }
-
     fn spec(&self, ctx: &Context, token: &str, first: u32) -> LaunchSpec {
         let cluster = ctx.cluster().name();
-        let mut tags = self.profile.tags().clone();
+        let mut tags = self.aws.profile.tags().clone();
         tags.insert("Name".into(), name_tag(cluster, first, self.count));
         tags.insert(TAG_CLUSTER.into(), cluster.to_owned());
         tags.insert(TAG_RUN.into(), ctx.run_id().to_string());
         tags.insert(TAG_STEP.into(), ctx.step_name().to_owned());
         LaunchSpec {
-            image_id: self.profile.image_id().to_owned(),
-            instance_type: self.profile.instance_type().to_owned(),
-            key_name: self.profile.key_name().map(str::to_owned),
-            security_group_ids: self.profile.security_group_ids().to_vec(),
-            subnet_id: self.profile.subnet_id().map(str::to_owned),
-            user_data: self.profile.user_data().map(str::to_owned),
-            iam_instance_profile: self.profile.iam_instance_profile().map(str::to_owned),
+            image_id: self.aws.profile.image_id().to_owned(),
+            instance_type: self.aws.profile.instance_type().to_owned(),
+            key_name: self.aws.profile.key_name().map(str::to_owned),
+            security_group_ids: self.aws.profile.security_group_ids().to_vec(),
+            subnet_id: self.aws.profile.subnet_id().map(str::to_owned),
+            user_data: self.aws.profile.user_data().map(str::to_owned),
+            iam_instance_profile: self.aws.profile.iam_instance_profile().map(str::to_owned),
             tags,
             min_count: self.min_count,
             max_count: self.count,
             client_token: token.to_owned(),
         }
     }
+}
 
-    /// Waits until the launched instances run (and answer on SSH), registers them
-    /// and waits until InService: the nodes, and a summary for the report.
-    async fn make_ready(
-        &self,
-        ctx: &mut Context,
-        step: &str,
-        ids: &[String],
-    ) -> Result<(Vec<Node>, String)> {
-        let running = self.wait_running(ctx, ids).await?;
-        let mut nodes = Vec::with_capacity(running.len());
-        for instance in &running {
-            // The address the profile asks for must exist once running.
-            self.profile.ssh().address_of(instance)?;
-            nodes.push(node_of(instance, &self.profile));
+impl DeployEc2Node {
+    async fn run_counted(&self, ctx: &mut Context, sdk: &SdkAttempts) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        let step = ctx.step_name().to_owned();
+        // Nothing is launched for a load balancer that does not exist.
+        self.check_load_balancer().await?;
+        let token = client_token(ctx.run_id(), &step);
+        let first = next_free_number(ctx.cluster());
+        let spec = self.spec(ctx, &token, first);
+        let before = ctx.step_output_mut::<Launched>().clone();
+        {
+            let record = ctx.step_output_mut::<Launched>();
+            record.client_token.clone_from(&token);
+            record.undone = false;
+            record.withdrawn.clear();
         }
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
-
-        if let Some(within) = self.ssh_within {
-            self.wait_ssh(ctx, &nodes, within).await?;
-        }
-
-        let mut summary = format!("running ({})", self.profile.instance_type());
-        if let (Some(elb), Some(lb)) = (&self.elb, self.profile.load_balancer()) {
-            launched(ctx, step).load_balancer = Some(lb.to_owned());
-            elb.register(lb, ids).await?;
-            info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
-            self.wait_in_service(ctx, elb.as_ref(), lb, ids).await?;
-            summary.push_str(&format!(", InService in {lb}"));
-        }
-        Ok((nodes, summary))
-    }
-
-    async fn wait_running(&self, ctx: &Context, ids: &[String]) -> Result<Vec<Instance>> {
-        let mut poller = Poller::new(&self.poll, self.running_within);
-        let mut last = String::from("not yet visible");
-        while poller.tick(ctx.cancellation()).await? {
-            let instances = match self.ec2.describe(ids).await {
-                Ok(i) => i,
-                // Right after a launch EC2 may not know the ids yet (eventual consistency).
-                Err(e) if e.has_code("InvalidInstanceID.NotFound") => continue,
-                Err(e) if pyscaler_core::Classify::is_retryable(&e) => {
-                    warn!(error = %e, "Describing the new instances failed; polling again.");
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(lost) = instances.iter().find(|i| {
-                i.state.is_gone()
-                    || matches!(i.state, InstanceState::Stopping | InstanceState::Stopped)
-            }) {
-                return Err(AwsError::InstanceLost {
-                    instance_id: lost.id.clone(),
-                    state: lost.state,
-                    reason: lost.state_reason.clone(),
-                }
-                .into());
+        // This step may have launched before: a retry of the step (whatever
+        // the last attempt heard back), a resumed run (its controller died
+        // during this step), or an unanswered launch. EC2 may already run
+        // that launch's instances: they are taken over rather than launched
+        // again. The ClientToken gives the same guarantee on AWS while EC2
+        // remembers it; this one also holds where the token is ignored (moto,
+        // some API emulators) or forgotten.
+        let repeated = ctx.is_resumed()
+            || ctx.attempt() > 1
+            || before.in_flight
+            || !before.instance_ids.is_empty();
+        let adopted = if repeated {
+            self.earlier_launch(ctx, &step).await?
+        } else {
+            Vec::new()
+        };
+        let launches_before = sdk.of("RunInstances").attempts;
+        let adopting = !adopted.is_empty();
+        let launch = if !adopting {
+            info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
+            ctx.step_output_mut::<Launched>().in_flight = true;
+            self.aws.ec2.launch(&spec).await
+        } else {
+            info!(step = %step, instances = ?adopted.iter().map(|i| &i.id).collect::<Vec<_>>(),
+                "Taking over the instances an earlier attempt of this step launched.");
+            Ok(adopted)
+        };
+        let instances = match launch {
+            Ok(i) => i,
+            Err(e) => {
+                // A definitive refusal (bad input, permissions, token conflict) means
+                // nothing was started. After a passing fault an earlier SDK attempt may
+                // have launched without us hearing back: compensation searches the tags.
+                let record = ctx.step_output_mut::<Launched>();
+                record.answered = e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
+                // No code: no answer from EC2 at all (a timeout, a dropped connection).
+                record.in_flight = e.code().is_none();
+                return Err(e.into());
             }
-            let running = instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Running)
-                .count();
-            if running == ids.len() && instances.len() == ids.len() {
-                return Ok(instances);
-            }
-            last = instances
-                .iter()
-                .map(|i| format!("{} {}", i.id, i.state))
-                .collect::<Vec<_>>()
-                .join(", ");
+        };
+        if instances.is_empty() {
+            ctx.step_output_mut::<Launched>().in_flight = false;
+            return Err(Error::other(
+                ErrorKind::Unexpected,
+                "EC2 RunInstances answered without instances",
+            ));
         }
-        Err(AwsError::WaitTimedOut {
-            what: format!("{} to run (last seen: {last})", ids.join(", ")),
-            after: poller.within(),
+        // The SDK sent RunInstances more than once: a server that did not
+        // replay the ClientToken started a set for each.
+        let sdk_repeated = sdk.of("RunInstances").attempts > launches_before.saturating_add(1);
+        let (instances, surplus) = if repeated || sdk_repeated {
+            let registered_before = ctx.is_resumed() || before.load_balancer.is_some();
+            // What was taken over is what a search just found.
+            let found = adopting.then(|| instances.clone());
+            self.reconcile(ctx, &step, instances, found, registered_before)
+                .await?
+        } else {
+            (instances, Vec::new())
+        };
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+        {
+            let record = ctx.step_output_mut::<Launched>();
+            record.answered = true;
+            record.in_flight = false;
+            record.instance_ids.clone_from(&ids);
         }
-        .into())
-    }
-
-    async fn wait_ssh(&self, ctx: &Context, nodes: &[Node], within: Duration) -> Result<()> {
-        let mut waiting: Vec<&NodeAddress> =
-            nodes.iter().filter_map(|n| n.address.as_ref()).collect();
-        waiting.dedup();
-        let mut poller = Poller::new(&self.poll, within);
-        while poller.tick(ctx.cancellation()).await? {
-            let mut still = Vec::new();
-            for addr in waiting {
-                let attempt = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect((addr.host.as_str(), addr.port)),
+        let took = started.elapsed();
+        for extra in &surplus {
+            ctx.record_node(
+                NodeOutcome::ok(
+                    extra.id.clone(),
+                    format!(
+                        "terminated {}: surplus of a repeated launch (a second {})",
+                        extra.id,
+                        node_name(extra)
+                    ),
                 )
-                .await;
-                if !matches!(attempt, Ok(Ok(_))) {
-                    still.push(addr);
-                }
-            }
-            waiting = still;
-            if waiting.is_empty() {
-                return Ok(());
-            }
+                .with_duration(took),
+            );
         }
-        let names: Vec<String> = waiting.iter().map(|a| a.to_string()).collect();
-        Err(AwsError::WaitTimedOut {
-            what: format!("SSH to accept connections at {}", names.join(", ")),
-            after: poller.within(),
-        }
-        .into())
-    }
+        info!(step = %step, instances = ?ids, "Launched; waiting until they run.");
 
-    async fn wait_in_service(
-        &self,
-        ctx: &Context,
-        elb: &dyn LoadBalancer,
-        lb: &str,
-        ids: &[String],
-    ) -> Result<()> {
-        let mut poller = Poller::new(&self.poll, self.in_service_within);
-        let mut last = String::from("no answer yet");
-        while poller.tick(ctx.cancellation()).await? {
-            let health = match elb.health(lb, ids).await {
-                Ok(h) => h,
-                Err(e) if pyscaler_core::Classify::is_retryable(&e) => {
-                    warn!(error = %e, "Asking the load balancer for health failed; polling again.");
-                    continue;
+        let ready = self.make_ready(ctx, &step, &ids).await;
+        let took = started.elapsed();
+        let retries = sdk.retries().map(|r| format!("; {r}")).unwrap_or_default();
+        match ready {
+            Ok((nodes, summary)) => {
+                for node in &nodes {
+                    info!(step = %step, node = %node, "Node ready.");
+                    ctx.record_node(
+                        NodeOutcome::ok(
+                            node.name.clone(),
+                            format!("launched {}: {summary}{retries}", node.id),
+                        )
+                        .with_duration(took),
+                    );
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let in_service = ids.iter().all(|id| {
-                health
-                    .iter()
-                    .any(|h| &h.instance_id == id && h.state == HealthState::InService)
-            });
-            if in_service {
-                return Ok(());
+                ctx.add_new_nodes(nodes);
+                Ok(())
             }
-            last = health
-                .iter()
-                .filter(|h| h.state != HealthState::InService)
-                .map(|h| match &h.reason {
-                    Some(r) => format!("{} {}: {r}", h.instance_id, h.state),
-                    None => format!("{} {}", h.instance_id, h.state),
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            Err(e) => {
+                // Every launched instance is named in the report, with why it is not ready.
+                for instance in &instances {
+                    ctx.record_node(
+                        NodeOutcome::failed(
+                            node_name(instance),
+                            format!("{}: {e}{retries}", instance.id),
+                        )
+                        .with_duration(took),
+                    );
+                }
+                Err(e)
+            }
         }
-        Err(AwsError::WaitTimedOut {
-            what: format!(
-                "{} to be InService in {lb} (last seen: {last})",
-                ids.join(", ")
-            ),
-            after: poller.within(),
-        }
-        .into())
     }
 }
 
@@ -565,12 +434,12 @@ impl Action for DeployEc2Node {
         let mut e = Effects::says(format!(
             "launch {} {} from {} in {}",
             self.count,
-            self.profile.instance_type(),
-            self.profile.image_id(),
-            self.profile.region()
+            self.aws.profile.instance_type(),
+            self.aws.profile.image_id(),
+            self.aws.profile.region()
         ))
         .adding(self.count as usize);
-        if let Some(lb) = self.profile.load_balancer() {
+        if let Some(lb) = self.aws.load_balancer_name() {
             e.summary.push(format!(
                 "register them with load balancer {lb} and wait until InService"
             ));
@@ -599,124 +468,29 @@ impl Action for DeployEc2Node {
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {
-        let started = tokio::time::Instant::now();
-        let step = ctx.step_name().to_owned();
-        let token = client_token(ctx.run_id(), &step);
-        let first = next_free_number(ctx.cluster());
-        let spec = self.spec(ctx, &token, first);
-        {
-            let record = launched(ctx, &step);
-            record.client_token.clone_from(&token);
-            record.undone = false;
-        }
-        // A resumed run (its controller died during this step) or a retry
-        // after an unanswered launch: EC2 may already run this launch's
-        // instances. They are taken over rather than launched again; the
-        // ClientToken gives the same guarantee on AWS, this one also holds
-        // where the token is ignored (moto, some API emulators).
-        let earlier = ctx.is_resumed()
-            || ctx
-                .outputs()
-                .get::<Launches>()
-                .and_then(|l| l.get(&step))
-                .is_some_and(|r| r.in_flight);
-        let adopted = if earlier {
-            self.earlier_launch(ctx, &step).await?
-        } else {
-            Vec::new()
-        };
-        let launch = if adopted.is_empty() {
-            info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
-            launched(ctx, &step).in_flight = true;
-            self.ec2.launch(&spec).await
-        } else {
-            info!(step = %step, instances = ?adopted.iter().map(|i| &i.id).collect::<Vec<_>>(),
-                "Taking over the instances an earlier attempt of this step launched.");
-            Ok(adopted)
-        };
-        let instances = match launch {
-            Ok(i) => i,
-            Err(e) => {
-                // A definitive refusal (bad input, permissions, token conflict) means
-                // nothing was started. After a passing fault an earlier SDK attempt may
-                // have launched without us hearing back: compensation searches the tags.
-                let record = launched(ctx, &step);
-                record.answered = e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
-                // No code: no answer from EC2 at all (a timeout, a dropped connection).
-                record.in_flight = e.code().is_none();
-                return Err(e.into());
-            }
-        };
-        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
-        {
-            let record = launched(ctx, &step);
-            record.answered = true;
-            record.in_flight = false;
-            record.instance_ids.clone_from(&ids);
-        }
-        if ids.is_empty() {
-            return Err(Error::other(
-                ErrorKind::Unexpected,
-                "EC2 RunInstances answered without instances",
-            ));
-        }
-        info!(step = %step, instances = ?ids, "Launched; waiting until they run.");
+        // Every SDK call of the step is counted, attempts included, for the report.
+        let sdk = SdkAttempts::default();
+        sdk.scope(self.run_counted(ctx, &sdk)).await
+    }
 
-        match self.make_ready(ctx, &step, &ids).await {
-            Ok((nodes, summary)) => {
-                let took = started.elapsed();
-                for node in &nodes {
-                    info!(step = %step, node = %node, "Node ready.");
-                    ctx.record_node(
-                        NodeOutcome::ok(
-                            node.name.clone(),
-                            format!("launched {}: {summary}", node.id),
-                        )
-                        .with_duration(took),
-                    );
-                }
-                ctx.add_new_nodes(nodes);
-                Ok(())
-            }
-            Err(e) => {
-                // Every launched instance is named in the report, with why it is not ready.
-                let took = started.elapsed();
-                for instance in &instances {
-                    ctx.record_node(
-                        NodeOutcome::failed(node_name(instance), format!("{}: {e}", instance.id))
-                            .with_duration(took),
-                    );
-                }
-                Err(e)
-            }
-        }
+    /// Deregisters the step's instances from the load balancer, in one
+    /// bounded call, without waiting for draining.
+    async fn withdraw(&self, ctx: &mut Context) -> Result<()> {
+        self.withdraw_launched(ctx).await
     }
 
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
         let step = ctx.step_name().to_owned();
-        let record = ctx
-            .outputs()
-            .get::<Launches>()
-            .and_then(|l| l.get(&step))
-            .cloned();
+        let record = ctx.step_output::<Launched>(&step).cloned();
         if record.as_ref().is_some_and(|r| r.undone) {
             return Ok(());
         }
         // What the launch answered, and whatever else carries this run's and
         // step's tags: a launch whose answer never reached us, or an earlier
         // attempt's instances where the ClientToken was not honoured.
-        let tags = [
-            (TAG_CLUSTER.to_owned(), ctx.cluster().name().to_owned()),
-            (TAG_RUN.to_owned(), ctx.run_id().to_string()),
-            (TAG_STEP.to_owned(), step.clone()),
-        ];
-        let alive = [
-            InstanceState::Pending,
-            InstanceState::Running,
-            InstanceState::Stopping,
-            InstanceState::Stopped,
-        ];
-        let mut found = self.ec2.find_by_tags(&tags, &alive).await?;
+        let tags = adopt::step_tags(ctx, &step);
+        let alive = InstanceState::LIVE;
+        let mut found = self.aws.ec2().find_by_tags(&tags, &alive).await?;
         if record.as_ref().is_some_and(|r| r.in_flight) {
             found = self.settle_unanswered(ctx, &tags, &alive, found).await?;
         }
@@ -731,31 +505,32 @@ impl Action for DeployEc2Node {
             }
         }
         // Registered where the record says; when the launch's answer never
-        // came, possibly with the profile's load balancer.
-        let lb = match &record {
-            Some(r) if r.answered => r.load_balancer.clone(),
-            _ => self.profile.load_balancer().map(str::to_owned),
+        // came, possibly with the profile's load balancer. Not again when the
+        // withdrawal took them all out already.
+        let registered = match &record {
+            Some(r) if ids.iter().all(|id| r.withdrawn.contains(id)) => false,
+            Some(r) if r.answered => r.load_balancer.is_some(),
+            _ => true,
         };
+        // Taken out by the withdrawal: still drained before they go.
+        let withdrawn = record.as_ref().is_some_and(|r| !r.withdrawn.is_empty());
         if !ids.is_empty() {
-            let elb = match (&self.elb, &lb) {
-                (Some(elb), Some(lb)) => Some((elb.as_ref(), lb.as_str())),
-                _ => None,
-            };
-            let deregister_error = deregister_and_terminate(
-                self.ec2.as_ref(),
-                elb,
-                &self.poll,
-                self.terminated_within,
-                &ids,
-            )
-            .await?;
+            let deregister_error = self
+                .aws
+                .retire(
+                    (registered, withdrawn),
+                    &self.poll,
+                    self.terminated_within,
+                    &ids,
+                )
+                .await?;
             // They are gone: the nodes leave the cluster.
             ctx.forget_new_nodes(&ids);
             if let Some(e) = deregister_error {
                 return Err(e.into());
             }
         }
-        let record = launched(ctx, &step);
+        let record = ctx.step_output_mut::<Launched>();
         record.undone = true;
         record.answered = true;
         record.in_flight = false;

@@ -12,6 +12,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::attempts::{call, CountAttempts};
 use crate::error::Subjects;
 use crate::{AwsError, ClientConfig};
 
@@ -38,6 +39,11 @@ pub enum InstanceState {
 }
 
 impl InstanceState {
+    /// Every state of an instance that is not on its way out: what a step
+    /// still has to deregister and terminate.
+    pub(crate) const LIVE: [Self; 4] =
+        [Self::Pending, Self::Running, Self::Stopping, Self::Stopped];
+
     /// EC2's name of the state (`shutting-down`), as used in filters.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -197,7 +203,11 @@ pub struct SdkEc2 {
 impl SdkEc2 {
     /// A client configured by `config` (region, endpoint, credentials, SDK retries).
     pub async fn connect(config: &ClientConfig) -> Self {
-        Self::from_client(aws_sdk_ec2::Client::new(&config.sdk_config().await))
+        let conf = aws_sdk_ec2::config::Builder::from(&config.sdk_config().await)
+            // Counts the SDK's own retries for the step's report.
+            .interceptor(CountAttempts)
+            .build();
+        Self::from_client(aws_sdk_ec2::Client::from_conf(conf))
     }
 
     pub(crate) fn from_client(client: aws_sdk_ec2::Client) -> Self {
@@ -248,7 +258,7 @@ impl Ec2 for SdkEc2 {
                 b.name(p).build()
             }
         });
-        let out = self
+        let request = self
             .client
             .run_instances()
             .image_id(&spec.image_id)
@@ -272,24 +282,16 @@ impl Ec2 for SdkEc2 {
                     .resource_type(ResourceType::Instance)
                     .set_tags(Some(tags))
                     .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "EC2",
-                    "RunInstances",
-                    e,
-                    &Subjects {
-                        image_id: Some(spec.image_id.clone()),
-                        instance_type: Some(spec.instance_type.clone()),
-                        key_name: spec.key_name.clone(),
-                        security_groups: spec.security_group_ids.clone(),
-                        subnet_id: spec.subnet_id.clone(),
-                        ..Subjects::default()
-                    },
-                )
-            })?;
+            );
+        let subjects = Subjects {
+            image_id: Some(spec.image_id.clone()),
+            instance_type: Some(spec.instance_type.clone()),
+            key_name: spec.key_name.clone(),
+            security_groups: spec.security_group_ids.clone(),
+            subnet_id: spec.subnet_id.clone(),
+            ..Subjects::default()
+        };
+        let out = call("EC2", "RunInstances", &subjects, request.send()).await?;
         let mut instances: Vec<Instance> = out.instances().iter().map(instance_from_sdk).collect();
         instances.sort_by_key(|i| i.launch_index);
         Ok(instances)

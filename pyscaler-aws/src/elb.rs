@@ -2,10 +2,13 @@
 //! classic Elastic Load Balancer.
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::attempts::{call, CountAttempts};
 use crate::error::Subjects;
 use crate::{AwsError, ClientConfig};
 
@@ -88,6 +91,32 @@ pub trait LoadBalancer: Send + Sync {
             Err(e) => Err(e),
         }
     }
+
+    /// How long the load balancer keeps serving a deregistered instance's
+    /// open connections, when it says (a target group's
+    /// `deregistration_delay.timeout_seconds`); `None` (the default, and the
+    /// classic ELB's answer) when it cannot be asked.
+    ///
+    /// # Errors
+    /// The API's refusals, classified.
+    async fn draining_timeout(&self, load_balancer: &str) -> Result<Option<Duration>, AwsError> {
+        let _ = load_balancer;
+        Ok(None)
+    }
+
+    /// Of `instance_ids`, deregistered, those the load balancer is still
+    /// draining. The default says none.
+    ///
+    /// # Errors
+    /// The API's refusals, classified.
+    async fn draining(
+        &self,
+        load_balancer: &str,
+        instance_ids: &[String],
+    ) -> Result<Vec<String>, AwsError> {
+        let _ = (load_balancer, instance_ids);
+        Ok(Vec::new())
+    }
 }
 
 /// [`LoadBalancer`] on the classic Elastic Load Balancer, with aws-sdk-elasticloadbalancing.
@@ -99,13 +128,50 @@ pub struct ClassicElb {
 impl ClassicElb {
     /// A client configured by `config` (region, endpoint, credentials, SDK retries).
     pub async fn connect(config: &ClientConfig) -> Self {
-        Self::from_client(aws_sdk_elasticloadbalancing::Client::new(
-            &config.sdk_config().await,
-        ))
+        let conf = aws_sdk_elasticloadbalancing::config::Builder::from(&config.sdk_config().await)
+            // Counts the SDK's own retries for the step's report.
+            .interceptor(CountAttempts)
+            .build();
+        Self::from_client(aws_sdk_elasticloadbalancing::Client::from_conf(conf))
     }
 
     pub(crate) fn from_client(client: aws_sdk_elasticloadbalancing::Client) -> Self {
         Self { client }
+    }
+}
+
+/// A load balancer provider and the name of the load balancer it is used for.
+pub(crate) type Paired = (Arc<dyn LoadBalancer>, String);
+
+/// The load balancer provider and the name of the load balancer a profile
+/// names: the one place the two are checked to come together ([`crate::Aws::new`]).
+///
+/// # Errors
+/// [`AwsError::InvalidSetting`] when the profile names a load balancer and no
+/// provider is given, or the reverse.
+pub(crate) fn pair(
+    elb: Option<Arc<dyn LoadBalancer>>,
+    load_balancer: Option<&str>,
+) -> Result<Option<Paired>, AwsError> {
+    match (elb, load_balancer) {
+        (Some(elb), Some(lb)) => Ok(Some((elb, lb.to_owned()))),
+        (None, None) => Ok(None),
+        (None, lb) => Err(unpaired(lb)),
+        (Some(_), None) => Err(unpaired(None)),
+    }
+}
+
+/// The error for a load balancer without a provider (`Some(name)`), or a provider without one.
+fn unpaired(load_balancer: Option<&str>) -> AwsError {
+    match load_balancer {
+        Some(lb) => AwsError::invalid(
+            "load balancer",
+            format!("the profile names `{lb}` but no LoadBalancer provider was given"),
+        ),
+        None => AwsError::invalid(
+            "load balancer",
+            "a LoadBalancer provider was given but the profile names no load balancer",
+        ),
     }
 }
 
@@ -130,21 +196,19 @@ fn subjects(load_balancer: &str, ids: &[String]) -> Subjects {
 #[async_trait]
 impl LoadBalancer for ClassicElb {
     async fn register(&self, load_balancer: &str, instance_ids: &[String]) -> Result<(), AwsError> {
-        self.client
+        let request = self
+            .client
             .register_instances_with_load_balancer()
             .load_balancer_name(load_balancer)
-            .set_instances(Some(sdk_instances(instance_ids)))
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "ELB",
-                    "RegisterInstancesWithLoadBalancer",
-                    e,
-                    &subjects(load_balancer, instance_ids),
-                )
-            })?;
-        Ok(())
+            .set_instances(Some(sdk_instances(instance_ids)));
+        call(
+            "ELB",
+            "RegisterInstancesWithLoadBalancer",
+            &subjects(load_balancer, instance_ids),
+            request.send(),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn deregister(
@@ -152,21 +216,19 @@ impl LoadBalancer for ClassicElb {
         load_balancer: &str,
         instance_ids: &[String],
     ) -> Result<(), AwsError> {
-        self.client
+        let request = self
+            .client
             .deregister_instances_from_load_balancer()
             .load_balancer_name(load_balancer)
-            .set_instances(Some(sdk_instances(instance_ids)))
-            .send()
-            .await
-            .map_err(|e| {
-                AwsError::from_sdk(
-                    "ELB",
-                    "DeregisterInstancesFromLoadBalancer",
-                    e,
-                    &subjects(load_balancer, instance_ids),
-                )
-            })?;
-        Ok(())
+            .set_instances(Some(sdk_instances(instance_ids)));
+        call(
+            "ELB",
+            "DeregisterInstancesFromLoadBalancer",
+            &subjects(load_balancer, instance_ids),
+            request.send(),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn health(

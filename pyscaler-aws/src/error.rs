@@ -73,6 +73,29 @@ pub enum AwsError {
         /// The kind of address (`public IP`).
         wanted: &'static str,
     },
+    /// A load balancer the profile names does not exist: found out before
+    /// anything was launched, or when a registration was refused for it.
+    #[error("load balancer {load_balancer} does not exist")]
+    LoadBalancerNotFound {
+        /// The load balancer.
+        load_balancer: String,
+    },
+    /// Registering new instances with a load balancer failed, after the
+    /// registration itself was retried. Not retryable as a step: the instances
+    /// exist, and repeating the step would only repeat the registration.
+    #[error("registering {} with load balancer {load_balancer} failed after {attempts} attempt(s): {source}",
+        instance_ids.join(", "))]
+    RegistrationFailed {
+        /// The load balancer.
+        load_balancer: String,
+        /// The instances.
+        instance_ids: Vec<String>,
+        /// How many registrations were tried.
+        attempts: u32,
+        /// The last refusal.
+        #[source]
+        source: Box<AwsError>,
+    },
     /// Removing nodes would take the cluster below its minimum size.
     #[error("removing {removing} node(s) from cluster {cluster} of {size} would go below its minimum of {minimum}")]
     BelowMinimum {
@@ -102,6 +125,31 @@ impl AwsError {
             Self::Api { code, .. } => code.as_deref(),
             _ => None,
         }
+    }
+
+    /// Says, for an API error, how many attempts the AWS SDK made (when more
+    /// than one), so a report never shows one attempt for a call that took three.
+    pub(crate) fn after_attempts(mut self, attempts: u32) -> Self {
+        if let Self::Api { message, .. } = &mut self {
+            if attempts > 1 {
+                message.push_str(&format!(" (after {attempts} attempts of the AWS SDK)"));
+            }
+        }
+        self
+    }
+
+    /// Whether a deregistration refused this way has nothing to take out:
+    /// the load balancer (or target group) or the registration is gone.
+    /// (elbv2 succeeds for an unknown target; moto answers `InvalidTarget`.)
+    pub(crate) fn nothing_registered(&self) -> bool {
+        [
+            "LoadBalancerNotFound",
+            "InvalidInstance",
+            "TargetGroupNotFound",
+            "InvalidTarget",
+        ]
+        .iter()
+        .any(|c| self.has_code(c))
     }
 
     /// Whether this is an API error with this code.
@@ -157,7 +205,7 @@ impl AwsError {
             ),
             _ => (ErrorKind::Unexpected, "unexpected SDK error".to_owned()),
         };
-        let subject = code.as_deref().and_then(|c| subjects.for_code(c));
+        let subject = subjects.about(code.as_deref());
         Self::Api {
             service,
             operation,
@@ -183,6 +231,19 @@ pub(crate) struct Subjects {
 }
 
 impl Subjects {
+    /// The values an error with `code` (or without one) is about. An error of
+    /// a load balancer call always names the load balancer.
+    fn about(&self, code: Option<&str>) -> Option<String> {
+        let specific = code.and_then(|c| self.for_code(c));
+        match (&self.load_balancer, specific) {
+            (Some(lb), Some(s)) if !s.starts_with("load balancer") => {
+                Some(format!("load balancer {lb}, {s}"))
+            }
+            (Some(lb), None) => Some(format!("load balancer {lb}")),
+            (_, s) => s,
+        }
+    }
+
     fn for_code(&self, code: &str) -> Option<String> {
         let one = |what: &str, v: &Option<String>| v.as_ref().map(|v| format!("{what} {v}"));
         let many =
@@ -197,9 +258,9 @@ impl Subjects {
             many("security group(s)", &self.security_groups)
         } else if code.starts_with("InvalidSubnet") {
             one("subnet", &self.subnet_id)
-        } else if code == "LoadBalancerNotFound" {
+        } else if code == "LoadBalancerNotFound" || code == "TargetGroupNotFound" {
             one("load balancer", &self.load_balancer)
-        } else if code.starts_with("InvalidInstance") {
+        } else if code.starts_with("InvalidInstance") || code == "InvalidTarget" {
             many("instance(s)", &self.instance_ids)
         } else {
             None
@@ -246,6 +307,10 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         // ELB `InvalidInstance` (Rust variant `InvalidEndPointException`): the instance
         // cannot be registered (not running, other VPC).
         "InvalidInstance" => ErrorKind::InvalidInput,
+        // elbv2 `TargetGroupNotFound`, `LoadBalancerNotFound` (above): the profile's
+        // target group does not exist; `InvalidTarget`: the instance cannot be a
+        // target (not running, other VPC); `TooManyTargets`: the group is full.
+        "TargetGroupNotFound" | "InvalidTarget" | "TooManyTargets" => ErrorKind::InvalidInput,
         // EC2 `InvalidInstanceID.NotFound`: not visible (yet: EC2 is eventually
         // consistent right after a launch) or long gone.
         "InvalidInstanceID.NotFound" => ErrorKind::NotFound,
@@ -268,11 +333,22 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
 impl Classify for AwsError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidSetting { .. } | Self::BelowMinimum { .. } => ErrorKind::InvalidInput,
+            Self::InvalidSetting { .. }
+            | Self::BelowMinimum { .. }
+            | Self::LoadBalancerNotFound { .. } => ErrorKind::InvalidInput,
+            Self::RegistrationFailed { source, .. } => source.kind(),
             Self::Api { kind, .. } => *kind,
             // Retrying with the same ClientToken would return the same lost instances.
             Self::InstanceLost { .. } | Self::NoAddress { .. } => ErrorKind::Unexpected,
             Self::WaitTimedOut { .. } => ErrorKind::Timeout,
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            // Retried inside the step already; a step retry would only repeat it.
+            Self::RegistrationFailed { .. } => false,
+            _ => self.kind().is_retryable_by_default(),
         }
     }
 

@@ -4,20 +4,28 @@
 //! built on them: [`DeployEc2Node`] launches instances and puts them behind the
 //! load balancer (the first two steps of a scale-out), [`RemoveEc2Node`] takes
 //! nodes out and terminates them, and [`discover`] rebuilds a cluster from
-//! EC2's tags. [`Ec2RunCleanup`] lets the core's `recover` undo what a run
+//! EC2's tags. [`Ec2RunCleanup`] lets the core's `Recovery` undo what a run
 //! left on EC2 when its controller died.
 //!
 //! Providers are roles with our own types in and out: [`Ec2`] ([`SdkEc2`]) and
-//! [`LoadBalancer`] ([`ClassicElb`]), configured by a [`ClientConfig`]. Their
+//! [`LoadBalancer`] ([`ClassicElb`], and `TargetGroups` for ALB/NLB target
+//! groups with the `elbv2` feature, on by default), configured by a
+//! [`ClientConfig`]. Their
 //! errors are one type, [`AwsError`], classified once from the API's error
-//! codes ([`kind_of_code`]).
+//! codes ([`kind_of_code`]). Every action, clean-up and discovery is built
+//! with one [`Aws`] handle: the providers and the cluster's [`Ec2Profile`],
+//! checked to pair once.
 
+mod attempts;
+mod aws;
 mod cleanup;
 mod client;
 mod deploy;
 mod discover;
 mod ec2;
 mod elb;
+#[cfg(feature = "elbv2")]
+mod elbv2;
 mod error;
 mod node;
 mod profile;
@@ -28,9 +36,10 @@ mod terminate;
 mod test_support;
 mod wait;
 
+pub use aws::Aws;
 pub use cleanup::Ec2RunCleanup;
 pub use client::{ClientConfig, StaticCredentials};
-pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched, Launches};
+pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
 pub use ec2::MockEc2;
@@ -38,10 +47,11 @@ pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2};
 #[cfg(any(test, feature = "mocks"))]
 pub use elb::MockLoadBalancer;
 pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
+#[cfg(feature = "elbv2")]
+pub use elbv2::TargetGroups;
 pub use error::{kind_of_code, AwsError};
 pub use node::{TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
-pub use sweep::{
-    sweep_orphans, Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome,
-};
+pub use sweep::{Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome};
+pub use wait::Backoff;

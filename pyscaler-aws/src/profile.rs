@@ -14,7 +14,7 @@ use crate::{AwsError, Instance};
 /// through pyscaler-ssh's `SshConfig::proxy_command`
 /// (`ssh -W %h:%p ops@bastion`): keep `PrivateIp` here.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum SshVia {
     /// The private IP (the controller runs in the same VPC, or reaches it
@@ -29,12 +29,10 @@ pub enum SshVia {
     /// to a single node, or a test stack where one loopback sshd stands in for
     /// every VM. Every node gets the same address, so this is no jump host:
     /// for a bastion in front of many nodes use `PrivateIp` and a proxy command.
+    /// The port is the profile's `ssh.port`, as for every other address.
     Fixed {
         /// Host name or IP address.
         host: String,
-        /// Port (the profile's `ssh.port` when absent).
-        #[serde(default)]
-        port: Option<u16>,
     },
 }
 
@@ -48,7 +46,10 @@ pub struct SshAccess {
     /// The SSH user (`ec2-user` by default).
     #[serde(default = "default_user")]
     pub user: String,
-    /// The SSH port (22 by default).
+    /// The SSH port of every node the profile launches, whichever address
+    /// `via` picks (22 by default): the one place the port is set. (An
+    /// `SshConfig`'s own port is only for nodes whose address names none,
+    /// such as nodes an application makes itself.)
     #[serde(default = "default_port")]
     pub port: u16,
 }
@@ -81,9 +82,7 @@ impl SshAccess {
             SshVia::PrivateIp => (instance.private_ip.clone(), "private IP"),
             SshVia::PublicIp => (instance.public_ip.clone(), "public IP"),
             SshVia::PublicDns => (instance.public_dns.clone(), "public DNS name"),
-            SshVia::Fixed { host, port } => {
-                return Ok(NodeAddress::new(host.clone()).with_port(port.unwrap_or(self.port)))
-            }
+            SshVia::Fixed { host } => (Some(host.clone()), "fixed address"),
         };
         host.map(|h| NodeAddress::new(h).with_port(self.port))
             .ok_or_else(|| AwsError::NoAddress {
@@ -115,6 +114,10 @@ struct Fields {
     tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     load_balancer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_port: Option<u16>,
     #[serde(default)]
     ssh: SshAccess,
 }
@@ -140,6 +143,8 @@ impl std::fmt::Debug for Fields {
             .field("iam_instance_profile", &self.iam_instance_profile)
             .field("tags", &self.tags)
             .field("load_balancer", &self.load_balancer)
+            .field("target_group", &self.target_group)
+            .field("target_port", &self.target_port)
             .field("ssh", &self.ssh)
             .finish()
     }
@@ -150,6 +155,28 @@ impl std::fmt::Debug for Fields {
 /// Built with [`Ec2Profile::builder`] or read from TOML with
 /// [`Ec2Profile::from_toml`]; either way it is validated before anything
 /// reaches AWS.
+///
+/// # TOML keys
+/// Unknown keys are refused.
+///
+/// | key | required | meaning |
+/// |---|---|---|
+/// | `region` | yes | the AWS region (`eu-west-1`) |
+/// | `endpoint_url` | no | another endpoint than AWS's (moto, LocalStack) |
+/// | `image_id` | yes | the AMI (`ami-...`) |
+/// | `instance_type` | yes | the instance type (`t3.small`) |
+/// | `key_name` | no | the EC2 key pair to install |
+/// | `security_group_ids` | no | security groups (`["sg-..."]`) |
+/// | `subnet_id` | no | the subnet to launch into |
+/// | `user_data` | no | user data, plain text (encoded for the API; never logged) |
+/// | `iam_instance_profile` | no | an instance profile, by name or ARN |
+/// | `tags` | no | extra tags every instance carries (`{ team = "web" }`) |
+/// | `load_balancer` | no | the classic ELB the nodes join; checked to exist before a launch |
+/// | `target_group` | no | instead, the ALB/NLB target group the nodes join (its ARN; feature `elbv2`); checked to exist before a launch |
+/// | `target_port` | no | the port the target group sends the nodes traffic to, when not its own |
+/// | `ssh.via` | no | which address to connect to: `"private_ip"` (default), `"public_ip"`, `"public_dns"`, or `{ fixed = { host = "127.0.0.1" } }` ([`SshVia`]) |
+/// | `ssh.user` | no | the SSH user (`ec2-user`) |
+/// | `ssh.port` | no | the SSH port of every node (22), whichever address `via` picks |
 ///
 /// ```
 /// # fn main() -> Result<(), pyscaler_aws::AwsError> {
@@ -307,6 +334,38 @@ fn validate(f: &Fields) -> Result<(), AwsError> {
             ));
         }
     }
+    if let Some(arn) = &f.target_group {
+        if !cfg!(feature = "elbv2") {
+            return Err(bad(
+                "target_group",
+                "needs pyscaler-aws's `elbv2` feature (on by default)".to_owned(),
+            ));
+        }
+        if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
+            return Err(bad(
+                "target_group",
+                format!("`{arn}` is not a target group ARN (arn:aws:elasticloadbalancing:...:targetgroup/...)"),
+            ));
+        }
+        if let Some(lb) = &f.load_balancer {
+            return Err(bad(
+                "target_group",
+                format!(
+                    "names a target group beside the classic load balancer `{lb}`: one of the two"
+                ),
+            ));
+        }
+    }
+    match (f.target_port, &f.target_group) {
+        (Some(0), _) => return Err(bad("target_port", "is 0".to_owned())),
+        (Some(_), None) => {
+            return Err(bad(
+                "target_port",
+                "is set without a `target_group`".to_owned(),
+            ))
+        }
+        _ => {}
+    }
     if f.ssh.user.is_empty() || f.ssh.user.chars().any(char::is_whitespace) {
         return Err(bad(
             "ssh.user",
@@ -316,12 +375,9 @@ fn validate(f: &Fields) -> Result<(), AwsError> {
     if f.ssh.port == 0 {
         return Err(bad("ssh.port", "is 0".to_owned()));
     }
-    if let SshVia::Fixed { host, port } = &f.ssh.via {
+    if let SshVia::Fixed { host } = &f.ssh.via {
         if host.trim().is_empty() {
             return Err(bad("ssh.via.fixed.host", "is empty".to_owned()));
-        }
-        if *port == Some(0) {
-            return Err(bad("ssh.via.fixed.port", "is 0".to_owned()));
         }
     }
     Ok(())
@@ -347,6 +403,8 @@ impl Ec2Profile {
                 iam_instance_profile: None,
                 tags: BTreeMap::new(),
                 load_balancer: None,
+                target_group: None,
+                target_port: None,
                 ssh: SshAccess::default(),
             },
         }
@@ -405,6 +463,19 @@ impl Ec2Profile {
     pub fn load_balancer(&self) -> Option<&str> {
         self.f.load_balancer.as_deref()
     }
+    /// The ALB/NLB target group new nodes join (its ARN).
+    pub fn target_group(&self) -> Option<&str> {
+        self.f.target_group.as_deref()
+    }
+    /// The port the target group sends traffic to, when not its own.
+    pub fn target_port(&self) -> Option<u16> {
+        self.f.target_port
+    }
+    /// What new nodes are registered with, whichever kind: the classic load
+    /// balancer's name or the target group's ARN.
+    pub fn balancer(&self) -> Option<&str> {
+        self.load_balancer().or(self.target_group())
+    }
     /// How nodes are reached over SSH.
     pub fn ssh(&self) -> &SshAccess {
         &self.f.ssh
@@ -458,6 +529,17 @@ impl Ec2ProfileBuilder {
         self.f.load_balancer = Some(name.into());
         self
     }
+    /// The ALB/NLB target group new nodes join, by ARN (instead of a classic
+    /// load balancer).
+    pub fn target_group(mut self, arn: impl Into<String>) -> Self {
+        self.f.target_group = Some(arn.into());
+        self
+    }
+    /// The port the target group sends new nodes traffic to, instead of its own.
+    pub fn target_port(mut self, port: u16) -> Self {
+        self.f.target_port = Some(port);
+        self
+    }
     /// Which address to reach nodes at.
     pub fn ssh_via(mut self, via: SshVia) -> Self {
         self.f.ssh.via = via;
@@ -484,146 +566,4 @@ impl Ec2ProfileBuilder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> Ec2ProfileBuilder {
-        Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
-    }
-
-    fn field_of(e: AwsError) -> String {
-        match e {
-            AwsError::InvalidSetting { field, message } => format!("{field}: {message}"),
-            other => panic!("expected InvalidSetting, got {other}"),
-        }
-    }
-
-    #[test]
-    fn bad_values_are_named_before_any_call() {
-        let cases = [
-            (base().build().map(|_| ()), None),
-            (
-                Ec2Profile::builder("us-east-1", "ami-", "t3.small")
-                    .build()
-                    .map(|_| ()),
-                Some("image_id: `ami-`"),
-            ),
-            (
-                Ec2Profile::builder("us-east-1", "ami-123", "large")
-                    .build()
-                    .map(|_| ()),
-                Some("instance_type: `large`"),
-            ),
-            (
-                base().security_group("default").build().map(|_| ()),
-                Some("`default`"),
-            ),
-            (
-                base().tag("Name", "x").build().map(|_| ()),
-                Some("`Name` is reserved"),
-            ),
-            (
-                base().tag("pyscaler:run", "x").build().map(|_| ()),
-                Some("reserved"),
-            ),
-            (
-                base().load_balancer("web_lb").build().map(|_| ()),
-                Some("`web_lb`"),
-            ),
-            (base().ssh_user("").build().map(|_| ()), Some("ssh.user")),
-            (
-                base().user_data("x".repeat(13_000)).build().map(|_| ()),
-                Some("base64"),
-            ),
-            (
-                base().subnet_id("sub-1").build().map(|_| ()),
-                Some("`sub-1`"),
-            ),
-        ];
-        for (result, wanted) in cases {
-            match (result, wanted) {
-                (Ok(()), None) => {}
-                (Err(e), Some(w)) => {
-                    let shown = field_of(e);
-                    assert!(shown.contains(w), "{shown} should contain {w}");
-                }
-                (Ok(()), Some(w)) => panic!("expected an error containing {w}"),
-                (Err(e), None) => panic!("unexpected error {e}"),
-            }
-        }
-    }
-
-    #[test]
-    fn toml_profiles_are_validated_and_round_trip() {
-        let p = Ec2Profile::from_toml(
-            r#"
-            region = "us-east-1"
-            image_id = "ami-03cf127a"
-            instance_type = "t3.small"
-            load_balancer = "web-lb"
-            [ssh]
-            via = { fixed = { host = "127.0.0.1", port = 2222 } }
-            user = "pyscaler"
-            "#,
-        )
-        .expect("valid profile");
-        assert_eq!(p.load_balancer(), Some("web-lb"));
-        let addr = p
-            .ssh()
-            .address_of(&Instance::default())
-            .expect("fixed address");
-        assert_eq!(addr, NodeAddress::new("127.0.0.1").with_port(2222));
-        let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
-        assert_eq!(again, p);
-
-        let e = Ec2Profile::from_toml(
-            "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\nimage = \"typo\"\n",
-        )
-        .expect_err("unknown field");
-        assert!(e.to_string().contains("image"), "{e}");
-        let e = Ec2Profile::from_toml(
-            "region = \"us-east-1\"\nimage_id = \"ubuntu\"\ninstance_type = \"t3.small\"\n",
-        )
-        .expect_err("bad image");
-        assert!(e.to_string().contains("`ubuntu`"), "{e}");
-    }
-
-    #[test]
-    fn user_data_stays_out_of_debug_output() {
-        let p = base().user_data("TOKEN=hunter2").build().expect("profile");
-        let shown = format!("{p:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-        assert!(shown.contains("<13 bytes>"), "{shown}");
-        assert!(!format!("{:?}", base().user_data("TOKEN=hunter2")).contains("hunter2"));
-    }
-
-    #[test]
-    fn the_address_follows_the_profile() {
-        let i = Instance {
-            id: "i-1".into(),
-            private_ip: Some("10.0.0.5".into()),
-            public_dns: Some("ec2-1.example".into()),
-            ..Instance::default()
-        };
-        let reach = |via| SshAccess {
-            via,
-            port: 2200,
-            ..SshAccess::default()
-        };
-        assert_eq!(
-            reach(SshVia::PrivateIp).address_of(&i).expect("private"),
-            NodeAddress::new("10.0.0.5").with_port(2200)
-        );
-        assert_eq!(
-            reach(SshVia::PublicDns).address_of(&i).expect("dns").host,
-            "ec2-1.example"
-        );
-        let e = reach(SshVia::PublicIp)
-            .address_of(&i)
-            .expect_err("no public IP");
-        assert_eq!(
-            e.to_string(),
-            "instance i-1 has no public IP (see the profile's `ssh.via`)"
-        );
-    }
-}
+mod tests;

@@ -1,19 +1,18 @@
 //! `RemoveEc2Node`: take nodes out of the load balancer and terminate them.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{
-    Action, Context, Effects, Error, ErrorKind, Node, NodeOutcome, Result, RetryPolicy,
-};
+use pyscaler_core::{Action, Context, Effects, Error, ErrorKind, Node, NodeOutcome, Result};
 use tracing::{info, warn};
 
-use crate::terminate::terminate_and_wait;
-use crate::wait::default_poll;
-use crate::{AwsError, Ec2, Ec2Profile, LoadBalancer};
+use crate::terminate::{terminate_and_wait, until_drained, DRAINING_MARGIN, MAX_DRAINING};
+use crate::wait::{default_poll, Backoff};
+use crate::{Aws, AwsError, LoadBalancer};
+
+/// How long a classic ELB is given to drain, unless set.
+const CLASSIC_DRAINING: Duration = Duration::from_secs(30);
 
 /// Which nodes [`RemoveEc2Node`] removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,16 +27,14 @@ pub enum Pick {
     Oldest,
 }
 
-/// How far a `RemoveEc2Node` step got, kept in the outputs (by step) for its compensation.
+/// How far a `RemoveEc2Node` step got, kept as the step's output
+/// ([`Context::step_output_mut`]) for its compensation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Removal {
     instance_ids: Vec<String>,
     load_balancer: Option<String>,
     terminating: bool,
 }
-
-#[derive(Debug, Clone, Default)]
-struct Removals(BTreeMap<String, Removal>);
 
 /// Removes nodes from the cluster: picks them (the step's target, or the
 /// newest / oldest), refuses to go below the cluster's minimum, deregisters
@@ -48,21 +45,19 @@ struct Removals(BTreeMap<String, Removal>);
 /// A termination cannot be undone. Compensation registers the nodes with the
 /// load balancer again only when the step stopped before terminating them.
 pub struct RemoveEc2Node {
-    ec2: Arc<dyn Ec2>,
-    elb: Option<Arc<dyn LoadBalancer>>,
-    load_balancer: Option<String>,
+    aws: Aws,
     pick: Pick,
     count: usize,
     min_nodes: usize,
-    draining: Duration,
-    poll: RetryPolicy,
+    draining: Option<Duration>,
+    poll: Backoff,
     terminated_within: Duration,
 }
 
 impl fmt::Debug for RemoveEc2Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoveEc2Node")
-            .field("load_balancer", &self.load_balancer)
+            .field("load_balancer", &self.aws.load_balancer_name())
             .field("pick", &self.pick)
             .field("count", &self.count)
             .field("min_nodes", &self.min_nodes)
@@ -79,22 +74,15 @@ pub struct RemoveEc2NodeBuilder {
 }
 
 impl RemoveEc2Node {
-    /// Starts building: the EC2 provider, the load balancer provider (needed
-    /// when the profile names a load balancer), and the cluster's profile.
-    pub fn builder(
-        ec2: Arc<dyn Ec2>,
-        elb: Option<Arc<dyn LoadBalancer>>,
-        profile: &Ec2Profile,
-    ) -> RemoveEc2NodeBuilder {
+    /// Starts building: the cluster's providers and profile ([`Aws`]).
+    pub fn builder(aws: &Aws) -> RemoveEc2NodeBuilder {
         RemoveEc2NodeBuilder {
             inner: RemoveEc2Node {
-                ec2,
-                elb,
-                load_balancer: profile.load_balancer().map(str::to_owned),
+                aws: aws.clone(),
                 pick: Pick::default(),
                 count: 1,
                 min_nodes: 1,
-                draining: Duration::from_secs(30),
+                draining: None,
                 poll: default_poll(),
                 terminated_within: Duration::from_secs(300),
             },
@@ -121,15 +109,19 @@ impl RemoveEc2NodeBuilder {
         self
     }
 
-    /// How long to let the load balancer drain connections after deregistering
-    /// (30 s by default; match the load balancer's connection draining timeout).
+    /// Bounds connection draining after deregistering. A target group is
+    /// asked until its targets leave `draining`, by default within its own
+    /// `deregistration_delay.timeout_seconds` plus 10 s; a classic ELB cannot
+    /// be asked, so this long is waited (30 s by default; match its
+    /// connection draining timeout). Either way, the nodes are terminated
+    /// after it.
     pub fn draining(mut self, d: Duration) -> Self {
-        self.inner.draining = d;
+        self.inner.draining = Some(d);
         self
     }
 
     /// How polls are spaced.
-    pub fn poll(mut self, policy: RetryPolicy) -> Self {
+    pub fn poll(mut self, policy: Backoff) -> Self {
         self.inner.poll = policy;
         self
     }
@@ -143,8 +135,7 @@ impl RemoveEc2NodeBuilder {
     /// Checks the settings and builds the action.
     ///
     /// # Errors
-    /// [`AwsError::InvalidSetting`] for a zero count, a zero bound, or a
-    /// profile naming a load balancer without a load balancer provider (or the reverse).
+    /// [`AwsError::InvalidSetting`] for a zero count or a zero bound.
     pub fn build(self) -> Result<RemoveEc2Node, AwsError> {
         let a = self.inner;
         if a.count == 0 {
@@ -153,17 +144,49 @@ impl RemoveEc2NodeBuilder {
         if a.terminated_within.is_zero() {
             return Err(AwsError::invalid("terminated_within", "is 0"));
         }
-        if a.load_balancer.is_some() != a.elb.is_some() {
-            return Err(AwsError::invalid(
-                "load balancer",
-                "give a LoadBalancer provider exactly when the profile names a load balancer",
-            ));
-        }
         Ok(a)
     }
 }
 
 impl RemoveEc2Node {
+    /// Waits until `lb` no longer serves `ids`' connections: while a target
+    /// group says they are draining (bounded), or a set time for a classic ELB.
+    async fn drain(
+        &self,
+        ctx: &Context,
+        elb: &dyn LoadBalancer,
+        lb: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        // The deregistration went through: a load balancer that cannot be
+        // asked about draining (a refusal, a missing permission) gets the set
+        // wait, as a classic ELB does, rather than failing the scale-in.
+        let delay = match elb.draining_timeout(lb).await {
+            Ok(delay) => delay,
+            Err(e) => {
+                warn!(load_balancer = %lb, error = %e, "Cannot read the draining timeout; waiting the set time.");
+                None
+            }
+        };
+        let Some(delay) = delay else {
+            tokio::select! {
+                _ = tokio::time::sleep(self.draining.unwrap_or(CLASSIC_DRAINING)) => {}
+                _ = ctx.cancellation().cancelled() => return Err(Error::Cancelled),
+            }
+            return Ok(());
+        };
+        let within = self
+            .draining
+            .unwrap_or(delay.saturating_add(DRAINING_MARGIN))
+            .min(MAX_DRAINING);
+        let left = until_drained(elb, lb, ids, &self.poll, within, ctx.cancellation()).await?;
+        if !left.is_empty() {
+            warn!(load_balancer = %lb, instances = ?left, within = ?within,
+                "Still draining at the bound; terminating them anyway.");
+        }
+        Ok(())
+    }
+
     fn choose(&self, ctx: &Context) -> Vec<Node> {
         match self.pick {
             Pick::Target => ctx.targets().to_vec(),
@@ -200,8 +223,8 @@ impl Action for RemoveEc2Node {
             Pick::Oldest => format!("the {} oldest node(s)", self.count),
         };
         let lb = self
-            .load_balancer
-            .as_ref()
+            .aws
+            .load_balancer_name()
             .map(|lb| format!(", deregistered from {lb}"))
             .unwrap_or_default();
         let effects = Effects::says(format!(
@@ -213,6 +236,10 @@ impl Action for RemoveEc2Node {
             Pick::Target => effects.removing_nodes(),
             Pick::Newest | Pick::Oldest => effects.removing(self.count),
         }
+    }
+
+    fn nodes_to_remove(&self, ctx: &Context) -> Vec<Node> {
+        self.choose(ctx)
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {
@@ -251,21 +278,18 @@ impl Action for RemoveEc2Node {
             ..Removal::default()
         };
 
-        if let (Some(elb), Some(lb)) = (&self.elb, &self.load_balancer) {
-            record.load_balancer = Some(lb.clone());
-            store(ctx, &step, record.clone());
+        if let Some((elb, lb)) = self.aws.load_balancer() {
+            record.load_balancer = Some(lb.to_owned());
+            *ctx.step_output_mut::<Removal>() = record.clone();
             elb.deregister(lb, &ids).await?;
             info!(step = %step, load_balancer = %lb, instances = ?ids, "Deregistered; draining.");
-            tokio::select! {
-                _ = tokio::time::sleep(self.draining) => {}
-                _ = ctx.cancellation().cancelled() => return Err(Error::Cancelled),
-            }
+            self.drain(ctx, elb, lb, &ids).await?;
         }
 
         record.terminating = true;
-        store(ctx, &step, record);
+        *ctx.step_output_mut::<Removal>() = record;
         terminate_and_wait(
-            self.ec2.as_ref(),
+            self.aws.ec2(),
             &self.poll,
             self.terminated_within,
             ctx.cancellation(),
@@ -276,8 +300,8 @@ impl Action for RemoveEc2Node {
         for node in &chosen {
             info!(step = %step, node = %node, "Terminated and removed from the cluster.");
             let lb = self
-                .load_balancer
-                .as_ref()
+                .aws
+                .load_balancer_name()
                 .map(|lb| format!("deregistered from {lb}, "))
                 .unwrap_or_default();
             ctx.record_node(
@@ -297,33 +321,20 @@ impl Action for RemoveEc2Node {
 
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
         let step = ctx.step_name().to_owned();
-        let record = ctx
-            .outputs()
-            .get::<Removals>()
-            .and_then(|r| r.0.get(&step))
-            .cloned();
-        let Some(record) = record else { return Ok(()) };
+        let Some(record) = ctx.step_output::<Removal>(&step).cloned() else {
+            return Ok(());
+        };
         if record.terminating {
             warn!(step = %step, instances = ?record.instance_ids, "Terminated instances cannot be brought back.");
             return Ok(());
         }
-        if let (Some(elb), Some(lb)) = (&self.elb, &record.load_balancer) {
+        if let (Some((elb, _)), Some(lb)) = (self.aws.load_balancer(), &record.load_balancer) {
             elb.register(lb, &record.instance_ids).await?;
             info!(step = %step, load_balancer = %lb, instances = ?record.instance_ids, "Registered again.");
         }
-        if let Some(r) = ctx.outputs_mut().get_mut::<Removals>() {
-            r.0.remove(&step);
-        }
+        // Done: a second undo has nothing left to register.
+        *ctx.step_output_mut::<Removal>() = Removal::default();
         Ok(())
-    }
-}
-
-fn store(ctx: &mut Context, step: &str, record: Removal) {
-    if ctx.outputs().get::<Removals>().is_none() {
-        ctx.outputs_mut().insert(Removals::default());
-    }
-    if let Some(r) = ctx.outputs_mut().get_mut::<Removals>() {
-        r.0.insert(step.to_owned(), record);
     }
 }
 

@@ -8,15 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pyscaler_core::{
-    Action, Context, Effects, Journal, Result, RetryPolicy, RunId, RunRecord, RunState, RunStatus,
+    Action, Context, Effects, Journal, NodeOutcome, Result, RunId, RunRecord, RunState, RunStatus,
 };
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::node::{TAG_CLUSTER, TAG_RUN};
-use crate::terminate::deregister_and_terminate;
-use crate::wait::default_poll;
-use crate::{AwsError, Ec2, Instance, InstanceState, LoadBalancer};
+use crate::node::{node_name, TAG_CLUSTER, TAG_RUN};
+use crate::wait::{default_poll, Backoff};
+use crate::{Aws, AwsError, Instance, InstanceState};
 
 /// Why the sweep looked at an instance: what the journal says of its run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +65,9 @@ pub enum SweepOutcome {
 pub struct Orphan {
     /// The instance.
     pub instance_id: String,
+    /// Its node name (from its `Name` tag and launch index; its id when untagged).
+    #[serde(default)]
+    pub node: String,
     /// The run that launched it (its `pyscaler:run` tag), if tagged.
     pub run_id: Option<RunId>,
     /// Why it is an orphan.
@@ -107,12 +109,11 @@ impl fmt::Display for Orphan {
 /// it as a pipeline step (it is an [`Action`]: as a step it spares the run it is
 /// part of, and leaves its report in the context's outputs as `Vec<Orphan>`).
 pub struct SweepOrphans {
-    ec2: Arc<dyn Ec2>,
-    elb: Option<(Arc<dyn LoadBalancer>, String)>,
+    aws: Aws,
     journal: Arc<dyn Journal>,
     cluster: String,
     grace: Duration,
-    poll: RetryPolicy,
+    poll: Backoff,
     terminated_within: Duration,
 }
 
@@ -120,7 +121,7 @@ impl fmt::Debug for SweepOrphans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SweepOrphans")
             .field("cluster", &self.cluster)
-            .field("load_balancer", &self.elb.as_ref().map(|(_, lb)| lb))
+            .field("load_balancer", &self.aws.load_balancer_name())
             .field("journal", &self.journal)
             .field("grace", &self.grace)
             .field("terminated_within", &self.terminated_within)
@@ -143,16 +144,16 @@ impl fmt::Debug for SweepOrphansBuilder {
 
 impl SweepOrphans {
     /// A sweep of `cluster`'s instances, judged by `journal`, with a grace
-    /// period of 15 minutes and no load balancer until one is set.
+    /// period of 15 minutes; swept instances are deregistered from the load
+    /// balancer `aws`'s profile names first.
     pub fn builder(
-        ec2: Arc<dyn Ec2>,
+        aws: &Aws,
         journal: Arc<dyn Journal>,
         cluster: impl Into<String>,
     ) -> SweepOrphansBuilder {
         SweepOrphansBuilder {
             inner: Self {
-                ec2,
-                elb: None,
+                aws: aws.clone(),
                 journal,
                 cluster: cluster.into(),
                 grace: Duration::from_secs(15 * 60),
@@ -180,15 +181,11 @@ impl SweepOrphans {
             .map(|r| (r.run_id.clone(), r))
             .collect();
         let instances = self
-            .ec2
+            .aws
+            .ec2()
             .find_by_tags(
                 &[(TAG_CLUSTER.to_owned(), self.cluster.clone())],
-                &[
-                    InstanceState::Pending,
-                    InstanceState::Running,
-                    InstanceState::Stopping,
-                    InstanceState::Stopped,
-                ],
+                &InstanceState::LIVE,
             )
             .await?;
         let now = Utc::now();
@@ -211,18 +208,10 @@ impl SweepOrphans {
         if doomed.is_empty() {
             return Ok(orphans);
         }
-        let elb = self
-            .elb
-            .as_ref()
-            .map(|(elb, lb)| (elb.as_ref(), lb.as_str()));
-        let deregister_error = deregister_and_terminate(
-            self.ec2.as_ref(),
-            elb,
-            &self.poll,
-            self.terminated_within,
-            &doomed,
-        )
-        .await?;
+        let deregister_error = self
+            .aws
+            .retire((true, false), &self.poll, self.terminated_within, &doomed)
+            .await?;
         for o in orphans
             .iter()
             .filter(|o| o.outcome == SweepOutcome::Terminated)
@@ -230,7 +219,15 @@ impl SweepOrphans {
             info!(cluster = %self.cluster, instance = %o.instance_id, run_id = ?o.run_id.as_ref().map(RunId::to_string), reason = %o.reason, "Terminated an orphan.");
         }
         if let Some(e) = deregister_error {
-            return Err(e.into());
+            // They are gone; say which, and that the load balancer may still point at them.
+            return Err(pyscaler_core::Error::other(
+                pyscaler_core::Classify::kind(&e),
+                format!(
+                    "terminated {}, but deregistering them from {} failed: {e}",
+                    doomed.join(", "),
+                    self.aws.load_balancer_name().unwrap_or("the load balancer")
+                ),
+            ));
         }
         Ok(orphans)
     }
@@ -273,6 +270,7 @@ impl SweepOrphans {
         };
         Some(Orphan {
             instance_id: instance.id.clone(),
+            node: node_name(instance),
             run_id,
             reason,
             launched_at: instance.launched_at,
@@ -281,13 +279,32 @@ impl SweepOrphans {
     }
 }
 
-impl SweepOrphansBuilder {
-    /// Deregisters swept instances from this classic load balancer first.
-    pub fn load_balancer(mut self, elb: Arc<dyn LoadBalancer>, name: impl Into<String>) -> Self {
-        self.inner.elb = Some((elb, name.into()));
-        self
+impl SweepOrphans {
+    /// What the sweep did with `o`, in words for the run report.
+    fn report_line(&self, o: &Orphan) -> String {
+        let run = o
+            .run_id
+            .as_ref()
+            .map_or_else(|| "no run".to_owned(), |r| format!("run {r}"));
+        match o.outcome {
+            SweepOutcome::Terminated => {
+                let lb = self
+                    .aws
+                    .load_balancer_name()
+                    .map(|lb| format!("deregistered from {lb}, "))
+                    .unwrap_or_default();
+                format!("{lb}terminated {} ({run}: {})", o.instance_id, o.reason)
+            }
+            SweepOutcome::WithinGrace => format!(
+                "kept {} for now: launched within the grace period ({run}: {})",
+                o.instance_id, o.reason
+            ),
+            SweepOutcome::Skipped => format!("left {} alone: {}", o.instance_id, o.reason),
+        }
     }
+}
 
+impl SweepOrphansBuilder {
     /// Leaves instances launched less than `grace` ago alone (15 min by default):
     /// their run may still be going on.
     pub fn grace(mut self, grace: Duration) -> Self {
@@ -304,39 +321,14 @@ impl SweepOrphansBuilder {
     /// The sweep.
     ///
     /// # Errors
-    /// [`AwsError::InvalidSetting`] for an empty cluster or load balancer name.
+    /// [`AwsError::InvalidSetting`] for an empty cluster name (the load
+    /// balancer's name was checked with the profile).
     pub fn build(self) -> std::result::Result<SweepOrphans, AwsError> {
         if self.inner.cluster.is_empty() {
             return Err(AwsError::invalid("cluster", "name the cluster to sweep"));
         }
-        if self.inner.elb.as_ref().is_some_and(|(_, lb)| lb.is_empty()) {
-            return Err(AwsError::invalid(
-                "load balancer",
-                "name the load balancer to deregister from",
-            ));
-        }
         Ok(self.inner)
     }
-}
-
-/// Sweeps `cluster` once: see [`SweepOrphans`]. `elb` is the load balancer
-/// provider and the name of the load balancer to deregister from.
-///
-/// # Errors
-/// An empty cluster or load balancer name ([`AwsError::InvalidSetting`]); a
-/// journal that cannot be read; EC2 or the load balancer refusing.
-pub async fn sweep_orphans(
-    ec2: Arc<dyn Ec2>,
-    elb: Option<(Arc<dyn LoadBalancer>, &str)>,
-    journal: Arc<dyn Journal>,
-    cluster: &str,
-    grace: Duration,
-) -> Result<Vec<Orphan>> {
-    let mut builder = SweepOrphans::builder(ec2, journal, cluster).grace(grace);
-    if let Some((elb, name)) = elb {
-        builder = builder.load_balancer(elb, name);
-    }
-    builder.build()?.sweep().await
 }
 
 #[async_trait]
@@ -353,9 +345,14 @@ impl Action for SweepOrphans {
         ))
     }
 
+    /// Sweeps, sparing this run, and reports each orphan as a node outcome
+    /// (named by its node name, saying what was done to which instance).
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         let spare = ctx.run_id().clone();
         let orphans = self.sweep_sparing(Some(&spare)).await?;
+        for o in &orphans {
+            ctx.record_node(NodeOutcome::ok(o.node.clone(), self.report_line(o)));
+        }
         ctx.outputs_mut().insert(orphans);
         Ok(())
     }
@@ -363,9 +360,7 @@ impl Action for SweepOrphans {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use pyscaler_core::{Cluster, JournalEntry, Node};
+    use pyscaler_core::{Cluster, JournalEntry, MemoryJournal, Node};
 
     use super::*;
     use crate::test_support::{
@@ -373,47 +368,28 @@ mod tests {
     };
     use crate::{MockEc2, MockLoadBalancer};
 
-    /// A journal held in memory.
-    #[derive(Debug, Default)]
-    struct MemJournal(Mutex<Vec<JournalEntry>>);
-
-    #[async_trait]
-    impl Journal for MemJournal {
-        async fn append(&self, entry: JournalEntry) -> Result<()> {
-            self.0.lock().expect("lock").push(entry);
-            Ok(())
-        }
-        async fn runs(&self) -> Result<Vec<RunRecord>> {
-            Ok(pyscaler_core::replay(
-                self.0.lock().expect("lock").iter().cloned(),
-            ))
-        }
-    }
-
-    impl MemJournal {
-        fn with_runs(runs: &[(&str, Option<RunStatus>)]) -> Arc<Self> {
-            let j = Self::default();
-            for (id, status) in runs {
-                let run_id = RunId::new(*id);
-                let mut entries = j.0.lock().expect("lock");
-                entries.push(JournalEntry::RunStarted {
-                    run_id: run_id.clone(),
-                    pipeline: "scale-out".into(),
-                    cluster: "web".into(),
-                    trigger: pyscaler_core::TriggerInfo::new("manual", "test"),
+    /// A journal in memory holding `runs`, each finished with its status or unfinished.
+    fn journal_with_runs(runs: &[(&str, Option<RunStatus>)]) -> Arc<MemoryJournal> {
+        let mut entries = Vec::new();
+        for (id, status) in runs {
+            let run_id = RunId::new(*id);
+            entries.push(JournalEntry::RunStarted {
+                run_id: run_id.clone(),
+                pipeline: "scale-out".into(),
+                cluster: "web".into(),
+                trigger: pyscaler_core::TriggerInfo::new("manual", "test"),
+                at: Utc::now(),
+            });
+            if let Some(status) = status {
+                entries.push(JournalEntry::RunFinished {
+                    run_id,
+                    status: *status,
+                    new_nodes: Vec::<Node>::new(),
                     at: Utc::now(),
                 });
-                if let Some(status) = status {
-                    entries.push(JournalEntry::RunFinished {
-                        run_id,
-                        status: *status,
-                        new_nodes: Vec::<Node>::new(),
-                        at: Utc::now(),
-                    });
-                }
             }
-            Arc::new(j)
         }
+        Arc::new(MemoryJournal::with_entries(entries))
     }
 
     fn instance(id: &str, run: Option<&str>, age_mins: i64) -> Instance {
@@ -445,9 +421,13 @@ mod tests {
         ec2
     }
 
-    fn sweep(ec2: MockEc2, elb: MockLoadBalancer, journal: Arc<MemJournal>) -> SweepOrphans {
-        SweepOrphans::builder(Arc::new(ec2), journal, "web")
-            .load_balancer(Arc::new(elb), "web-lb")
+    fn sweep(ec2: MockEc2, elb: MockLoadBalancer, journal: Arc<MemoryJournal>) -> SweepOrphans {
+        let profile = crate::Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .load_balancer("web-lb")
+            .build()
+            .expect("profile");
+        let aws = Aws::new(Arc::new(ec2), Some(Arc::new(elb)), profile).expect("paired");
+        SweepOrphans::builder(&aws, journal, "web")
             .grace(Duration::from_secs(10 * 60))
             .build()
             .expect("valid sweep")
@@ -456,7 +436,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn each_kind_of_orphan_is_judged_and_only_old_tagged_ones_are_terminated() {
         let calls = Calls::default();
-        let journal = MemJournal::with_runs(&[
+        let journal = journal_with_runs(&[
             ("run-ok", Some(RunStatus::Succeeded)),
             ("run-partial", Some(RunStatus::CompletedWithFailures)),
             ("run-failed", Some(RunStatus::Failed)),
@@ -523,7 +503,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nothing_is_touched_when_every_run_succeeded_or_is_too_young() {
-        let journal = MemJournal::with_runs(&[("run-ok", Some(RunStatus::Succeeded))]);
+        let journal = journal_with_runs(&[("run-ok", Some(RunStatus::Succeeded))]);
         let mut ec2 = MockEc2::new();
         let listed = vec![
             instance("i-ok", Some("run-ok"), 600),
@@ -543,7 +523,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn as_a_step_it_spares_its_own_run_and_reports_in_the_outputs() {
         let calls = Calls::default();
-        let journal = MemJournal::with_runs(&[]);
+        let journal = journal_with_runs(&[]);
         let mut ctx = Context::new(Cluster::new("web"));
         let own = ctx.run_id().to_string();
         let ec2 = ec2_with(
@@ -560,6 +540,10 @@ mod tests {
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].instance_id, "i-lost");
         assert_eq!(
+            step.report_line(&orphans[0]),
+            "deregistered from web-lb, terminated i-lost (run run-lost: run unknown to the journal)"
+        );
+        assert_eq!(
             *calls.lock().expect("lock"),
             ["deregister web-lb i-lost", "terminate i-lost"]
         );
@@ -567,7 +551,11 @@ mod tests {
 
     #[test]
     fn an_empty_cluster_name_is_refused() {
-        let err = SweepOrphans::builder(Arc::new(MockEc2::new()), MemJournal::with_runs(&[]), "")
+        let profile = crate::Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+            .build()
+            .expect("profile");
+        let aws = Aws::new(Arc::new(MockEc2::new()), None, profile).expect("aws");
+        let err = SweepOrphans::builder(&aws, journal_with_runs(&[]), "")
             .build()
             .expect_err("no cluster");
         assert!(err.to_string().contains("cluster"), "{err}");

@@ -2,15 +2,75 @@
 
 use std::time::Duration;
 
-use pyscaler_core::{CancellationToken, Classify, Result, RetryPolicy};
+use pyscaler_core::{CancellationToken, Classify, Result};
 
-use crate::wait::Poller;
+use crate::wait::{Backoff, Poller};
+
+/// Added to a target group's own deregistration delay when waiting for it.
+pub(crate) const DRAINING_MARGIN: Duration = Duration::from_secs(10);
+/// The longest draining wait (a target group's delay is at most 3,600 s).
+pub(crate) const MAX_DRAINING: Duration = Duration::from_secs(3_600 + 60);
+
+/// Polls `lb` until none of `ids` is draining, within `within`; returns
+/// those still draining at the bound. A passing fault is polled again; any
+/// other refusal ends the wait (logged): draining is never a reason to keep
+/// an instance.
+///
+/// # Errors
+/// [`pyscaler_core::Error::Cancelled`] when `cancel` is cancelled.
+pub(crate) async fn until_drained(
+    elb: &dyn crate::LoadBalancer,
+    lb: &str,
+    ids: &[String],
+    poll: &Backoff,
+    within: Duration,
+    cancel: &CancellationToken,
+) -> Result<Vec<String>> {
+    let mut poller = Poller::new(poll, within);
+    let mut left = ids.to_vec();
+    loop {
+        match elb.draining(lb, ids).await {
+            Ok(now) => left = now,
+            Err(e) if e.is_retryable() => {}
+            Err(e) => {
+                tracing::warn!(load_balancer = %lb, error = %e, "Cannot follow draining; going on.");
+                return Ok(Vec::new());
+            }
+        }
+        if left.is_empty() || !poller.tick(cancel).await? {
+            return Ok(left);
+        }
+    }
+}
+
+/// Waits, within the load balancer's own draining timeout plus a margin,
+/// until `ids` are no longer draining there; nothing for a load balancer
+/// that cannot say (a classic ELB). Never fails: the instances are
+/// terminated next whatever it found.
+async fn drained(elb: &dyn crate::LoadBalancer, lb: &str, ids: &[String], poll: &Backoff) {
+    let delay = match elb.draining_timeout(lb).await {
+        Ok(Some(delay)) => delay,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(load_balancer = %lb, error = %e, "Cannot read the draining timeout; not waiting.");
+            return;
+        }
+    };
+    let within = delay.saturating_add(DRAINING_MARGIN).min(MAX_DRAINING);
+    // Undoing runs to the end, even in a cancelled run.
+    match until_drained(elb, lb, ids, poll, within, &CancellationToken::new()).await {
+        Ok(left) if !left.is_empty() => {
+            tracing::warn!(load_balancer = %lb, instances = ?left, "Still draining at the bound; terminating anyway.");
+        }
+        _ => {}
+    }
+}
 use crate::{AwsError, Ec2, Instance, InstanceState};
 
 /// Terminates `ids` and waits until they are gone; unknown ids count as gone.
 pub(crate) async fn terminate_and_wait(
     ec2: &dyn Ec2,
-    poll: &RetryPolicy,
+    poll: &Backoff,
     within: Duration,
     cancel: &CancellationToken,
     ids: &[String],
@@ -59,6 +119,36 @@ pub(crate) async fn terminate_and_wait(
     .into())
 }
 
+/// Deregisters `ids` from `lb`. One id that is not registered (or not an
+/// instance any more) makes the load balancer refuse the whole call, with
+/// nothing deregistered: then each id is deregistered alone. A load
+/// balancer that is gone has nothing registered.
+///
+/// # Errors
+/// The first refusal other than "not registered" (the ids before it are out).
+pub(crate) async fn deregister_all(
+    elb: &dyn crate::LoadBalancer,
+    lb: &str,
+    ids: &[String],
+) -> std::result::Result<(), AwsError> {
+    match elb.deregister(lb, ids).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("TargetGroupNotFound") => Ok(()),
+        Err(e) if e.nothing_registered() && ids.len() > 1 => {
+            for id in ids {
+                match elb.deregister(lb, std::slice::from_ref(id)).await {
+                    Ok(()) => {}
+                    Err(e) if e.nothing_registered() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.nothing_registered() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes instances out of `load_balancer` (when given), then terminates them
 /// and waits until they are gone. A failed deregistration never keeps a VM
 /// running: the instances are terminated all the same, and the
@@ -66,34 +156,44 @@ pub(crate) async fn terminate_and_wait(
 /// the load balancer may still point at them until it notices). A load
 /// balancer or registration that is already gone is no error: when the
 /// refusal names no error code, the load balancer's existence is checked.
+/// With `deregister` false the instances are out already (a withdrawal took
+/// them out). Either way, when `drain`, a load balancer that says how long
+/// it drains (a target group) is waited for, bounded, before terminating.
 ///
 /// # Errors
 /// When terminating, or waiting for it, failed.
 pub(crate) async fn deregister_and_terminate(
     ec2: &dyn Ec2,
     load_balancer: Option<(&dyn crate::LoadBalancer, &str)>,
-    poll: &RetryPolicy,
+    (deregister, drain): (bool, bool),
+    poll: &Backoff,
     within: Duration,
     ids: &[String],
 ) -> Result<Option<AwsError>> {
     let mut deregister_error = None;
-    if let Some((elb, lb)) = load_balancer {
-        match elb.deregister(lb, ids).await {
+    // Drained only where the instances were taken out (not from a load
+    // balancer that is gone, nor after a refusal).
+    let mut drain = drain;
+    if let Some((elb, lb)) = load_balancer.filter(|_| deregister) {
+        match deregister_all(elb, lb, ids).await {
             Ok(()) => tracing::info!(load_balancer = %lb, instances = ?ids, "Deregistered."),
-            // Nothing to take out: the load balancer or the registration is gone.
-            Err(e) if e.has_code("LoadBalancerNotFound") || e.has_code("InvalidInstance") => {}
             // An answer without an error code (an HTTP 500 page: moto's answer
             // for an unknown load balancer, where AWS says LoadBalancerNotFound)
             // does not say why: ask whether the load balancer exists at all.
             Err(e) if e.code().is_none() && !exists(elb, lb).await => {
                 tracing::info!(load_balancer = %lb, instances = ?ids, error = %e,
                     "The load balancer does not exist: nothing to deregister.");
+                drain = false;
             }
             Err(e) => {
                 tracing::warn!(load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
                 deregister_error = Some(e);
+                drain = false;
             }
         }
+    }
+    if let Some((elb, lb)) = load_balancer.filter(|_| drain) {
+        drained(elb, lb, ids, poll).await;
     }
     // Undoing runs to the end, even in a cancelled run.
     terminate_and_wait(ec2, poll, within, &CancellationToken::new(), ids).await?;
@@ -142,6 +242,7 @@ mod tests {
         deregister_and_terminate(
             &ec2_terminating(calls, 1),
             Some((&elb, "web-lb")),
+            (true, true),
             &default_poll(),
             Duration::from_secs(60),
             &["i-1".to_owned()],
@@ -200,5 +301,38 @@ mod tests {
         elb.expect_exists().never();
         let error = undo(elb, &calls).await.expect("the deregistration's error");
         assert!(error.has_code("Throttling"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn one_unregistered_id_does_not_leave_the_others_registered() {
+        // The whole call is refused for i-2 with nothing deregistered: each
+        // id is then taken out alone, and i-1 really leaves.
+        let calls: Arc<Mutex<Vec<String>>> = Arc::default();
+        let c = calls.clone();
+        let mut elb = MockLoadBalancer::new();
+        elb.expect_deregister().returning(move |lb, ids| {
+            c.lock()
+                .expect("calls")
+                .push(format!("deregister {lb} {}", ids.join(",")));
+            if ids.iter().any(|i| i == "i-2") {
+                Err(deregister_refusal(
+                    "InvalidInstance",
+                    "i-2 is not registered",
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        deregister_all(&elb, "web-lb", &["i-1".to_owned(), "i-2".to_owned()])
+            .await
+            .expect("out");
+        assert_eq!(
+            *calls.lock().expect("calls"),
+            [
+                "deregister web-lb i-1,i-2",
+                "deregister web-lb i-1",
+                "deregister web-lb i-2"
+            ]
+        );
     }
 }

@@ -155,6 +155,8 @@ pub(crate) fn expect_deregister_noted(elb: &mut MockLoadBalancer, calls: &Calls)
         note(&c, format!("deregister {lb} {}", ids.join(",")));
         Ok(())
     });
+    // A classic ELB: it cannot say how long it drains.
+    elb.expect_draining_timeout().returning(|_| Ok(None));
 }
 
 /// A load balancer that only takes instances out, noting each deregistration.

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pyscaler_aws::{
-    discover, instances_of_run, AwsError, ClassicElb, ClientConfig, DeployEc2Node, Ec2, Ec2Profile,
-    Ec2RunCleanup, HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec, LoadBalancer,
-    Pick, RemoveEc2Node, SdkEc2, StaticCredentials,
+    discover, instances_of_run, Aws, AwsError, ClassicElb, ClientConfig, DeployEc2Node, Ec2,
+    Ec2Profile, Ec2RunCleanup, HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec,
+    LoadBalancer, Pick, RemoveEc2Node, SdkEc2, StaticCredentials,
 };
+use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{
-    Action, ActionExt, Cluster, Context, Error, ErrorKind, NodeAddress, Pipeline, Result,
-    RunCleanup, RunRecord, RunState, RunStatus, Target,
+    Action, ActionExt, Cluster, Context, ErrorKind, NodeAddress, Pipeline, Result, RunCleanup,
+    RunRecord, RunState, RunStatus, Target,
 };
 use pyscaler_testkit::moto::{MotoServer, ACCESS_KEY_ID, AMI, REGION, SECRET_ACCESS_KEY};
 
@@ -112,18 +113,7 @@ impl Stack {
             inner: ClassicElb::connect(&config).await,
             counts: counts.clone(),
         });
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(moto.endpoint_url())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                ACCESS_KEY_ID,
-                SECRET_ACCESS_KEY,
-                None,
-                None,
-                "test",
-            ))
-            .load()
-            .await;
+        let sdk = moto.sdk_config().await;
         Self {
             moto,
             ec2,
@@ -149,8 +139,13 @@ impl Stack {
             .expect("valid profile")
     }
 
+    /// The providers for `profile`, which names the load balancer.
+    fn aws(&self, profile: Ec2Profile) -> Aws {
+        Aws::new(self.ec2.clone(), Some(self.elb.clone()), profile).expect("paired providers")
+    }
+
     fn deploy(&self, profile: Ec2Profile, count: u32) -> DeployEc2Node {
-        DeployEc2Node::builder(self.ec2.clone(), Some(self.elb.clone()), profile)
+        DeployEc2Node::builder(&self.aws(profile))
             .count(count)
             .running_within(Duration::from_secs(30))
             .in_service_within(Duration::from_secs(30))
@@ -202,38 +197,30 @@ impl Stack {
 
     /// The instances registered with the load balancer.
     async fn registered(&self) -> Vec<String> {
-        let out = self
-            .sdk_elb
-            .describe_load_balancers()
-            .load_balancer_names(LB)
-            .send()
-            .await
-            .expect("describe load balancers");
-        let mut ids: Vec<String> = out
-            .load_balancer_descriptions()
-            .iter()
-            .flat_map(|d| d.instances())
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect();
-        ids.sort();
-        ids
+        registered_with(&self.sdk_elb).await
+    }
+}
+
+/// The journal's record of the run of `ctx`, in `state`.
+fn record_of(ctx: &Context, state: RunState) -> RunRecord {
+    RunRecord {
+        run_id: ctx.run_id().clone(),
+        pipeline: "scale-out".into(),
+        cluster: "web".into(),
+        trigger: None,
+        started_at: chrono::Utc::now(),
+        state,
+        steps: vec![("deploy-ec2-node".into(), None)],
+        new_nodes: Vec::new(),
+        steps_ended: None,
     }
 }
 
 /// Fails, as a Puppet run on the new nodes might, to force compensation.
-struct Fail;
-
-#[async_trait]
-impl Action for Fail {
-    fn name(&self) -> &str {
-        "configure"
-    }
-    async fn run(&self, _ctx: &mut Context) -> Result<()> {
-        Err(Error::other(
-            ErrorKind::RemoteCommandFailed,
-            "puppet failed",
-        ))
-    }
+fn fail() -> Probe {
+    Probe::new("configure", &CallLog::default())
+        .failing(u32::MAX, ErrorKind::RemoteCommandFailed)
+        .failing_with("puppet failed")
 }
 
 #[tokio::test]
@@ -280,15 +267,21 @@ async fn three_nodes_launch_in_one_call_tagged_registered_and_in_service() {
     assert_eq!(health.len(), 3);
     assert!(health.iter().all(|h| h.state == HealthState::InService));
 
-    // A restarted controller sees the same cluster from EC2's tags.
-    let found = discover(stack.ec2.as_ref(), "web", &stack.profile(AMI, "t3.small"))
-        .await
-        .expect("discover");
+    // A restarted controller sees the same cluster from EC2's tags and the
+    // journal, which says the run succeeded.
+    let aws = stack.aws(stack.profile(AMI, "t3.small"));
+    let found = discover(
+        &aws,
+        "web",
+        &[record_of(&ctx, RunState::Finished(RunStatus::Succeeded))],
+    )
+    .await
+    .expect("discover");
     let mut found_names: Vec<String> = found.nodes().iter().map(|n| n.name.clone()).collect();
     found_names.sort();
     assert_eq!(found_names, ["web-01", "web-02", "web-03"]);
     assert_eq!(
-        instances_of_run(stack.ec2.as_ref(), ctx.run_id())
+        instances_of_run(&aws, ctx.run_id())
             .await
             .expect("instances of the run")
             .len(),
@@ -307,12 +300,17 @@ async fn remove_ec2_node_deregisters_and_terminates_the_newest() {
         .run(&mut ctx)
         .await
         .expect("deploy two");
-    let cluster = discover(stack.ec2.as_ref(), "web", &profile)
-        .await
-        .expect("discover");
+    let aws = stack.aws(profile.clone());
+    let cluster = discover(
+        &aws,
+        "web",
+        &[record_of(&ctx, RunState::Finished(RunStatus::Succeeded))],
+    )
+    .await
+    .expect("discover");
     assert_eq!(cluster.len(), 2);
 
-    let remove = RemoveEc2Node::builder(stack.ec2.clone(), Some(stack.elb.clone()), &profile)
+    let remove = RemoveEc2Node::builder(&aws)
         .pick(Pick::Newest)
         .count(1)
         .draining(Duration::ZERO)
@@ -341,7 +339,7 @@ async fn remove_ec2_node_deregisters_and_terminates_the_newest() {
     assert_eq!(stack.registered().await, running);
 
     // The last node is kept: the cluster minimum is 1.
-    let remove_again = RemoveEc2Node::builder(stack.ec2.clone(), Some(stack.elb.clone()), &profile)
+    let remove_again = RemoveEc2Node::builder(&aws)
         .draining(Duration::ZERO)
         .build()
         .expect("action");
@@ -395,6 +393,78 @@ async fn a_bad_ami_and_a_bad_instance_type_are_typed_errors_and_launch_nothing()
     assert!(stack.registered().await.is_empty());
 }
 
+/// The instances registered with the classic load balancer, sorted.
+async fn registered_with(elb: &aws_sdk_elasticloadbalancing::Client) -> Vec<String> {
+    let out = elb
+        .describe_load_balancers()
+        .load_balancer_names(LB)
+        .send()
+        .await
+        .expect("describe load balancers");
+    let mut ids: Vec<String> = out
+        .load_balancer_descriptions()
+        .iter()
+        .flat_map(|d| d.instances())
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// A step whose undo writes down which instances the load balancer still
+/// serves when it runs (a slow Puppet undo, say).
+struct SeesTheLoadBalancer {
+    elb: aws_sdk_elasticloadbalancing::Client,
+    seen: Arc<Mutex<Option<Vec<String>>>>,
+}
+
+#[async_trait]
+impl Action for SeesTheLoadBalancer {
+    fn name(&self) -> &str {
+        "puppet"
+    }
+
+    async fn run(&self, _ctx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+
+    async fn compensate(&self, _ctx: &mut Context) -> Result<()> {
+        *self.seen.lock().expect("seen") = Some(registered_with(&self.elb).await);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failed_runs_new_nodes_are_out_of_the_load_balancer_before_the_other_undos() {
+    let stack = Stack::start().await;
+    stack.create_load_balancer().await;
+    let seen = Arc::new(Mutex::new(None));
+    let sees = SeesTheLoadBalancer {
+        elb: stack.sdk_elb.clone(),
+        seen: seen.clone(),
+    };
+    let pipeline = Pipeline::builder("scale-out")
+        .step(
+            stack
+                .deploy(stack.profile(AMI, "t3.small"), 2)
+                .on(Target::None),
+        )
+        .step(sees.on(Target::NewNodes))
+        .step(fail().on(Target::NewNodes))
+        .build()
+        .expect("pipeline");
+    let mut ctx = Context::new(Cluster::new("web"));
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.undo_succeeded(), "{report:#?}");
+    // When the later step's undo ran, the new nodes no longer served.
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen, Some(Vec::new()), "still registered during the undos");
+    // One deregistration (the withdrawal), then the launch's own undo.
+    assert_eq!(stack.counts.get("DeregisterInstancesFromLoadBalancer"), 1);
+    assert!(stack.running().await.is_empty());
+}
+
 #[tokio::test]
 async fn a_failure_after_registration_undoes_everything() {
     let stack = Stack::start().await;
@@ -405,7 +475,7 @@ async fn a_failure_after_registration_undoes_everything() {
                 .deploy(stack.profile(AMI, "t3.small"), 2)
                 .on(Target::None),
         )
-        .step(Fail.on(Target::NewNodes))
+        .step(fail().on(Target::NewNodes))
         .build()
         .expect("pipeline");
     let mut ctx = Context::new(Cluster::new("web"));
@@ -459,12 +529,12 @@ async fn the_local_stack_reaches_every_node_at_one_fixed_address() {
         .load_balancer(LB)
         .ssh_via(pyscaler_aws::SshVia::Fixed {
             host: "127.0.0.1".into(),
-            port: Some(port),
         })
+        .ssh_port(port)
         .ssh_user("pyscaler")
         .build()
         .expect("profile");
-    let deploy = DeployEc2Node::builder(stack.ec2.clone(), Some(stack.elb.clone()), profile)
+    let deploy = DeployEc2Node::builder(&stack.aws(profile))
         .count(2)
         .wait_for_ssh(Duration::from_secs(10))
         .build()
@@ -500,32 +570,79 @@ async fn recovery_undoes_what_a_dead_controllers_run_left_behind() {
     assert_eq!(stack.registered().await.len(), 3);
 
     // The controller died during the run: the journal says it never finished.
-    let record = RunRecord {
-        run_id: ctx.run_id().clone(),
-        pipeline: "scale-out".into(),
-        cluster: "web".into(),
-        trigger: None,
-        started_at: chrono::Utc::now(),
-        state: RunState::Unfinished,
-        steps: vec![("deploy-ec2-node".into(), None)],
-        new_nodes: Vec::new(),
-        steps_ended: None,
-    };
-    let cleanup = Ec2RunCleanup::new(
-        stack.ec2.clone(),
-        Some(stack.elb.clone()),
-        &stack.profile(AMI, "t3.small"),
-    )
-    .expect("cleanup")
-    .terminated_within(Duration::from_secs(30));
+    let record = record_of(&ctx, RunState::Unfinished);
+    let aws = stack.aws(stack.profile(AMI, "t3.small"));
+    let cleanup = Ec2RunCleanup::new(&aws).terminated_within(Duration::from_secs(30));
     let undone = cleanup.cleanup(&record).await.expect("cleaned up");
     assert_eq!(undone.len(), 2, "{undone:?}");
 
     let survivor = other.new_nodes()[0].id.clone();
     assert_eq!(stack.running().await, std::slice::from_ref(&survivor));
     assert_eq!(stack.registered().await, [survivor]);
-    assert!(instances_of_run(stack.ec2.as_ref(), ctx.run_id())
+    assert!(instances_of_run(&aws, ctx.run_id())
         .await
         .expect("listed")
         .is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_load_balancer_is_refused_before_anything_launches() {
+    // No load balancer is created: the profile's `web-lb` does not exist.
+    let stack = Stack::start().await;
+    let pipeline = Pipeline::builder("scale-out")
+        .step(
+            stack
+                .deploy(stack.profile(AMI, "t3.small"), 2)
+                .on(Target::None)
+                .retry(pyscaler_core::RetryPolicy::attempts(3)),
+        )
+        .build()
+        .expect("pipeline");
+    let report = pipeline.run(&mut Context::new(Cluster::new("web"))).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("error");
+    assert_eq!(err.kind, ErrorKind::InvalidInput, "{err:?}");
+    assert!(
+        err.message.contains("load balancer web-lb does not exist"),
+        "{}",
+        err.message
+    );
+    assert_eq!(report.steps[0].attempts, 1);
+    assert_eq!(stack.counts.get("DescribeLoadBalancers"), 1);
+    assert_eq!(stack.counts.get("RunInstances"), 0);
+    assert!(stack.instances().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_dead_runs_instance_is_no_member_and_the_next_node_is_not_numbered_after_it() {
+    let stack = Stack::start().await;
+    stack.create_load_balancer().await;
+    let profile = stack.profile(AMI, "t3.small");
+    // The controller died right after launching web-01: its run never finished.
+    let mut dead = Context::new(Cluster::new("web"));
+    stack
+        .deploy(profile.clone(), 1)
+        .run(&mut dead)
+        .await
+        .expect("deployed");
+    let runs = [record_of(&dead, RunState::Unfinished)];
+    let aws = stack.aws(profile.clone());
+    let cluster = discover(&aws, "web", &runs).await.expect("discover");
+    assert!(cluster.is_empty(), "{:?}", cluster.nodes());
+    // The next node is web-01 again, not web-02: the dead one is no member.
+    let mut ctx = Context::new(cluster);
+    stack
+        .deploy(profile.clone(), 1)
+        .run(&mut ctx)
+        .await
+        .expect("deployed");
+    assert_eq!(ctx.new_nodes()[0].name, "web-01");
+    // Once that run succeeded, only its node is a member.
+    let runs = [
+        record_of(&dead, RunState::Unfinished),
+        record_of(&ctx, RunState::Finished(RunStatus::Succeeded)),
+    ];
+    let cluster = discover(&aws, "web", &runs).await.expect("discover");
+    let ids: Vec<&str> = cluster.nodes().iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, [ctx.new_nodes()[0].id.as_str()]);
 }

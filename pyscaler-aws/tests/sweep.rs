@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use pyscaler_aws::{
-    sweep_orphans, ClassicElb, ClientConfig, Ec2, InstanceState, LaunchSpec, LoadBalancer,
-    OrphanReason, SdkEc2, StaticCredentials, SweepOutcome, TAG_CLUSTER, TAG_RUN,
+    Aws, ClassicElb, ClientConfig, Ec2, Ec2Profile, InstanceState, LaunchSpec, LoadBalancer,
+    OrphanReason, SdkEc2, StaticCredentials, SweepOrphans, SweepOutcome, TAG_CLUSTER, TAG_RUN,
 };
 use pyscaler_core::{FileJournal, Journal, JournalEntry, Node, RunId, RunStatus, TriggerInfo};
 use pyscaler_testkit::moto::{MotoServer, ACCESS_KEY_ID, AMI, REGION, SECRET_ACCESS_KEY};
@@ -70,6 +70,11 @@ async fn the_sweep_terminates_old_instances_of_unsuccessful_runs_and_nothing_els
         .max_attempts(1);
     let ec2 = Arc::new(SdkEc2::connect(&config).await);
     let elb = Arc::new(ClassicElb::connect(&config).await);
+    let profile = Ec2Profile::builder(REGION, AMI, "t3.small")
+        .load_balancer(LB)
+        .build()
+        .expect("profile");
+    let aws = Aws::new(ec2.clone(), Some(elb.clone()), profile).expect("paired providers");
     moto.create_load_balancer(LB).await;
 
     let journal = Arc::new(
@@ -99,15 +104,13 @@ async fn the_sweep_terminates_old_instances_of_unsuccessful_runs_and_nothing_els
     elb.register(LB, &all).await.expect("register");
 
     // Within the grace period, every orphan is reported and none is touched.
-    let orphans = sweep_orphans(
-        ec2.clone(),
-        Some((elb.clone(), LB)),
-        journal.clone(),
-        "web",
-        Duration::from_secs(3600),
-    )
-    .await
-    .expect("swept");
+    let orphans = SweepOrphans::builder(&aws, journal.clone(), "web")
+        .grace(Duration::from_secs(3600))
+        .build()
+        .expect("sweep")
+        .sweep()
+        .await
+        .expect("swept");
     assert_eq!(orphans.len(), 4, "{orphans:?}");
     assert!(orphans
         .iter()
@@ -127,15 +130,13 @@ async fn the_sweep_terminates_old_instances_of_unsuccessful_runs_and_nothing_els
 
     // moto stamps launch times to the second: let the instances age past a zero grace.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let orphans = sweep_orphans(
-        ec2.clone(),
-        Some((elb.clone(), LB)),
-        journal.clone(),
-        "web",
-        Duration::ZERO,
-    )
-    .await
-    .expect("swept");
+    let orphans = SweepOrphans::builder(&aws, journal.clone(), "web")
+        .grace(Duration::ZERO)
+        .build()
+        .expect("sweep")
+        .sweep()
+        .await
+        .expect("swept");
     let mut seen: Vec<(String, Option<String>, OrphanReason, SweepOutcome)> = orphans
         .iter()
         .map(|o| {

@@ -1,20 +1,20 @@
-//! The `Action` trait, its extension trait, and the wrappers that are actions too.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The `Action` trait and what an action says about itself ([`Effects`]).
+//!
+//! The bottom of the engine's module graph: action, then the wrappers
+//! (`forward`, `wrappers`), then `step`, then `pipeline`; nothing here
+//! imports those above it.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::Step;
-use crate::{Context, Error, Result, RetryPolicy, Target};
+use crate::{Context, Node, Result};
 
 /// What an action would do, for a dry run and for validating a pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Effects {
     /// Side effects in words (`launch 2 t3.small from ami-123 in eu-west-1`).
     pub summary: Vec<String>,
-    /// Whether the action creates nodes (so later steps may target [`Target::NewNodes`]).
+    /// Whether the action creates nodes (so later steps may target [`Target::NewNodes`](crate::Target::NewNodes)).
     pub creates_nodes: bool,
     /// Whether the action removes nodes from the cluster.
     pub removes_nodes: bool,
@@ -76,7 +76,12 @@ impl Effects {
 /// also after a `run` that failed or timed out half-way — and must be safe to
 /// call twice.
 ///
-/// Conveniences (`.timeout()`, `.retry()`, `.on(target)`) come from [`ActionExt`].
+/// Required: [`name`](Action::name) and [`run`](Action::run). Optional:
+/// [`describe`](Action::describe), [`intent`](Action::intent),
+/// [`nodes_to_remove`](Action::nodes_to_remove),
+/// [`compensate`](Action::compensate), [`withdraw`](Action::withdraw) and
+/// [`repeatable`](Action::repeatable). A step's timeout, retry and name are
+/// set on its [`Step`](crate::Step) (made with [`ActionExt::on`](crate::ActionExt::on)).
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Action: Send + Sync {
@@ -96,10 +101,19 @@ pub trait Action: Send + Sync {
         self.describe().summary
     }
 
+    /// The nodes of `ctx` a run of this action would take out of the
+    /// cluster, for the dry run ([`Pipeline::plan`](crate::Pipeline::plan)),
+    /// so the plan does not list them among the targets of later steps (a
+    /// scale-in's cluster update). [`Context::targets`] are the step's nodes.
+    /// A removal names the nodes it would pick; none by default.
+    fn nodes_to_remove(&self, _ctx: &Context) -> Vec<Node> {
+        Vec::new()
+    }
+
     /// Does the work.
     ///
     /// # Errors
-    /// Whatever went wrong, classified ([`Error::kind`]) so the pipeline knows
+    /// Whatever went wrong, classified ([`Error::kind`](crate::Error::kind)) so the pipeline knows
     /// whether to retry.
     async fn run(&self, ctx: &mut Context) -> Result<()>;
 
@@ -111,224 +125,29 @@ pub trait Action: Send + Sync {
         Ok(())
     }
 
+    /// Takes this step's nodes out of service before any undo starts
+    /// (deregisters them from the load balancers), so a node a failed run
+    /// leaves behind never keeps serving while slower undos run. After a
+    /// failure the engine calls it on every started step, in reverse order,
+    /// before the first [`compensate`](Action::compensate); the outcome is
+    /// in the step's [`UndoOutcome`](crate::UndoOutcome). Must be quick and
+    /// safe to call twice; `compensate` still runs afterwards. Nothing to
+    /// do by default.
+    ///
+    /// # Errors
+    /// When taking a node out of service failed; the undo still runs.
+    async fn withdraw(&self, _ctx: &mut Context) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether running the action again is safe after a run that may have
     /// done part of its work, or all of it: Puppet's apply, a script that
     /// rewrites a file, a launch under a client token. A run whose controller
-    /// died is resumed ([`Pipeline::resume`](crate::Pipeline::resume)) only
+    /// died is resumed ([`Recovery::resume`](crate::Recovery::resume)) only
     /// when every step it has left says so. `false` unless the action says
     /// otherwise; a pipeline step can override it
     /// ([`Step::repeatable`](crate::Step::repeatable)).
     fn repeatable(&self) -> bool {
         false
-    }
-}
-
-#[async_trait]
-impl<A: Action + ?Sized> Action for Box<A> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn describe(&self) -> Effects {
-        (**self).describe()
-    }
-    fn repeatable(&self) -> bool {
-        (**self).repeatable()
-    }
-    fn intent(&self, ctx: &Context) -> Vec<String> {
-        (**self).intent(ctx)
-    }
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        (**self).run(ctx).await
-    }
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        (**self).compensate(ctx).await
-    }
-}
-
-#[async_trait]
-impl<A: Action + ?Sized> Action for Arc<A> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn describe(&self) -> Effects {
-        (**self).describe()
-    }
-    fn repeatable(&self) -> bool {
-        (**self).repeatable()
-    }
-    fn intent(&self, ctx: &Context) -> Vec<String> {
-        (**self).intent(ctx)
-    }
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        (**self).run(ctx).await
-    }
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        (**self).compensate(ctx).await
-    }
-}
-
-/// Conveniences every [`Action`] gets.
-pub trait ActionExt: Action + Sized + 'static {
-    /// Bounds each run of this action by `after` (not its undo, which must be
-    /// allowed to finish and bounds its own waits).
-    fn timeout(self, after: Duration) -> Timeout<Self> {
-        Timeout::new(self, after)
-    }
-
-    /// Runs this action again on retryable errors, as `policy` says.
-    fn retry(self, policy: RetryPolicy) -> Retry<Self> {
-        Retry::new(self, policy)
-    }
-
-    /// Makes a pipeline step of this action, applied to `target`.
-    fn on(self, target: Target) -> Step {
-        Step::new(self, target)
-    }
-
-    /// Boxes the action.
-    fn boxed(self) -> Box<dyn Action> {
-        Box::new(self)
-    }
-}
-
-impl<A: Action + Sized + 'static> ActionExt for A {}
-
-/// An action whose every run is bounded in time (its undo is not: a
-/// timed-out launch must still be terminated, however long that takes).
-///
-/// Inside a [`Retry`] it bounds one attempt; around a `Retry`, the whole loop.
-#[derive(Debug, Clone)]
-pub struct Timeout<A> {
-    inner: A,
-    after: Duration,
-}
-
-impl<A> Timeout<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, after: Duration) -> Self {
-        Self { inner, after }
-    }
-
-    /// The wrapped action.
-    pub fn inner(&self) -> &A {
-        &self.inner
-    }
-}
-
-#[async_trait]
-impl<A: Action> Action for Timeout<A> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn describe(&self) -> Effects {
-        self.inner.describe()
-    }
-
-    fn repeatable(&self) -> bool {
-        self.inner.repeatable()
-    }
-
-    fn intent(&self, ctx: &Context) -> Vec<String> {
-        self.inner.intent(ctx)
-    }
-
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        match tokio::time::timeout(self.after, self.inner.run(ctx)).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::StepTimedOut {
-                step: self.inner.name().to_owned(),
-                after: self.after,
-            }),
-        }
-    }
-
-    /// Not bounded by the timeout: undoing must be allowed to finish (an
-    /// action bounds its own waits, such as waiting for termination).
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        self.inner.compensate(ctx).await
-    }
-}
-
-/// An action that is run again when it fails with a retryable error.
-///
-/// Errors whose [`Error::is_retryable`] is false end the loop at once. A
-/// cancelled run stops waiting and returns the last error.
-#[derive(Debug, Clone)]
-pub struct Retry<A> {
-    inner: A,
-    policy: RetryPolicy,
-}
-
-impl<A> Retry<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, policy: RetryPolicy) -> Self {
-        Self { inner, policy }
-    }
-
-    /// The wrapped action.
-    pub fn inner(&self) -> &A {
-        &self.inner
-    }
-}
-
-#[async_trait]
-impl<A: Action> Action for Retry<A> {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn describe(&self) -> Effects {
-        self.inner.describe()
-    }
-
-    fn repeatable(&self) -> bool {
-        self.inner.repeatable()
-    }
-
-    fn intent(&self, ctx: &Context) -> Vec<String> {
-        self.inner.intent(ctx)
-    }
-
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        let mut retry = 0;
-        loop {
-            let attempt = ctx.note_attempt();
-            let error = match self.inner.run(ctx).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            retry += 1;
-            if !error.is_retryable() || retry >= self.policy.max_attempts {
-                return Err(error);
-            }
-            let delay = self.policy.delay(retry);
-            tracing::warn!(
-                step = self.inner.name(),
-                attempt,
-                delay = %humantime::format_duration(delay),
-                error = %error,
-                "Step failed with a retryable error; retrying."
-            );
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = ctx.cancellation().cancelled() => return Err(error),
-            }
-        }
-    }
-
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        let mut retry = 0;
-        loop {
-            let error = match self.inner.compensate(ctx).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            retry += 1;
-            if !error.is_retryable() || retry >= self.policy.max_attempts {
-                return Err(error);
-            }
-            tokio::time::sleep(self.policy.delay(retry)).await;
-        }
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{NodeOutcome, NodeSummary, RunReport};
-use crate::{Cluster, Event, Node, RunId, Target};
+use crate::{Cluster, Event, Node, RunId, StepInfo, Target};
 
 /// What started a run, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +86,29 @@ impl fmt::Debug for Outputs {
     }
 }
 
+/// A stored output: its type's name (for `Debug`) and the value.
+type Stored = (&'static str, Box<dyn Any + Send + Sync>);
+
+/// Typed outputs kept per step: one value per (step name, type).
+#[derive(Default)]
+struct StepOutputs {
+    values: HashMap<(String, TypeId), Stored>,
+}
+
+impl fmt::Debug for StepOutputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut keys: Vec<String> = self
+            .values
+            .iter()
+            .map(|((step, _), (ty, _))| format!("{step}: {ty}"))
+            .collect();
+        keys.sort_unstable();
+        f.debug_struct("StepOutputs")
+            .field("values", &keys)
+            .finish()
+    }
+}
+
 /// The step being run: its name, target, resolved nodes and per-node outcomes.
 #[derive(Debug, Default)]
 pub(crate) struct StepScope {
@@ -106,10 +129,12 @@ pub struct Context {
     new_nodes: Vec<Node>,
     removed_nodes: Vec<Node>,
     outputs: Outputs,
+    step_outputs: StepOutputs,
     vars: BTreeMap<String, String>,
     trigger: TriggerInfo,
     cancel: CancellationToken,
     resumed: bool,
+    recovering: bool,
     pub(crate) pipeline: String,
     pub(crate) step: StepScope,
     pub(crate) report: Option<RunReport>,
@@ -124,6 +149,7 @@ impl fmt::Debug for Context {
             .field("nodes", &self.cluster.len())
             .field("new_nodes", &self.new_nodes.len())
             .field("outputs", &self.outputs)
+            .field("step_outputs", &self.step_outputs)
             .field("trigger", &self.trigger)
             .field("cancelled", &self.cancel.is_cancelled())
             .finish_non_exhaustive()
@@ -139,10 +165,12 @@ impl Context {
             new_nodes: Vec::new(),
             removed_nodes: Vec::new(),
             outputs: Outputs::default(),
+            step_outputs: StepOutputs::default(),
             vars: BTreeMap::new(),
             trigger: TriggerInfo::default(),
             cancel: CancellationToken::new(),
             resumed: false,
+            recovering: false,
             pipeline: String::new(),
             step: StepScope::default(),
             report: None,
@@ -168,6 +196,11 @@ impl Context {
 
     pub(crate) fn set_resumed(&mut self) {
         self.resumed = true;
+        self.recovering = true;
+    }
+
+    pub(crate) fn set_recovering(&mut self) {
+        self.recovering = true;
     }
 
     /// The name of the pipeline running this context (empty before a run).
@@ -176,11 +209,21 @@ impl Context {
     }
 
     /// Whether this run was taken up again after its controller died
-    /// ([`Pipeline::resume`](crate::Pipeline::resume)): what the interrupted
+    /// ([`Recovery::resume`](crate::Recovery::resume)): what the interrupted
     /// step had done is on the provider's side, not in this context's outputs
     /// (a launch looks for the instances its earlier life started).
     pub fn is_resumed(&self) -> bool {
         self.resumed
+    }
+
+    /// Whether a [`Recovery`](crate::Recovery) is resuming or undoing this
+    /// run after its controller died. What that controller had started may
+    /// still be running on the nodes (a script it never saw end), so an
+    /// action's [`compensate`](crate::Action::compensate) ends it before the
+    /// undo; in a run whose own controller is alive, a failed or timed-out
+    /// step's commands were already ended by cancellation.
+    pub fn is_recovering(&self) -> bool {
+        self.recovering
     }
 
     pub(crate) fn set_trigger(&mut self, trigger: TriggerInfo) {
@@ -281,6 +324,48 @@ impl Context {
         &mut self.outputs
     }
 
+    /// The current step's output of type `T`, created with `T::default()`
+    /// the first time: what a step keeps for itself (its compensation reads
+    /// it back), per step, so two steps of one action each have their own.
+    ///
+    /// ```
+    /// # use pyscaler_core::{Cluster, Context};
+    /// #[derive(Debug, Default)]
+    /// struct Deregistered(Vec<String>);
+    ///
+    /// let mut ctx = Context::new(Cluster::new("web"));
+    /// ctx.step_output_mut::<Deregistered>().0.push("i-0abc".into());
+    /// assert_eq!(ctx.step_output::<Deregistered>(ctx.step_name()).map(|d| d.0.len()), Some(1));
+    /// ```
+    pub fn step_output_mut<T: Default + Send + Sync + 'static>(&mut self) -> &mut T {
+        let key = (self.step.name.clone(), TypeId::of::<T>());
+        let (_, value) = self
+            .step_outputs
+            .values
+            .entry(key)
+            .or_insert_with(|| (std::any::type_name::<T>(), Box::new(T::default())));
+        match value.downcast_mut::<T>() {
+            Some(v) => v,
+            // The key holds T's TypeId, so the value is a T.
+            None => unreachable!("a step output stored under another type"),
+        }
+    }
+
+    /// The output of type `T` the step named `step` kept, if it kept one
+    /// ([`step_output_mut`](Self::step_output_mut)).
+    pub fn step_output<T: Send + Sync + 'static>(&self, step: &str) -> Option<&T> {
+        self.step_outputs
+            .values
+            .get(&(step.to_owned(), TypeId::of::<T>()))
+            .and_then(|(_, v)| v.downcast_ref())
+    }
+
+    /// A read-only view of the run for the current step's per-node work
+    /// ([`FanOut::run`](crate::FanOut::run) hands it to each node's operation).
+    pub fn step_info(&self) -> StepInfo {
+        StepInfo::of(self)
+    }
+
     /// Template variables: `cluster`, `run_id`, `trigger`, `reason`, and any added.
     pub fn vars(&self) -> BTreeMap<String, String> {
         let mut vars = self.vars.clone();
@@ -291,7 +376,11 @@ impl Context {
         vars
     }
 
-    /// The run's cancellation token.
+    /// The run's cancellation token; inside a step, the step's own child of
+    /// it, which the engine cancels when the run is cancelled, when an
+    /// attempt times out and when the step ends. A provider that starts
+    /// remote work (a command over SSH) watches it and ends that work, so
+    /// nothing a step started outlives it.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -368,7 +457,7 @@ impl Context {
 mod tests {
     use super::*;
 
-    #[derive(Debug, PartialEq)]
+    #[derive(Debug, Default, PartialEq)]
     struct Launched(Vec<String>);
 
     #[test]
@@ -381,6 +470,27 @@ mod tests {
         assert!(o.get::<String>().is_none());
         assert_eq!(o.remove::<u32>(), Some(7));
         assert!(o.get::<u32>().is_none());
+    }
+
+    #[test]
+    fn step_outputs_are_kept_per_step_and_type() {
+        let mut ctx = Context::new(Cluster::new("web"));
+        ctx.step.name = "remove-a".into();
+        ctx.step_output_mut::<Launched>().0.push("i-1".into());
+        *ctx.step_output_mut::<u32>() += 2;
+        ctx.step.name = "remove-b".into();
+        ctx.step_output_mut::<Launched>().0.push("i-2".into());
+        assert_eq!(
+            ctx.step_output::<Launched>("remove-a"),
+            Some(&Launched(vec!["i-1".into()]))
+        );
+        assert_eq!(
+            ctx.step_output::<Launched>("remove-b"),
+            Some(&Launched(vec!["i-2".into()]))
+        );
+        assert_eq!(ctx.step_output::<u32>("remove-a"), Some(&2));
+        assert_eq!(ctx.step_output::<u32>("remove-b"), None);
+        assert_eq!(ctx.step_output::<Launched>("other"), None);
     }
 
     #[test]

@@ -142,13 +142,46 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// One attempt of a step ran past its timeout and was stopped.
-    #[error("step `{step}` timed out after {}", humantime::format_duration(*after))]
+    /// One attempt of a step ran past its timeout and was stopped (its
+    /// cancellation token cancelled, so the work it started ends).
+    #[error("step `{step}` timed out after {}{}", humantime::format_duration(*after),
+        if nodes.is_empty() { String::new() } else { format!(" on {}", nodes.join(", ")) })]
     StepTimedOut {
         /// The step (action) that timed out.
         step: String,
         /// The timeout.
         after: Duration,
+        /// The nodes the step was running on, by name (none for a step without nodes).
+        nodes: Vec<String>,
+    },
+    /// A run was refused: the journal holds an unfinished run of the same
+    /// cluster, which a dead controller left. Nothing ran. Recover it first:
+    /// [`Recovery::run`](crate::Recovery::run), or build the pipeline with
+    /// [`PipelineBuilder::recover_first`](crate::PipelineBuilder::recover_first).
+    #[error(
+        "cluster `{cluster}` has an unfinished run {run_id} of pipeline `{pipeline}`: \
+             recover it first (Recovery::new(journal).pipeline(..).run(&cluster), \
+             or PipelineBuilder::recover_first)"
+    )]
+    UnfinishedRun {
+        /// The unfinished run.
+        run_id: String,
+        /// Its pipeline.
+        pipeline: String,
+        /// The cluster.
+        cluster: String,
+    },
+    /// A [`Recovery`](crate::Recovery) met a run of a pipeline it was not
+    /// given; nothing was undone.
+    #[error(
+        "run {run_id} is of pipeline `{pipeline}`, which the recovery was not given \
+             (add it with Recovery::pipeline)"
+    )]
+    UnknownPipeline {
+        /// The run.
+        run_id: String,
+        /// Its pipeline.
+        pipeline: String,
     },
     /// The run was cancelled before the step could finish.
     #[error("cancelled")]
@@ -220,6 +253,15 @@ impl Error {
         }
     }
 
+    /// The refusal of a run over `run`, an unfinished run of the same cluster.
+    pub(crate) fn unfinished(run: &crate::RunRecord) -> Self {
+        Self::UnfinishedRun {
+            run_id: run.run_id.to_string(),
+            pipeline: run.pipeline.clone(),
+            cluster: run.cluster.clone(),
+        }
+    }
+
     /// Marks this error as having happened on `node`.
     pub fn on_node(self, node: impl Into<String>) -> Self {
         Self::Node {
@@ -231,9 +273,11 @@ impl Error {
     /// The kind of this error (for a wrapped error, the kind of its cause).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidPipeline { .. } | Self::InvalidConfig(_) | Self::NotResumable { .. } => {
-                ErrorKind::InvalidInput
-            }
+            Self::InvalidPipeline { .. }
+            | Self::InvalidConfig(_)
+            | Self::NotResumable { .. }
+            | Self::UnknownPipeline { .. } => ErrorKind::InvalidInput,
+            Self::UnfinishedRun { .. } => ErrorKind::Conflict,
             Self::StepTimedOut { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,
             Self::Provider(p) => p.kind,
@@ -252,6 +296,8 @@ impl Error {
             Self::InvalidPipeline { .. }
             | Self::InvalidConfig(_)
             | Self::NotResumable { .. }
+            | Self::UnfinishedRun { .. }
+            | Self::UnknownPipeline { .. }
             | Self::Cancelled
             | Self::StepFailed { .. } => false,
         }
@@ -263,6 +309,7 @@ impl Error {
             Self::Node { node, .. } => Some(node),
             Self::StepFailed { node, source, .. } => node.as_deref().or_else(|| source.node()),
             Self::Provider(p) => p.node.as_deref(),
+            Self::StepTimedOut { nodes, .. } if nodes.len() == 1 => Some(&nodes[0]),
             _ => None,
         }
     }
@@ -321,5 +368,25 @@ mod tests {
         assert_eq!(e.node(), Some("web-02"));
         assert!(!e.is_retryable());
         assert_eq!(e.chain().len(), 3);
+    }
+
+    #[test]
+    fn a_step_timeout_names_the_nodes_it_was_running_on() {
+        let e = Error::StepTimedOut {
+            step: "script".into(),
+            after: Duration::from_secs(10),
+            nodes: vec!["web-02".into()],
+        };
+        assert_eq!(e.to_string(), "step `script` timed out after 10s on web-02");
+        assert_eq!(e.node(), Some("web-02"));
+        let two = Error::StepTimedOut {
+            step: "script".into(),
+            after: Duration::from_secs(10),
+            nodes: vec!["web-01".into(), "web-02".into()],
+        };
+        assert_eq!(
+            two.to_string(),
+            "step `script` timed out after 10s on web-01, web-02"
+        );
     }
 }

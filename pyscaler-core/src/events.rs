@@ -70,6 +70,16 @@ pub enum Event {
         /// The node.
         node: NodeSummary,
     },
+    /// A failed run asked a step to take its nodes out of service, before
+    /// any undo ([`Action::withdraw`](crate::Action::withdraw)).
+    Withdrawn {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// Whether it worked.
+        succeeded: bool,
+    },
     /// A step is being undone.
     Compensating {
         /// The run.

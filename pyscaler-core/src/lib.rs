@@ -8,14 +8,19 @@
 //!
 //! Providers (EC2, SSH, SMTP) live in the sibling crates; this crate knows none of them.
 //!
+//! With a [`Journal`], every run is written down step by step; after a
+//! controller died mid-run, one [`Recovery`] (given every pipeline of the
+//! cluster) undoes or finishes each unfinished run, and a new run refuses
+//! to start until that is done ([`Error::UnfinishedRun`]).
+//!
 //! ```
-//! use pyscaler_core::{Action, ActionExt, Cluster, Context, FailurePolicy, Pipeline, Result,
-//!                     RetryPolicy, Target};
+//! use pyscaler_core::{async_trait, Action, ActionExt, Cluster, Context, FailurePolicy, Pipeline,
+//!                     Result, RetryPolicy, Target};
 //! use std::time::Duration;
 //!
 //! struct Announce;
 //!
-//! #[async_trait::async_trait]
+//! #[async_trait]
 //! impl Action for Announce {
 //!     fn name(&self) -> &str { "announce" }
 //!     async fn run(&self, ctx: &mut Context) -> Result<()> {
@@ -35,44 +40,55 @@
 //! # Ok(())
 //! # }
 //! ```
+#![doc = include_str!("docs/writing_an_action.md")]
 
 mod action;
 mod cluster;
 mod context;
 mod error;
 mod events;
+mod fanout;
+mod forward;
 mod journal;
 mod pipeline;
+mod progress;
+mod recovery;
 mod report;
 mod retry;
 mod scaler;
+mod step;
 mod target;
 #[cfg(test)]
 mod test_support;
+// Documented whatever the features, so the crate docs can point at it.
+#[cfg(any(test, feature = "mocks", doc))]
+pub mod testing;
 mod trigger;
+mod wrappers;
 
 #[cfg(any(test, feature = "mocks"))]
 pub use action::MockAction;
-pub use action::{Action, ActionExt, Effects, Retry, Timeout};
+pub use action::{Action, Effects};
 pub use cluster::{Cluster, Node, NodeAddress, NodeState, RunId};
 pub use context::{Context, Outputs, TriggerInfo};
 pub use error::{BoxError, Classify, Error, ErrorKind, ProviderError, Result};
 pub use events::Event;
-pub use journal::{
-    recover, replay, CleanupChain, FileJournal, Journal, JournalEntry, Recovery, RunCleanup,
-    RunRecord, RunState,
-};
+pub use fanout::{FanOut, NodeFailure, OnNodeFailure, StepInfo};
 #[cfg(any(test, feature = "mocks"))]
-pub use journal::{MockJournal, MockRunCleanup};
-pub use pipeline::{
-    FailurePolicy, Pipeline, PipelineBuilder, PipelineCleanup, Plan, PlannedStep, Step,
-};
+pub use journal::MockJournal;
+pub use journal::{FileJournal, Journal, JournalEntry, MemoryJournal, RunRecord, RunState};
+pub use pipeline::{Pipeline, PipelineBuilder, Plan, PlannedStep};
+pub use progress::{print_progress, progress_line};
+#[cfg(any(test, feature = "mocks"))]
+pub use recovery::MockRunCleanup;
+pub use recovery::{RecoveredRun, Recovery, RecoveryAction, RecoveryReport, RunCleanup};
 pub use report::{
     ErrorReport, NodeOutcome, NodeSummary, RunReport, RunStatus, StepReport, StepStatus,
     UndoOutcome,
 };
 pub use retry::RetryPolicy;
 pub use scaler::{Direction, Scaler, ScalerBuilder, ScalerOutcome};
+pub use step::{ActionExt, FailurePolicy, Step};
 pub use target::Target;
 #[cfg(any(test, feature = "mocks"))]
 pub use trigger::MockMetricSource;

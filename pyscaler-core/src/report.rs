@@ -180,6 +180,31 @@ impl NodeOutcome {
         self.duration = d;
         self
     }
+
+    /// Keeps the first `cap` bytes of the output (on a character boundary),
+    /// marking it truncated when that cut it: what a report keeps of a
+    /// chatty node ([`FanOut::output_cap`](crate::FanOut::output_cap)).
+    pub fn cap_output(mut self, cap: usize) -> Self {
+        if let Some(text) = self.output.take() {
+            let (text, cut) = cap_text(text, cap);
+            self.output = Some(text);
+            self.truncated |= cut;
+        }
+        self
+    }
+}
+
+/// Keeps the first `cap` bytes of `text` (on a character boundary); says whether it cut.
+fn cap_text(mut text: String, cap: usize) -> (String, bool) {
+    if text.len() <= cap {
+        return (text, false);
+    }
+    let mut end = cap;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    (text, true)
 }
 
 /// Whether undoing a step worked.
@@ -191,6 +216,11 @@ pub struct UndoOutcome {
     pub succeeded: bool,
     /// Why it did not.
     pub error: Option<ErrorReport>,
+    /// Why taking the step's nodes out of service before the undo
+    /// ([`Action::withdraw`](crate::Action::withdraw)) failed; `None` when it
+    /// worked or the step had nothing to withdraw.
+    #[serde(default)]
+    pub withdraw_error: Option<ErrorReport>,
 }
 
 /// One step of a run, as it went.
@@ -389,5 +419,27 @@ impl fmt::Display for RunReport {
             writeln!(f, "  undone: {}", parts.join(", "))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_capped_on_a_character_boundary() {
+        let o = NodeOutcome::ok("web-01", "ok").with_output("aé€", false);
+        let capped = o.clone().cap_output(4);
+        assert_eq!(
+            (capped.output.as_deref(), capped.truncated),
+            (Some("aé"), true)
+        );
+        let kept = o.cap_output(64);
+        assert_eq!(
+            (kept.output.as_deref(), kept.truncated),
+            (Some("aé€"), false)
+        );
+        // Nothing to cap: no output stays no output.
+        assert_eq!(NodeOutcome::ok("web-01", "ok").cap_output(0).output, None);
     }
 }

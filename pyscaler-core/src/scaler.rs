@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::journal::{recover, Journal, RunCleanup};
+use crate::recovery::Recovery;
 use crate::trigger::ClusterView;
 use crate::{
     Cluster, Context, Error, Event, Fire, Pipeline, Result, RunReport, Trigger, TriggerInfo,
@@ -60,7 +60,7 @@ struct Binding {
 
 /// Builds a [`Scaler`].
 pub struct ScalerBuilder {
-    recovery: Option<(Arc<dyn Journal>, Arc<dyn RunCleanup>)>,
+    recovery: Option<Recovery>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     min_nodes: usize,
@@ -119,10 +119,12 @@ impl ScalerBuilder {
         self
     }
 
-    /// Before watching triggers, cleans up the runs `journal` shows as never
-    /// finished (a controller that died mid-run) with `cleanup`.
-    pub fn recover_with(mut self, journal: Arc<dyn Journal>, cleanup: Arc<dyn RunCleanup>) -> Self {
-        self.recovery = Some((journal, cleanup));
+    /// Before watching triggers, recovers the runs a controller that died
+    /// mid-run left unfinished with `recovery`, and takes the nodes of each
+    /// run it undid out of the cluster. The pipelines bound to the scaler
+    /// are added to the ones `recovery` dispatches to.
+    pub fn recover_first(mut self, recovery: Recovery) -> Self {
+        self.recovery = Some(recovery);
         self
     }
 
@@ -165,7 +167,7 @@ impl ScalerBuilder {
 /// Cancelling the token given to [`run`](Self::run) stops the loop; a run in
 /// progress finishes its current step and is undone, never dropped mid-step.
 pub struct Scaler {
-    recovery: Option<(Arc<dyn Journal>, Arc<dyn RunCleanup>)>,
+    recovery: Option<Recovery>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     min_nodes: usize,
@@ -218,7 +220,12 @@ impl Scaler {
     }
 
     async fn run_inner(&mut self, shutdown: CancellationToken) -> Vec<ScalerOutcome> {
-        self.recover().await;
+        let bound: Vec<(Direction, Arc<Pipeline>)> = self
+            .bindings
+            .iter()
+            .map(|b| (b.direction, b.pipeline.clone()))
+            .collect();
+        self.recover(&bound).await;
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
         let view = view.with_events(self.events.clone());
         let (fire_tx, mut fires) = mpsc::channel::<(usize, Fire)>(64);
@@ -294,35 +301,41 @@ impl Scaler {
         outcomes
     }
 
-    /// Cleans up the runs the journal shows as unfinished, and takes the nodes
-    /// of each run cleaned up out of the cluster: they are gone.
-    async fn recover(&mut self) {
-        let Some((journal, cleanup)) = &self.recovery else {
+    /// Recovers the runs the journal shows as unfinished, and takes the nodes
+    /// of each run undone out of the cluster: they are gone.
+    async fn recover(&mut self, pipelines: &[(Direction, Arc<Pipeline>)]) {
+        let Some(mut recovery) = self.recovery.clone() else {
             return;
         };
-        let recovered = match recover(journal.as_ref(), cleanup.as_ref()).await {
-            Ok(recovered) => recovered,
+        for (_, pipeline) in pipelines {
+            if !recovery.knows(pipeline.name()) {
+                recovery = recovery.pipeline(pipeline.clone());
+            }
+        }
+        let report = match recovery.run(&self.cluster).await {
+            Ok(report) => report,
             Err(e) => {
-                warn!(error = %e, "Could not read the journal to recover unfinished runs.");
+                warn!(error = %e, "Could not recover the unfinished runs.");
                 return;
             }
         };
-        for r in recovered {
+        for r in &report.runs {
             if let Some(e) = &r.error {
                 warn!(run_id = %r.run_id, error = %e, "Could not recover an unfinished run; will try again at the next start.");
                 continue;
             }
-            info!(run_id = %r.run_id, undone = ?r.undone, "Recovered an unfinished run.");
+            info!(run_id = %r.run_id, action = ?r.action, undone = ?r.undone, cleanup = ?r.cleanup, "Recovered an unfinished run.");
             for node in &r.nodes {
-                if let Some(gone) = self.cluster.remove(&node.id) {
+                if let Some(gone) = self.cluster.nodes().iter().find(|n| n.id == node.id) {
                     info!(run_id = %r.run_id, node = %gone.name, "Removed a node of the recovered run from the cluster.");
                     let _ = self.events.send(Event::NodeRemoved {
                         run_id: r.run_id.clone(),
-                        node: (&gone).into(),
+                        node: gone.into(),
                     });
                 }
             }
         }
+        self.cluster = report.cluster;
     }
 
     fn refusal(

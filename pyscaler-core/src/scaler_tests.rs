@@ -3,7 +3,9 @@ use std::time::Duration;
 use super::*;
 use crate::journal::JournalEntry;
 use crate::test_support::{Log, Probe};
-use crate::{ActionExt, ManualTrigger, Node, RunStatus, Target};
+use crate::{
+    ActionExt, Journal, ManualTrigger, MemoryJournal, Node, Recovery, RunCleanup, RunStatus, Target,
+};
 
 fn cluster(n: usize) -> Cluster {
     Cluster::new("web")
@@ -361,22 +363,6 @@ async fn a_counter_that_cannot_be_read_is_reported_to_scaler_subscribers() {
     assert_eq!(error, "on node web-02: connection refused");
 }
 
-/// A journal in memory, for the scaler's recovery.
-#[derive(Debug, Default)]
-struct MemoryJournal(std::sync::Mutex<Vec<JournalEntry>>);
-
-#[async_trait::async_trait]
-impl Journal for MemoryJournal {
-    async fn append(&self, entry: JournalEntry) -> Result<()> {
-        self.0.lock().unwrap().push(entry);
-        Ok(())
-    }
-
-    async fn runs(&self) -> Result<Vec<crate::RunRecord>> {
-        Ok(crate::replay(self.0.lock().unwrap().clone()))
-    }
-}
-
 /// Cleans up every run but `stuck`, saying what it terminated.
 struct TerminateAll {
     stuck: &'static str,
@@ -431,19 +417,15 @@ fn died_after_deploy(run: &str, node: &Node) -> Vec<JournalEntry> {
 async fn recovery_takes_the_nodes_of_cleaned_up_runs_out_of_the_cluster() {
     // The cluster was discovered with the nodes the dead runs had launched.
     let (orphan, stuck) = (Node::new("i-9", "web-09"), Node::new("i-8", "web-08"));
-    let journal = Arc::new(MemoryJournal::default());
-    for entry in died_after_deploy("run-dead", &orphan)
-        .into_iter()
-        .chain(died_after_deploy("run-stuck", &stuck))
-    {
-        journal.append(entry).await.unwrap();
-    }
+    let journal = Arc::new(MemoryJournal::with_entries(
+        died_after_deploy("run-dead", &orphan)
+            .into_iter()
+            .chain(died_after_deploy("run-stuck", &stuck)),
+    ));
     let log = Log::default();
     let scaler = Scaler::builder(cluster(2).with_nodes([orphan, stuck]))
-        .recover_with(
-            journal.clone(),
-            Arc::new(TerminateAll { stuck: "run-stuck" }),
-        )
+        // The scaler adds its bound pipeline (`scale-out`) to the recovery.
+        .recover_first(Recovery::new(journal.clone()).then(TerminateAll { stuck: "run-stuck" }))
         .bind(
             ManualTrigger::new("manual"),
             Direction::Out,

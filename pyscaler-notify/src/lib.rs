@@ -27,7 +27,7 @@
 //!     .build()?;
 //! let pipeline = Pipeline::builder("scale-out")
 //!     .step(Deploy.on(Target::None))
-//!     .finally(email.retry(RetryPolicy::attempts(3)).on(Target::None))
+//!     .finally(email.on(Target::None).retry(RetryPolicy::attempts(3)))
 //!     .build()?;
 //! let report = pipeline.run(&mut Context::new(Cluster::new("web"))).await;
 //! println!("{report}");

@@ -25,7 +25,7 @@ impl MailAddress {
             .map(Self)
             .map_err(|e| NotifyError::InvalidAddress {
                 address: address.to_owned(),
-                reason: e.to_string(),
+                reason: what_is_wrong(address.trim()).unwrap_or_else(|| e.to_string()),
             })
     }
 
@@ -37,6 +37,51 @@ impl MailAddress {
     pub(crate) fn mailbox(&self) -> &Mailbox {
         &self.0
     }
+}
+
+/// What is wrong with an address lettre refused, in words: lettre says only
+/// "Invalid input" for most mistakes. `None` when none of the usual mistakes
+/// is found (lettre's own message is used then).
+fn what_is_wrong(address: &str) -> Option<String> {
+    if address.is_empty() {
+        return Some("it is empty".into());
+    }
+    // `Name <addr>`: look at the part in angle brackets.
+    let spec = match (address.find('<'), address.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &address[open + 1..close],
+        (Some(_), _) => return Some("its `<` has no matching `>`".into()),
+        (None, Some(_)) => return Some("its `>` has no matching `<`".into()),
+        (None, None) => address,
+    };
+    let spec = spec.trim();
+    if spec.chars().any(char::is_whitespace) {
+        return Some("it contains a space (a display name goes before `<address>`)".into());
+    }
+    let Some(at) = spec.rfind('@') else {
+        return Some("it has no `@`".into());
+    };
+    let (local, domain) = (&spec[..at], &spec[at + 1..]);
+    if local.is_empty() {
+        return Some("nothing stands before the `@`".into());
+    }
+    if domain.is_empty() {
+        return Some("nothing stands after the `@` (the domain is missing)".into());
+    }
+    if local.contains('@') && !local.starts_with('"') {
+        return Some("it has more than one `@`".into());
+    }
+    if domain.split('.').any(str::is_empty) {
+        return Some(format!(
+            "the domain `{domain}` has an empty part (`..`, or a dot at an end)"
+        ));
+    }
+    if let Some(c) = domain
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':')))
+    {
+        return Some(format!("the domain `{domain}` contains `{c}`"));
+    }
+    None
 }
 
 impl fmt::Display for MailAddress {
@@ -266,6 +311,25 @@ mod tests {
             "{e:?}"
         );
         assert!(e.to_string().contains("`not an address`"), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_address_says_what_is_wrong_with_it() {
+        for (address, says) in [
+            ("", "empty"),
+            ("ops.example.com", "no `@`"),
+            ("ops@", "domain is missing"),
+            ("@example.com", "before the `@`"),
+            ("ops@@example.com", "more than one `@`"),
+            ("ops@example..com", "empty part"),
+            ("Ops <ops@example.com", "no matching `>`"),
+            ("ops team@example.com", "contains a space"),
+        ] {
+            let e = MailAddress::parse(address).expect_err(address);
+            let text = e.to_string();
+            assert!(text.contains(says), "{address:?}: {text}");
+            assert!(!text.contains("Invalid input"), "{address:?}: {text}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{context, email, scripted_server, Launch};
+use common::{context, email, launch, scripted_server};
 use pyscaler_core::{ActionExt, ErrorKind, Pipeline, RetryPolicy, Target};
 use pyscaler_notify::{SmtpMailer, TlsMode};
 
@@ -75,7 +75,7 @@ async fn a_refused_login_is_reported_without_the_password() {
         .build()
         .expect("valid mailer");
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(
             email(mailer.clone())
                 .on(Target::None)

@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{context, email, scripted_server, Launch};
+use common::{context, email, launch, scripted_server};
+use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{
-    async_trait, Action, ActionExt, Classify, Context, Error, ErrorKind, Pipeline, Result,
-    RetryPolicy, RunStatus, StepStatus, Target,
+    ActionExt, Classify, ErrorKind, Pipeline, RetryPolicy, RunStatus, StepStatus, Target,
 };
 use pyscaler_notify::{
     Email, FileMailer, Mail, Mailer, NotifyError, SmtpMailer, Templates, TlsMode,
@@ -21,16 +21,11 @@ use pyscaler_testkit::smtp::{SmtpServer, SmtpTls};
 use tokio::net::TcpListener;
 
 /// Fails on web-04.
-struct Puppet;
-
-#[async_trait]
-impl Action for Puppet {
-    fn name(&self) -> &str {
-        "puppet"
-    }
-    async fn run(&self, _ctx: &mut Context) -> Result<()> {
-        Err(Error::other(ErrorKind::RemoteCommandFailed, "puppet exited 4").on_node("web-04"))
-    }
+fn puppet() -> Probe {
+    Probe::new("puppet", &CallLog::default())
+        .failing(u32::MAX, ErrorKind::RemoteCommandFailed)
+        .failing_with("puppet exited 4")
+        .failing_on("web-04")
 }
 
 fn plain_mailer(port: u16) -> SmtpMailer {
@@ -92,7 +87,7 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 async fn a_scale_out_mail_arrives_with_its_recipients_and_the_new_nodes() {
     let server = SmtpServer::start();
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(email(plain_mailer(server.port())).on(Target::None))
         .build()
         .expect("valid pipeline");
@@ -130,8 +125,8 @@ async fn a_scale_out_mail_arrives_with_its_recipients_and_the_new_nodes() {
 async fn a_failed_run_mails_the_failed_step_and_what_was_undone() {
     let server = SmtpServer::start();
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
-        .step(Puppet.on(Target::NewNodes))
+        .step(launch().on(Target::None))
+        .step(puppet().on(Target::NewNodes))
         .finally(email(plain_mailer(server.port())).on(Target::None))
         .build()
         .expect("valid pipeline");
@@ -171,7 +166,7 @@ async fn a_template_that_does_not_render_sends_nothing() {
         .build()
         .expect("the templates parse");
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(email.on(Target::None))
         .build()
         .expect("valid pipeline");
@@ -244,7 +239,7 @@ async fn a_permanent_refusal_keeps_the_servers_reply_and_is_tried_once() {
     ])
     .await;
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(
             email(plain_mailer(port))
                 .on(Target::None)
@@ -278,7 +273,7 @@ async fn a_permanent_refusal_keeps_the_servers_reply_and_is_tried_once() {
 async fn a_deferral_is_retried_and_the_second_attempt_goes_through() {
     let (port, connections) = scripted_server(vec!["451 4.3.0 try again later"]).await;
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(
             email(plain_mailer(port))
                 .on(Target::None)
@@ -297,7 +292,7 @@ async fn the_file_mailer_writes_a_readable_eml() {
     let dir = tempfile::tempdir().expect("temp dir");
     let folder = dir.path().join("outbox");
     let pipeline = Pipeline::builder("scale-out")
-        .step(Launch.on(Target::None))
+        .step(launch().on(Target::None))
         .finally(email(FileMailer::new(&folder)).on(Target::None))
         .build()
         .expect("valid pipeline");

@@ -56,8 +56,10 @@ pub enum SshAuth {
 ///     host_keys = "accept-new"
 ///     connect_timeout = "5s"
 ///     command_timeout = "10m"
+///     unreachable_timeout = "3s"
 /// "#).unwrap();
 /// assert_eq!(config.host_keys, HostKeyPolicy::AcceptNew);
+/// assert_eq!(config.unreachable_timeout, std::time::Duration::from_secs(3));
 /// assert_eq!(config.port, 22);
 /// assert!(config.proxy_command.is_none());
 ///
@@ -93,6 +95,17 @@ pub struct SshConfig {
     /// Bound on one command, unless the command sets its own.
     #[serde(default = "default_command_timeout", with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Bound on reaching a node after a command there was abandoned (timed
+    /// out, cancelled, or its step timed out): the connection that ends the
+    /// command's process group, and every connection to the node until one
+    /// succeeds. A node that does not answer within it is
+    /// [`SshError::Unreachable`], so the undo of a step on a hung node takes
+    /// seconds, not `command_timeout`: at most about twice this bound (the
+    /// attempt to end the abandoned command, then the undo's own
+    /// connection). Default 5 s. Also bounds each connection of
+    /// [`RemoteShell::end_run`](crate::RemoteShell::end_run).
+    #[serde(default = "default_unreachable_timeout", with = "humantime_serde")]
+    pub unreachable_timeout: Duration,
     /// How many bytes of a command's stdout (and, separately, stderr) are
     /// kept; beyond it the output is cut and marked as truncated.
     #[serde(default = "default_output_cap")]
@@ -125,6 +138,9 @@ fn default_auth_timeout() -> Duration {
 fn default_command_timeout() -> Duration {
     Duration::from_secs(600)
 }
+fn default_unreachable_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 fn default_output_cap() -> usize {
     1024 * 1024
 }
@@ -141,6 +157,7 @@ impl SshConfig {
             connect_timeout: default_connect_timeout(),
             auth_timeout: default_auth_timeout(),
             command_timeout: default_command_timeout(),
+            unreachable_timeout: default_unreachable_timeout(),
             output_cap: default_output_cap(),
             proxy_command: None,
         }
@@ -194,6 +211,12 @@ impl SshConfig {
         self
     }
 
+    /// Sets the bound on reaching a node after a command there was abandoned.
+    pub fn with_unreachable_timeout(mut self, d: Duration) -> Self {
+        self.unreachable_timeout = d;
+        self
+    }
+
     /// Sets the output cap (bytes kept of stdout, and of stderr).
     pub fn with_output_cap(mut self, bytes: usize) -> Self {
         self.output_cap = bytes;
@@ -223,6 +246,7 @@ impl SshConfig {
             ("connect_timeout", self.connect_timeout),
             ("auth_timeout", self.auth_timeout),
             ("command_timeout", self.command_timeout),
+            ("unreachable_timeout", self.unreachable_timeout),
         ] {
             if d.is_zero() {
                 return Err(SshError::InvalidInput(format!("{name} must not be zero")));
@@ -372,6 +396,17 @@ mod tests {
         assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
         assert!(err.to_string().contains("%x"), "{err}");
         assert!(parse(r#"proxy_command = """#).validate().is_err());
+    }
+
+    #[test]
+    fn the_unreachable_bound_defaults_to_seconds_and_must_not_be_zero() {
+        let c: SshConfig = toml::from_str("user = \"a\"\n").expect("parse");
+        assert_eq!(c.unreachable_timeout, Duration::from_secs(5));
+        let e = c
+            .with_unreachable_timeout(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("unreachable_timeout"), "{e}");
     }
 
     #[test]

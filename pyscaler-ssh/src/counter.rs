@@ -9,7 +9,7 @@ use pyscaler_core::{Cluster, Error, MetricSource, Result, Sample};
 use crate::{RemoteCommand, RemoteShell, RemoteShellExt, SshError};
 
 /// Turns a command's stdout into a number.
-pub type Parser = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
+type CounterParser = Arc<dyn Fn(&str) -> Option<f64> + Send + Sync>;
 
 /// The first word of `text` that reads as a number (`0.52` in `/proc/loadavg`).
 fn first_number(text: &str) -> Option<f64> {
@@ -38,7 +38,7 @@ pub struct SshCounter {
     name: String,
     shell: Arc<dyn RemoteShell>,
     command: RemoteCommand,
-    parse: Parser,
+    parse: CounterParser,
     concurrency: usize,
 }
 
@@ -104,8 +104,7 @@ impl MetricSource for SshCounter {
         let results: Vec<(String, std::result::Result<f64, SshError>)> =
             stream::iter(cluster.nodes().iter().cloned())
                 .map(|node| async move {
-                    let user = node.ssh_user.clone().unwrap_or_default();
-                    let value = match self.shell.run_checked(&node, &self.command, &user).await {
+                    let value = match self.shell.run_checked(&node, &self.command).await {
                         Ok(out) => (self.parse)(&out.stdout).ok_or_else(|| SshError::NotANumber {
                             command: self.command.line().to_owned(),
                             output: crate::error::shorten(out.stdout.trim()),

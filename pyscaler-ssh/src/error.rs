@@ -128,6 +128,26 @@ pub enum SshError {
         /// The timeout.
         after: Duration,
     },
+    /// A command or a transfer was cancelled (its run was); it was ended.
+    #[error("`{command}` on {host} was cancelled")]
+    Cancelled {
+        /// The node.
+        host: String,
+        /// The command (shortened), or `upload`.
+        command: String,
+    },
+    /// The node did not answer within the unreachable bound after a command
+    /// there was abandoned (a hung node): nothing more is waited for there.
+    #[error("{host} is unreachable: no answer within {} after a command there was abandoned", humantime::format_duration(*after))]
+    Unreachable {
+        /// `host:port`.
+        host: String,
+        /// The bound (`unreachable_timeout`).
+        after: Duration,
+        /// How the last connection failed.
+        #[source]
+        source: Box<SshError>,
+    },
     /// A command ran and failed: non-zero exit status, or killed by a signal.
     #[error("command `{command}` {}{}", status_words(*exit_code, signal.as_deref()), stderr_tail(stderr))]
     CommandFailed {
@@ -218,6 +238,10 @@ fn stderr_tail(stderr: &str) -> String {
     }
 }
 
+/// How many bytes of a failed command's stderr an error keeps (its end,
+/// where the reason usually is).
+pub(crate) const STDERR_TAIL: usize = 2000;
+
 /// Keeps the last `max` bytes of `text` (on a character boundary), for error messages.
 pub(crate) fn tail(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -250,7 +274,23 @@ impl SshError {
                 | Self::ConnectTimeout { .. }
                 | Self::Handshake { .. }
                 | Self::ProxyFailed { .. }
+                | Self::Unreachable { .. }
         )
+    }
+
+    /// `error`, a failed connection to `host` within the unreachable bound
+    /// `after`, as [`SshError::Unreachable`]; other errors (a changed host
+    /// key) as they are.
+    pub(crate) fn as_unreachable(host: String, after: Duration, error: SshError) -> SshError {
+        if error.is_unreachable() || matches!(error, Self::AuthTimeout { .. }) {
+            Self::Unreachable {
+                host,
+                after,
+                source: Box::new(error),
+            }
+        } else {
+            error
+        }
     }
 }
 
@@ -268,7 +308,9 @@ impl Classify for SshError {
             | Self::ProxyFailed { .. } => ErrorKind::Transient,
             Self::ConnectTimeout { .. }
             | Self::AuthTimeout { .. }
-            | Self::CommandTimedOut { .. } => ErrorKind::Timeout,
+            | Self::CommandTimedOut { .. }
+            | Self::Unreachable { .. } => ErrorKind::Timeout,
+            Self::Cancelled { .. } => ErrorKind::Cancelled,
             Self::HostKeyMismatch { .. }
             | Self::HostKeyUnknown { .. }
             | Self::AuthRefused { .. }
@@ -289,6 +331,9 @@ impl Classify for SshError {
             | Self::HostKeyUnknown { .. }
             | Self::AuthRefused { .. }
             | Self::SudoNeedsPassword { .. } => false,
+            // A node that hung already failed a bounded attempt after a
+            // command there was abandoned: retrying would wait again for it.
+            Self::Unreachable { .. } => false,
             // A fresh node's sshd may not have read its authorized_keys yet
             // (cloud-init writes them late): the connection and timeouts are retried.
             other => other.kind().is_retryable_by_default(),
@@ -343,6 +388,35 @@ mod tests {
             failed.to_string(),
             "command `false` exited with status 1: boom"
         );
+    }
+
+    #[test]
+    fn a_hung_node_is_unreachable_and_not_retried_but_a_host_key_error_stays_itself() {
+        let timeout = SshError::ConnectTimeout {
+            host: "h:22".into(),
+            after: Duration::from_secs(2),
+        };
+        let e = SshError::as_unreachable("h:22".into(), Duration::from_secs(2), timeout);
+        assert!(matches!(e, SshError::Unreachable { .. }), "{e:?}");
+        assert!(e.is_unreachable() && !e.is_retryable());
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert_eq!(
+            e.to_string(),
+            "h:22 is unreachable: no answer within 2s after a command there was abandoned"
+        );
+        let changed = SshError::HostKeyUnknown {
+            host: "h".into(),
+            fingerprint: "SHA256:x".into(),
+            known_hosts: PathBuf::from("/k"),
+        };
+        let e = SshError::as_unreachable("h:22".into(), Duration::from_secs(2), changed);
+        assert!(matches!(e, SshError::HostKeyUnknown { .. }), "{e:?}");
+        let cancelled = SshError::Cancelled {
+            host: "web-01".into(),
+            command: "sleep 9".into(),
+        };
+        assert_eq!(cancelled.kind(), ErrorKind::Cancelled);
+        assert_eq!(cancelled.to_string(), "`sleep 9` on web-01 was cancelled");
     }
 
     #[test]

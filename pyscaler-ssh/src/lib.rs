@@ -4,29 +4,31 @@
 //! implementation [`Ssh2Shell`], and the actions of the middle of a
 //! deployment that run on nodes over SSH.
 //!
-//! | Deployment step (`scaling.rst`)        | Action                                   |
+//! | Deployment step (`docs/scaling.rst`)   | Action                                   |
 //! |----------------------------------------|------------------------------------------|
 //! | Operating system configuration         | [`OsConfiguration`] (`puppet apply`)     |
-//! | Tomcat configuration, app deployment   | [`LocalScript`] or [`DistributeScript`]  |
+//! | Tomcat configuration, app deployment   | [`LocalScript`] or [`NodeTask`]          |
 //! | Cluster update (on every node)         | the same, on `Target::Cluster`           |
 //! | Counters for a threshold trigger       | [`SshCounter`] (a core `MetricSource`)   |
+//!
+//! A team migrating from Fabric runs its `fab` command as a [`ControllerProgram`].
 //!
 //! - [`Ssh2Shell`] runs commands on nodes (one reused session per node, a
 //!   channel per command), copies files, checks host keys ([`HostKeyPolicy`]),
 //!   bounds connect, login and commands in time, and runs `sudo -n`; it
 //!   reaches nodes directly or through a [`ProxyCommand`] (a bastion).
-//! - [`FanOut`] runs an action's work on many nodes at once (32 by default)
-//!   with a failure policy ([`OnNodeFailure`]); each node's outcome and output
-//!   land in the run report.
+//! - The actions run on many nodes at once with the core's
+//!   [`FanOut`](pyscaler_core::FanOut) (32 by default) and its failure policy
+//!   ([`OnNodeFailure`](pyscaler_core::OnNodeFailure)); each node's outcome
+//!   and output land in the run report.
 //! - Arguments and environment values are quoted ([`quote`], [`RemoteCommand::program`]):
 //!   a node name, a tag or a script argument never injects a second command.
 //! - Errors are [`SshError`], classified once (kind, retryable) for the core.
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use pyscaler_core::{ActionExt, Pipeline, Target};
-//! use pyscaler_ssh::{FanOut, HostKeyPolicy, LocalScript, OnNodeFailure, OsConfiguration,
-//!                    Ssh2Shell, SshConfig};
+//! use pyscaler_core::{ActionExt, FanOut, OnNodeFailure, Pipeline, Target};
+//! use pyscaler_ssh::{HostKeyPolicy, LocalScript, OsConfiguration, Ssh2Shell, SshConfig};
 //!
 //! # fn main() -> pyscaler_core::Result<()> {
 //! let shell = Arc::new(Ssh2Shell::new(
@@ -44,6 +46,7 @@
 //!     .step(LocalScript::builder(shell)
 //!         .name("cluster-update")
 //!         .file("scripts/update-balancer-members.sh")
+//!         .member_args("{member.name}={member.host}")
 //!         .fan_out(FanOut::new().on_failure(OnNodeFailure::MaxFailedPercent(10)))
 //!         .build()?
 //!         .on(Target::Cluster))
@@ -53,29 +56,35 @@
 
 mod config;
 mod counter;
-mod distribute;
 mod error;
-mod fanout;
 mod known_hosts;
+mod leftovers;
+mod local;
+mod node_task;
+mod outcome;
+mod program;
 mod proxy;
 mod puppet;
 mod quote;
 mod script;
+mod session;
 mod shell;
-mod ssh2_shell;
+mod source;
+mod ssh2;
 #[cfg(test)]
 mod testing;
 
+pub use self::ssh2::Ssh2Shell;
 pub use config::{HostKeyPolicy, SshAuth, SshConfig};
-pub use counter::{Parser, SshCounter};
-pub use distribute::{DistributeScript, NodeSession, Task};
+pub use counter::SshCounter;
 pub use error::SshError;
-pub use fanout::{FanOut, NodeFailure, NodeResult, OnNodeFailure};
+pub use node_task::NodeTask;
+pub use program::ControllerProgram;
 pub use proxy::ProxyCommand;
 pub use puppet::{OsConfiguration, OsConfigurationBuilder, OsFamily};
 pub use quote::{command_line, quote};
 pub use script::{LocalScript, LocalScriptBuilder};
+pub use session::NodeSession;
 #[cfg(any(test, feature = "mocks"))]
 pub use shell::MockRemoteShell;
-pub use shell::{CommandOutput, RemoteCommand, RemoteShell, RemoteShellExt};
-pub use ssh2_shell::Ssh2Shell;
+pub use shell::{CommandOutput, RemoteCommand, RemoteShell, RemoteShellExt, UploadOptions};

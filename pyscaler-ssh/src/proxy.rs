@@ -155,6 +155,12 @@ pub(crate) struct ProxyWatch {
 }
 
 impl ProxyStream {
+    /// A second handle on the session's end of the socket pair, to shut the
+    /// connection down from another thread (a cancelled command).
+    pub(crate) fn try_clone_socket(&self) -> std::io::Result<UnixStream> {
+        self.stream.try_clone()
+    }
+
     /// Starts `command` for the node at `host`:`port` as `user`, its stdin and
     /// stdout on one end of a socket pair; returns the other end, and a watch.
     pub(crate) fn spawn(

@@ -6,11 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{Action, Context, Effects, Error, Node, Result};
+use pyscaler_core::{
+    Action, Context, Effects, Error, FanOut, Node, NodeFailure, NodeOutcome, OnNodeFailure, Result,
+    RunId, StepInfo,
+};
 
-use crate::fanout::{FanOut, NodeFailure, NodeResult};
+use crate::leftovers::end_leftovers;
+use crate::outcome::{failure, outcome};
 use crate::quote::{check_env_name, command_line, quote};
-use crate::{OnNodeFailure, RemoteCommand, RemoteShell};
+use crate::source::ScriptSource;
+use crate::{RemoteCommand, RemoteShell, UploadOptions};
 
 /// Copies a script (a local file or inline text) to each target node, runs it
 /// there with arguments and environment, and removes it afterwards — the
@@ -22,6 +27,11 @@ use crate::{OnNodeFailure, RemoteCommand, RemoteShell};
 /// variable of the run. Each argument stays one word whatever it holds (it is
 /// quoted), so a node name or a tag cannot inject a command.
 ///
+/// The cluster as the run sees it (the nodes it created in, the ones it
+/// removed out) reaches the script through [`member_args`](LocalScriptBuilder::member_args):
+/// one argument per member, so a "Cluster update" script learns the members
+/// without a wrapper action.
+///
 /// A node succeeds when the script exits with status 0; its output is in the
 /// run report either way. Compensation removes a script left behind by a run
 /// that was cut short; what the script did is not undone.
@@ -31,14 +41,19 @@ use crate::{OnNodeFailure, RemoteCommand, RemoteShell};
 /// # use pyscaler_ssh::{LocalScript, Ssh2Shell, SshConfig};
 /// # fn demo() -> pyscaler_core::Result<()> {
 /// let shell = Arc::new(Ssh2Shell::new(SshConfig::new("admin"))?);
-/// let deploy = LocalScript::builder(shell)
+/// let deploy = LocalScript::builder(shell.clone())
 ///     .file("scripts/deploy-app.sh")
 ///     .arg("--war")
 ///     .arg("/srv/app.war")
 ///     .env("NODE_NAME", "{node.name}")
 ///     .sudo(true)
 ///     .build()?;
-/// # let _ = deploy; Ok(()) }
+/// let cluster_update = LocalScript::builder(shell)
+///     .name("cluster-update")
+///     .file("scripts/update-balancer-members.sh")
+///     .member_args("{member.name}={member.host}")
+///     .build()?;
+/// # let _ = (deploy, cluster_update); Ok(()) }
 /// ```
 pub struct LocalScript {
     name: String,
@@ -46,6 +61,7 @@ pub struct LocalScript {
     script: Vec<u8>,
     source: String,
     args: Vec<String>,
+    member_args: Option<String>,
     env: Vec<(String, String)>,
     sudo: bool,
     timeout: Option<Duration>,
@@ -61,6 +77,7 @@ impl std::fmt::Debug for LocalScript {
             .field("name", &self.name)
             .field("source", &self.source)
             .field("args", &self.args)
+            .field("member_args", &self.member_args)
             .field("env", &env)
             .field("sudo", &self.sudo)
             .finish_non_exhaustive()
@@ -71,8 +88,9 @@ impl std::fmt::Debug for LocalScript {
 pub struct LocalScriptBuilder {
     name: String,
     shell: Arc<dyn RemoteShell>,
-    script: Option<std::result::Result<String, PathBuf>>,
+    script: Option<ScriptSource>,
     args: Vec<String>,
+    member_args: Option<String>,
     env: Vec<(String, String)>,
     sudo: bool,
     timeout: Option<Duration>,
@@ -97,13 +115,13 @@ impl LocalScriptBuilder {
 
     /// Runs this local file (read when the action is built). It needs a `#!` line.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.script = Some(Err(path.into()));
+        self.script = Some(ScriptSource::File(path.into()));
         self
     }
 
     /// Runs this text. It needs a `#!` line.
     pub fn inline(mut self, text: impl Into<String>) -> Self {
-        self.script = Some(Ok(text.into()));
+        self.script = Some(ScriptSource::Inline(text.into()));
         self
     }
 
@@ -120,6 +138,17 @@ impl LocalScriptBuilder {
         S: Into<String>,
     {
         self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds one argument per member of the cluster as the run sees it (the
+    /// nodes it created in, the ones it removed out), after the others, in the
+    /// cluster's order: `template` with `{member.name}`, `{member.id}` and
+    /// `{member.host}` replaced by the member's (and the other placeholders
+    /// as for [`arg`](Self::arg)). `"{member.name}={member.host}"` gives
+    /// `web-01=10.0.0.1 web-02=10.0.0.2 ...`.
+    pub fn member_args(mut self, template: impl Into<String>) -> Self {
+        self.member_args = Some(template.into());
         self
     }
 
@@ -159,16 +188,11 @@ impl LocalScriptBuilder {
     /// [`Error::InvalidConfig`] without a script, when the file cannot be read,
     /// for an invalid environment variable name, or a relative `remote_dir`.
     pub fn build(self) -> Result<LocalScript> {
-        let (script, source) = match self.script {
-            None => return Err(Error::InvalidConfig("LocalScript needs a script".into())),
-            Some(Ok(text)) => (text.into_bytes(), "inline script".to_owned()),
-            Some(Err(path)) => (
-                std::fs::read(&path).map_err(|e| {
-                    Error::InvalidConfig(format!("cannot read script {}: {e}", path.display()))
-                })?,
-                path.display().to_string(),
-            ),
+        let Some(source) = self.script else {
+            return Err(Error::InvalidConfig("LocalScript needs a script".into()));
         };
+        let script = source.read("script").map_err(Error::InvalidConfig)?;
+        let source = source.name("script");
         for (name, _) in &self.env {
             check_env_name(name).map_err(|e| Error::InvalidConfig(e.to_string()))?;
         }
@@ -184,6 +208,7 @@ impl LocalScriptBuilder {
             script,
             source,
             args: self.args,
+            member_args: self.member_args,
             env: self.env,
             sudo: self.sudo,
             timeout: self.timeout,
@@ -195,17 +220,21 @@ impl LocalScriptBuilder {
 
 /// Replaces `{node.name}`, `{node.id}`, `{node.host}` and `{var}` placeholders.
 pub(crate) fn expand(text: &str, node: &Node, vars: &BTreeMap<String, String>) -> String {
-    let mut out = text
-        .replace("{node.name}", &node.name)
-        .replace("{node.id}", &node.id)
-        .replace(
-            "{node.host}",
-            node.address.as_ref().map(|a| a.host.as_str()).unwrap_or(""),
-        );
+    let mut out = expand_node(text, "node", node);
     for (k, v) in vars {
         out = out.replace(&format!("{{{k}}}"), v);
     }
     out
+}
+
+/// Replaces `{<prefix>.name}`, `{<prefix>.id}` and `{<prefix>.host}` with `node`'s.
+fn expand_node(text: &str, prefix: &str, node: &Node) -> String {
+    text.replace(&format!("{{{prefix}.name}}"), &node.name)
+        .replace(&format!("{{{prefix}.id}}"), &node.id)
+        .replace(
+            &format!("{{{prefix}.host}}"),
+            node.address.as_ref().map(|a| a.host.as_str()).unwrap_or(""),
+        )
 }
 
 impl LocalScript {
@@ -216,6 +245,7 @@ impl LocalScript {
             shell,
             script: None,
             args: Vec::new(),
+            member_args: None,
             env: Vec::new(),
             sudo: false,
             timeout: None,
@@ -226,23 +256,40 @@ impl LocalScript {
 
     /// Where the script lands on a node in this run (distinct per node, even
     /// when several nodes share a host).
-    fn remote_path(&self, ctx: &Context, node: &Node) -> String {
+    fn remote_path(&self, run_id: &RunId, node: &Node) -> String {
         format!(
             "{}/pyscaler-{}-{}-{}",
             self.remote_dir.trim_end_matches('/'),
             crate::quote::file_safe(&self.name),
-            ctx.run_id(),
+            run_id,
             crate::quote::file_safe(&node.id)
         )
+    }
+
+    /// The script's arguments on `node`: its own, then one per member.
+    fn args_on(&self, node: &Node, step: &StepInfo) -> Vec<String> {
+        let vars = step.vars();
+        let mut args: Vec<String> = self.args.iter().map(|a| expand(a, node, vars)).collect();
+        if let Some(template) = &self.member_args {
+            args.extend(
+                step.cluster()
+                    .nodes()
+                    .iter()
+                    .map(|member| expand(&expand_node(template, "member", member), node, vars)),
+            );
+        }
+        args
     }
 
     async fn run_on(
         &self,
         node: &Node,
-        path: &str,
-        vars: &BTreeMap<String, String>,
-    ) -> std::result::Result<NodeResult, NodeFailure> {
-        let args: Vec<String> = self.args.iter().map(|a| expand(a, node, vars)).collect();
+        step: &StepInfo,
+    ) -> std::result::Result<NodeOutcome, NodeFailure> {
+        let path = self.remote_path(step.run_id(), node);
+        let path = path.as_str();
+        let vars = step.vars();
+        let args = self.args_on(node, step);
         let mut command = RemoteCommand::new(command_line(path, &args)?).sudo(self.sudo);
         for (k, v) in &self.env {
             command = command.env(k, expand(v, node, vars));
@@ -250,8 +297,11 @@ impl LocalScript {
         if let Some(t) = self.timeout {
             command = command.timeout(t);
         }
+        // Ended with the run (cancelled, or by recovery's `end_run`).
+        let command = command.in_step(step);
+        let upload = UploadOptions::mode(0o700).cancel_on(step.cancellation().clone());
         self.shell
-            .upload(node, path, self.script.clone(), 0o700, false)
+            .upload(node, path, self.script.clone(), upload)
             .await?;
         let result = self.shell.exec(node, &command).await;
         // Removed whatever happened; a failure to remove is only logged.
@@ -260,11 +310,9 @@ impl LocalScript {
             tracing::warn!(node = %node.name, error = %e, "Could not remove the script.");
         }
         let out = result?;
-        let (text, cut) = (out.combined(), out.truncated);
-        let user = node.ssh_user.as_deref().unwrap_or("");
-        match out.check(&command, &node.to_string(), user) {
-            Ok(out) => Ok(NodeResult::from(&out)),
-            Err(e) => Err(NodeFailure::from(e).with_output(text, cut)),
+        match out.clone().check(&command, node) {
+            Ok(out) => Ok(outcome(node, &out)),
+            Err(e) => Err(failure(e, &out)),
         }
     }
 }
@@ -285,44 +333,34 @@ impl Action for LocalScript {
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {
-        let vars = ctx.vars();
-        let vars = &vars;
-        let ctx_ro: &Context = ctx;
-        let paths: BTreeMap<String, String> = ctx_ro
-            .targets()
-            .iter()
-            .map(|n| (n.id.clone(), self.remote_path(ctx_ro, n)))
-            .collect();
-        let paths = &paths;
         self.fan_out
-            .run(ctx, |node| async move {
-                let path = paths.get(&node.id).cloned().unwrap_or_default();
-                self.run_on(&node, &path, vars).await
-            })
+            .run(
+                ctx,
+                |node, step| async move { self.run_on(&node, &step).await },
+            )
             .await
     }
 
+    /// When a [`Recovery`](pyscaler_core::Recovery) takes over a run whose
+    /// controller died, what this step still runs on its nodes is ended
+    /// first (see [`Context::is_recovering`]); here, not in `withdraw`, so
+    /// that the run's nodes leave the load balancer before any SSH work.
     async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        let ctx_ro: &Context = ctx;
-        let mut commands = BTreeMap::new();
-        for n in ctx_ro.targets() {
-            let rm = RemoteCommand::new(format!("rm -f {}", quote(&self.remote_path(ctx_ro, n))?));
-            commands.insert(n.id.clone(), rm);
-        }
-        let commands = &commands;
-        self.fan_out
+        let ended = end_leftovers(self.shell.as_ref(), self.fan_out, ctx).await;
+        let undone = self
+            .fan_out
             .on_failure(OnNodeFailure::Continue)
-            .run(ctx, |node| async move {
-                let Some(rm) = commands.get(&node.id) else {
-                    return Ok(NodeResult::new("nothing to clean"));
-                };
-                match self.shell.exec(&node, rm).await {
-                    Ok(out) => Ok(NodeResult::from(&out)),
-                    Err(e) if e.is_unreachable() => Ok(NodeResult::new("unreachable")),
+            .run(ctx, |node, step| async move {
+                let path = quote(&self.remote_path(step.run_id(), &node))?;
+                let rm = RemoteCommand::new(format!("rm -f {path}"));
+                match self.shell.exec(&node, &rm).await {
+                    Ok(out) => Ok(outcome(&node, &out)),
+                    Err(e) if e.is_unreachable() => Ok(NodeOutcome::ok(&node.name, "unreachable")),
                     Err(e) => Err(e.into()),
                 }
             })
-            .await
+            .await;
+        undone.and(ended)
     }
 }
 
@@ -332,8 +370,11 @@ mod tests {
 
     use pyscaler_core::ErrorKind;
 
+    use pyscaler_core::testing::run_step;
+    use pyscaler_core::Target;
+
     use super::*;
-    use crate::testing::{ctx_with_nodes, output, run_step};
+    use crate::testing::{ctx_with_nodes, output};
     use crate::{MockRemoteShell, SshError};
 
     #[tokio::test]
@@ -341,15 +382,14 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let log = seen.clone();
         let mut shell = MockRemoteShell::new();
-        shell
-            .expect_upload()
-            .times(2)
-            .returning(|_, path, contents, mode, _| {
+        shell.expect_upload().times(2).returning(
+            |_, path, contents, UploadOptions { mode, .. }| {
                 assert!(path.starts_with("/tmp/pyscaler-deploy-run-"), "{path}");
                 assert_eq!(contents, b"#!/bin/sh\necho hi\n".to_vec());
                 assert_eq!(mode, 0o700);
                 Ok(())
-            });
+            },
+        );
         shell.expect_exec().returning(move |node, cmd| {
             let line = cmd.render().expect("render");
             log.lock().unwrap().push(line.clone());
@@ -367,7 +407,7 @@ mod tests {
             .build()
             .expect("build");
         let mut ctx = ctx_with_nodes(2);
-        let report = run_step(script, &mut ctx).await;
+        let report = run_step(script, Target::Cluster, &mut ctx).await;
         assert!(report.is_success(), "{report:?}");
         let nodes = &report.steps[0].nodes;
         assert_eq!(
@@ -386,11 +426,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn member_args_list_the_cluster_as_the_run_sees_it() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let mut shell = MockRemoteShell::new();
+        shell.expect_upload().returning(|_, _, _, _| Ok(()));
+        shell.expect_exec().returning(move |_, cmd| {
+            if !cmd.line().starts_with("rm -f") {
+                log.lock().unwrap().push(cmd.line().to_owned());
+            }
+            Ok(output("", "", 0))
+        });
+        let script = LocalScript::builder(Arc::new(shell))
+            .name("cluster-update")
+            .inline("#!/bin/sh\n")
+            .arg("{node.name}")
+            .member_args("{member.name}={member.host}")
+            .build()
+            .expect("build");
+        let mut ctx = ctx_with_nodes(2);
+        ctx.add_new_nodes([
+            Node::new("i-9", "web-09").with_address(pyscaler_core::NodeAddress::new("10.0.0.9"))
+        ]);
+        ctx.remove_node("i-0");
+        let report = run_step(script, Target::Cluster, &mut ctx).await;
+        assert!(report.is_success(), "{report:?}");
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        for (line, node) in seen.iter().zip(["web-01", "web-09"]) {
+            assert!(
+                line.ends_with(&format!(" {node} 'web-01=10.0.0.1' 'web-09=10.0.0.9'")),
+                "{line}"
+            );
+        }
+        assert!(seen.iter().all(|l| !l.contains("web-00")), "{seen:?}");
+    }
+
+    #[tokio::test]
     async fn a_failing_script_fails_the_node_and_is_still_removed() {
         let removed = Arc::new(Mutex::new(0));
         let count = removed.clone();
         let mut shell = MockRemoteShell::new();
-        shell.expect_upload().returning(|_, _, _, _, _| Ok(()));
+        shell.expect_upload().returning(|_, _, _, _| Ok(()));
         shell.expect_exec().returning(move |_, cmd| {
             if cmd.line().starts_with("rm -f") {
                 *count.lock().unwrap() += 1;
@@ -404,7 +482,7 @@ mod tests {
             .build()
             .expect("build");
         let mut ctx = ctx_with_nodes(1);
-        let report = run_step(script, &mut ctx).await;
+        let report = run_step(script, Target::Cluster, &mut ctx).await;
         assert!(!report.is_success());
         let error = report.error.expect("error");
         assert_eq!(error.kind, ErrorKind::RemoteCommandFailed);
@@ -421,7 +499,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_node_is_a_retryable_failure() {
         let mut shell = MockRemoteShell::new();
-        shell.expect_upload().returning(|_, _, _, _, _| {
+        shell.expect_upload().returning(|_, _, _, _| {
             Err(SshError::Connect {
                 host: "10.0.0.0:22".into(),
                 source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
@@ -438,7 +516,7 @@ mod tests {
             .build()
             .expect("build");
         let mut ctx = ctx_with_nodes(1);
-        let report = run_step(script, &mut ctx).await;
+        let report = run_step(script, Target::Cluster, &mut ctx).await;
         let error = report.error.as_ref().expect("error");
         assert_eq!(error.kind, ErrorKind::Transient);
         // Compensation found nothing to clean on an unreachable node.

@@ -4,34 +4,61 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::Node;
+use pyscaler_core::{CancellationToken, Node, StepInfo};
 
 use crate::error::shorten;
 use crate::quote::{check_env_name, quote};
 use crate::SshError;
 
 /// A command to run on a node: a shell command line, plus environment
-/// variables, `sudo` and a timeout.
+/// variables, `sudo`, a timeout, a cancellation token and the run it belongs to.
 ///
 /// The line is run by the login user's shell as it is; build it from
 /// untrusted words with [`RemoteCommand::program`] (each argument quoted) or
 /// [`quote`](crate::quote).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Inside an action, [`RemoteCommand::in_step`] ties the command to the
+/// running step: it is ended when the run is cancelled, and its process group
+/// is recorded on the node so that [`RemoteShell::end_run`] can end it after a
+/// controller died.
+///
+/// Two commands are equal when they run the same way; the cancellation token
+/// is not compared.
+#[derive(Debug, Clone)]
 pub struct RemoteCommand {
     line: String,
     env: Vec<(String, String)>,
     sudo: bool,
     timeout: Option<Duration>,
+    cancel: Option<CancellationToken>,
+    run: Option<(String, String)>,
 }
 
+impl PartialEq for RemoteCommand {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.line, &self.env, self.sudo, self.timeout, &self.run)
+            == (
+                &other.line,
+                &other.env,
+                other.sudo,
+                other.timeout,
+                &other.run,
+            )
+    }
+}
+
+impl Eq for RemoteCommand {}
+
 impl RemoteCommand {
-    /// A command line, run as written (`systemctl restart tomcat9`).
+    /// A command line, run as written (`systemctl restart tomcat10`).
     pub fn new(line: impl Into<String>) -> Self {
         Self {
             line: line.into(),
             env: Vec::new(),
             sudo: false,
             timeout: None,
+            cancel: None,
+            run: None,
         }
     }
 
@@ -66,6 +93,30 @@ impl RemoteCommand {
         self
     }
 
+    /// Ends the command when `token` is cancelled ([`SshError::Cancelled`]):
+    /// its connection is closed at once and its process group ended, as for a timeout.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+
+    /// Records the command's process group on the node under `run_id` and
+    /// `step` while it runs, so that [`RemoteShell::end_run`] can end it.
+    pub fn in_run(mut self, run_id: impl Into<String>, step: impl Into<String>) -> Self {
+        self.run = Some((run_id.into(), step.into()));
+        self
+    }
+
+    /// Ties the command to a running step: [`in_run`](Self::in_run) with its
+    /// run id and step name, and [`cancel_on`](Self::cancel_on) its
+    /// cancellation token. In an action, `step` is
+    /// [`ctx.step_info()`](pyscaler_core::Context::step_info); in a fan-out's
+    /// per-node closure, the `StepInfo` it is handed.
+    pub fn in_step(self, step: &StepInfo) -> Self {
+        self.in_run(step.run_id().as_str(), step.step())
+            .cancel_on(step.cancellation().clone())
+    }
+
     /// The command line as given.
     pub fn line(&self) -> &str {
         &self.line
@@ -79,6 +130,16 @@ impl RemoteCommand {
     /// Its own timeout, if it has one.
     pub fn own_timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// The token that cancels it, if any.
+    pub fn cancellation(&self) -> Option<&CancellationToken> {
+        self.cancel.as_ref()
+    }
+
+    /// The run and step its process group is recorded under, if any.
+    pub fn run_and_step(&self) -> Option<(&str, &str)> {
+        self.run.as_ref().map(|(r, s)| (r.as_str(), s.as_str()))
     }
 
     /// The environment variables set for it.
@@ -160,12 +221,29 @@ impl CommandOutput {
         }
     }
 
-    /// This output when the command succeeded; otherwise the failure as an error.
+    /// This output when `command` succeeded on `node`; otherwise the failure
+    /// as an error (what [`RemoteShellExt::run_checked`] returns).
     ///
     /// # Errors
     /// [`SshError::SudoNeedsPassword`] when `sudo -n` refused for want of a
     /// password, [`SshError::CommandFailed`] for any other non-zero exit or signal.
-    pub fn check(self, command: &RemoteCommand, host: &str, user: &str) -> Result<Self, SshError> {
+    pub(crate) fn check(self, command: &RemoteCommand, node: &Node) -> Result<Self, SshError> {
+        let host = node
+            .address
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| node.name.clone());
+        let user = node.ssh_user.as_deref().unwrap_or("the login user");
+        self.check_as(command, &host, user)
+    }
+
+    /// As [`CommandOutput::check`], for a `host` and `user` known otherwise.
+    pub(crate) fn check_as(
+        self,
+        command: &RemoteCommand,
+        host: &str,
+        user: &str,
+    ) -> Result<Self, SshError> {
         if self.success() {
             return Ok(self);
         }
@@ -179,7 +257,7 @@ impl CommandOutput {
             command: command.display(),
             exit_code: self.exit_code,
             signal: self.signal,
-            stderr: crate::error::tail(&self.stderr, 2000),
+            stderr: crate::error::tail(&self.stderr, crate::error::STDERR_TAIL),
         })
     }
 }
@@ -204,11 +282,14 @@ pub trait RemoteShell: Send + Sync {
     /// # Errors
     /// When the node cannot be reached or logged into, when the command times
     /// out ([`SshError::CommandTimedOut`]; it is ended), or the session fails.
-    /// A non-zero exit is not an error here: see [`CommandOutput::check`].
+    /// A non-zero exit is not an error here: see [`RemoteShellExt::run_checked`].
+    /// A cancelled command ([`RemoteCommand::cancel_on`]) is
+    /// [`SshError::Cancelled`]; a node where an abandoned command could not be
+    /// ended is [`SshError::Unreachable`] until it answers again.
     async fn exec(&self, node: &Node, command: &RemoteCommand) -> Result<CommandOutput, SshError>;
 
-    /// Writes `contents` to `remote_path` on `node` with permissions `mode`
-    /// (`0o755`), replacing it atomically; with `sudo`, as root.
+    /// Writes `contents` to `remote_path` on `node` as `options` say (mode,
+    /// sudo, timeout, cancellation), replacing it atomically.
     ///
     /// # Errors
     /// [`SshError::Transfer`] when the file cannot be written, or a connection error.
@@ -217,8 +298,7 @@ pub trait RemoteShell: Send + Sync {
         node: &Node,
         remote_path: &str,
         contents: Vec<u8>,
-        mode: u32,
-        sudo: bool,
+        options: UploadOptions,
     ) -> Result<(), SshError>;
 
     /// Reads `remote_path` from `node`.
@@ -227,14 +307,93 @@ pub trait RemoteShell: Send + Sync {
     /// [`SshError::Transfer`] when the file cannot be read, or a connection error.
     async fn download(&self, node: &Node, remote_path: &str) -> Result<Vec<u8>, SshError>;
 
+    /// Ends the commands of run `run_id` (of its `step` only, when given)
+    /// still running on `node`, as recovery does before undoing a dead
+    /// controller's run: each recorded process group gets SIGTERM, then
+    /// SIGKILL after a short grace, over a fresh connection bounded by the
+    /// shell's unreachable bound. Returns how many groups were still running.
+    ///
+    /// [`Ssh2Shell`](crate::Ssh2Shell) keeps the records in the login user's
+    /// home, `~/.pyscaler/runs/<run id>/<step>/<pgid>` (names made file-safe),
+    /// written by commands made with [`RemoteCommand::in_run`] or
+    /// [`RemoteCommand::in_step`]; this call removes them.
+    ///
+    /// # Errors
+    /// [`SshError::Unreachable`] when the node does not answer within the
+    /// bound, or another connection error.
+    async fn end_run<'a>(
+        &self,
+        node: &Node,
+        run_id: &str,
+        step: Option<&'a str>,
+    ) -> Result<usize, SshError>;
+
     /// Closes the session kept open to `node`, if any (after the node is gone).
     async fn disconnect(&self, node: &Node);
+}
+
+/// How [`RemoteShell::upload`] writes a file.
+///
+/// ```
+/// # use pyscaler_ssh::UploadOptions;
+/// let secret = UploadOptions::mode(0o600);
+/// let unit = UploadOptions::mode(0o644).sudo(true);
+/// assert!(unit.sudo && !secret.sudo);
+/// assert_eq!(UploadOptions::default().mode, 0o644);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadOptions {
+    /// The file's permissions, exactly (not masked by the server's umask).
+    pub mode: u32,
+    /// Writes it as root, through `sudo -n`.
+    pub sudo: bool,
+    /// Bounds the transfer (instead of the configuration's `command_timeout`).
+    pub timeout: Option<Duration>,
+    /// Stops the transfer when cancelled ([`SshError::Cancelled`]).
+    pub cancel: Option<CancellationToken>,
+}
+
+impl Default for UploadOptions {
+    /// Mode `0o644`, as the login user, the configured timeout, not cancellable.
+    fn default() -> Self {
+        Self::mode(0o644)
+    }
+}
+
+impl UploadOptions {
+    /// A file with permissions `mode` (`0o600` for a secret, `0o755` for a program).
+    pub fn mode(mode: u32) -> Self {
+        Self {
+            mode,
+            sudo: false,
+            timeout: None,
+            cancel: None,
+        }
+    }
+
+    /// Writes the file as root, through `sudo -n`.
+    pub fn sudo(mut self, on: bool) -> Self {
+        self.sudo = on;
+        self
+    }
+
+    /// Bounds the transfer.
+    pub fn timeout(mut self, after: Duration) -> Self {
+        self.timeout = Some(after);
+        self
+    }
+
+    /// Stops the transfer when `token` is cancelled.
+    pub fn cancel_on(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
 }
 
 /// Conveniences every [`RemoteShell`] gets.
 #[async_trait]
 pub trait RemoteShellExt: RemoteShell {
-    /// Uploads a local file to `remote_path` with permissions `mode`.
+    /// Uploads a local file to `remote_path` as `options` say.
     ///
     /// # Errors
     /// [`SshError::Transfer`] when the local file cannot be read, or as [`RemoteShell::upload`].
@@ -243,7 +402,7 @@ pub trait RemoteShellExt: RemoteShell {
         node: &Node,
         local: &Path,
         remote_path: &str,
-        mode: u32,
+        options: UploadOptions,
     ) -> Result<(), SshError> {
         let contents = tokio::fs::read(local)
             .await
@@ -251,27 +410,22 @@ pub trait RemoteShellExt: RemoteShell {
                 path: local.display().to_string(),
                 message: format!("cannot read the local file: {e}"),
             })?;
-        self.upload(node, remote_path, contents, mode, false).await
+        self.upload(node, remote_path, contents, options).await
     }
 
-    /// Runs `command` and fails unless it exits with status 0.
+    /// Runs `command` on `node` and fails unless it exits with status 0; the
+    /// error names the node's address and login user.
     ///
     /// # Errors
-    /// As [`RemoteShell::exec`] and [`CommandOutput::check`].
+    /// As [`RemoteShell::exec`]; [`SshError::SudoNeedsPassword`] when `sudo -n`
+    /// refused for want of a password, [`SshError::CommandFailed`] for any
+    /// other non-zero exit or signal.
     async fn run_checked(
         &self,
         node: &Node,
         command: &RemoteCommand,
-        default_user: &str,
     ) -> Result<CommandOutput, SshError> {
-        let out = self.exec(node, command).await?;
-        let host = node
-            .address
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_else(|| node.name.clone());
-        let user = node.ssh_user.as_deref().unwrap_or(default_user);
-        out.check(command, &host, user)
+        self.exec(node, command).await?.check(command, node)
     }
 }
 
@@ -302,14 +456,14 @@ mod tests {
             ..CommandOutput::default()
         };
         assert!(matches!(
-            out.check(&c, "h", "u"),
+            out.check_as(&c, "h", "u"),
             Err(SshError::SudoNeedsPassword { .. })
         ));
         let out = CommandOutput {
             signal: Some("KILL".into()),
             ..CommandOutput::default()
         };
-        let e = out.check(&c, "h", "u").unwrap_err();
+        let e = out.check_as(&c, "h", "u").unwrap_err();
         assert_eq!(
             e.to_string(),
             "command `apt-get update` was killed by signal KILL"

@@ -1,8 +1,6 @@
-//! Helpers of this crate's unit tests.
+//! Helpers of this crate's unit tests (the step runner is `pyscaler_core::testing::run_step`).
 
-use pyscaler_core::{
-    Action, ActionExt, Cluster, Context, Node, NodeAddress, Pipeline, RunReport, Target,
-};
+use pyscaler_core::{Cluster, Context, Node, NodeAddress};
 
 use crate::CommandOutput;
 
@@ -14,16 +12,6 @@ pub(crate) fn ctx_with_nodes(n: usize) -> Context {
             .with_address(NodeAddress::new(format!("10.0.0.{i}")))
     }));
     ctx
-}
-
-/// Runs `action` as the one step of a pipeline on the cluster (the nodes above).
-pub(crate) async fn run_step(action: impl Action + 'static, ctx: &mut Context) -> RunReport {
-    Pipeline::builder("test")
-        .step(action.on(Target::Cluster))
-        .build()
-        .expect("pipeline")
-        .run(ctx)
-        .await
 }
 
 /// A command's output.

@@ -1,12 +1,12 @@
-//! `LocalScript`, `DistributeScript` and `SshCounter` against a real sshd.
+//! `LocalScript`, `NodeTask`, `ControllerProgram` and `SshCounter` against a real sshd.
 
 use std::sync::Arc;
 
-use pyscaler_core::{
-    ActionExt, Cluster, Context, MetricSource, Node, NodeAddress, Pipeline, RunReport, Target,
-};
+use pyscaler_core::testing::run_step;
+use pyscaler_core::{Cluster, Context, MetricSource, Node, NodeAddress, RunReport, Target};
 use pyscaler_ssh::{
-    DistributeScript, LocalScript, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshCounter,
+    ControllerProgram, LocalScript, NodeTask, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig,
+    SshCounter,
 };
 use pyscaler_testkit::sshd::Sshd;
 
@@ -47,11 +47,7 @@ fn cluster(s: &Stack, n: usize) -> Cluster {
 }
 
 async fn run(action: impl pyscaler_core::Action + 'static, cluster: Cluster) -> RunReport {
-    let pipeline = Pipeline::builder("t")
-        .step(action.on(Target::Cluster))
-        .build()
-        .expect("pipeline");
-    pipeline.run(&mut Context::new(cluster)).await
+    run_step(action, Target::Cluster, &mut Context::new(cluster)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,7 +100,7 @@ async fn distribute_task_puts_runs_and_gets_on_each_node() {
     let s = stack();
     let base = format!("/tmp/pyscaler-distribute-test-{}", s.sshd.port());
     let base2 = base.clone();
-    let task = DistributeScript::task("deploy", s.shell.clone(), move |session| {
+    let task = NodeTask::new("deploy", s.shell.clone(), move |session| {
         let base = base2.clone();
         async move {
             let dir = format!("{base}/{}", session.node().id);
@@ -142,7 +138,7 @@ async fn distribute_program_gets_the_hosts_like_fab() {
         key = s.sshd.client_key().display(),
         known = s.known.display(),
     );
-    let fab = DistributeScript::program("fab-deploy", "sh", ["-c", &script, "fab", "{hosts}"]);
+    let fab = ControllerProgram::new("fab-deploy", "sh", ["-c", &script, "fab", "{hosts}"]);
     let report = run(fab, cluster(&s, 2)).await;
     assert!(report.is_success(), "{report:?}");
     let out = report.steps[0].nodes[0].output.clone().unwrap_or_default();

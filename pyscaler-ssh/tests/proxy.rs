@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pyscaler_core::{Classify, ErrorKind, Node, NodeAddress};
-use pyscaler_ssh::{RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError};
+use pyscaler_ssh::{RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError, UploadOptions};
 use pyscaler_testkit::sshd::Sshd;
 
 /// The tests look for processes left behind: one test at a time, so that
@@ -93,7 +93,12 @@ async fn a_node_is_reached_through_ssh_w_on_a_bastion() {
     assert!(out.stdout.starts_with("through\n"), "{out:?}");
     let path = format!("/tmp/pyscaler-ssh-proxy-{}", sshd.port());
     shell
-        .upload(&n, &path, b"via the bastion\n".to_vec(), 0o640, false)
+        .upload(
+            &n,
+            &path,
+            b"via the bastion\n".to_vec(),
+            UploadOptions::mode(0o640),
+        )
         .await
         .expect("upload through the proxy");
     let back = shell.download(&n, &path).await.expect("download");

@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use pyscaler_core::{Classify, ErrorKind, Node, NodeAddress};
-use pyscaler_ssh::{HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError};
+use pyscaler_ssh::{
+    HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError, UploadOptions,
+};
 use pyscaler_testkit::sshd::{generate_key, Sshd};
 
 fn node(sshd: &Sshd, id: &str) -> Node {
@@ -130,7 +132,7 @@ async fn upload_and_download_round_trip() {
     let path = format!("{remote_dir}/a file; with spaces");
     let contents: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     shell
-        .upload(&n, &path, contents.clone(), 0o750, false)
+        .upload(&n, &path, contents.clone(), UploadOptions::mode(0o750))
         .await
         .expect("upload");
     let back = shell.download(&n, &path).await.expect("download");
@@ -147,7 +149,7 @@ async fn upload_and_download_round_trip() {
     // Over an existing file, with a secret's mode: the new contents, exactly
     // that mode, and no temporary file left beside it.
     shell
-        .upload(&n, &path, b"secret\n".to_vec(), 0o600, false)
+        .upload(&n, &path, b"secret\n".to_vec(), UploadOptions::mode(0o600))
         .await
         .expect("upload over the file");
     assert_eq!(
@@ -162,7 +164,12 @@ async fn upload_and_download_round_trip() {
     let missing = shell.download(&n, "/nonexistent/file").await.unwrap_err();
     assert!(matches!(missing, SshError::Transfer { .. }), "{missing}");
     let denied = shell
-        .upload(&n, "/proc/forbidden", b"x".to_vec(), 0o644, false)
+        .upload(
+            &n,
+            "/proc/forbidden",
+            b"x".to_vec(),
+            UploadOptions::mode(0o644),
+        )
         .await
         .unwrap_err();
     assert!(matches!(denied, SshError::Transfer { .. }), "{denied}");
@@ -180,7 +187,7 @@ async fn upload_works_on_a_server_without_sftp() {
     let path = format!("{remote_dir}/file");
     for (contents, mode) in [(b"first\n".to_vec(), 0o640), (b"second\n".to_vec(), 0o600)] {
         shell
-            .upload(&n, &path, contents.clone(), mode, false)
+            .upload(&n, &path, contents.clone(), UploadOptions::mode(mode))
             .await
             .expect("upload without SFTP");
         assert_eq!(shell.download(&n, &path).await.expect("download"), contents);

@@ -158,7 +158,9 @@ pub fn machine_lock(name: &str) -> std::fs::File {
     file
 }
 
+pub mod fault_proxy;
 pub mod moto;
+pub mod process;
 pub mod smtp;
 pub mod sshd;
 mod venv;

@@ -58,26 +58,31 @@ impl MotoServer {
         self.port
     }
 
-    /// Creates a classic load balancer called `name` (HTTP 80 -> 8080, in
-    /// `us-east-1a`), as an operator would before pyscaler registers nodes.
-    ///
-    /// # Panics
-    /// When moto refuses, as a harness does.
-    pub async fn create_load_balancer(&self, name: &str) {
-        use aws_sdk_elasticloadbalancing::config::{BehaviorVersion, Credentials, Region};
-        use aws_sdk_elasticloadbalancing::types::Listener;
-        let conf = aws_sdk_elasticloadbalancing::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
+    /// The AWS SDK's configuration for this server: its region, its
+    /// endpoint and the test credentials, for a test's own SDK clients.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
             .endpoint_url(self.endpoint_url())
-            .credentials_provider(Credentials::new(
+            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
                 ACCESS_KEY_ID,
                 SECRET_ACCESS_KEY,
                 None,
                 None,
                 "testkit",
             ))
-            .build();
+            .load()
+            .await
+    }
+
+    /// Creates a classic load balancer called `name` (HTTP 80 -> 8080, in
+    /// `us-east-1a`), as an operator would before pyscaler registers nodes.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_load_balancer(&self, name: &str) {
+        use aws_sdk_elasticloadbalancing::types::Listener;
+        let sdk = self.sdk_config().await;
         let listener = Listener::builder()
             .protocol("HTTP")
             .load_balancer_port(80)
@@ -85,7 +90,7 @@ impl MotoServer {
             .instance_port(8080)
             .build()
             .expect("a complete listener");
-        aws_sdk_elasticloadbalancing::Client::from_conf(conf)
+        aws_sdk_elasticloadbalancing::Client::new(&sdk)
             .create_load_balancer()
             .load_balancer_name(name)
             .listeners(listener)
@@ -93,6 +98,37 @@ impl MotoServer {
             .send()
             .await
             .expect("create the classic load balancer in moto");
+    }
+
+    /// Creates an ALB target group `name` (HTTP, port 8080, instance
+    /// targets) in the default VPC, as an operator would; returns its ARN.
+    pub async fn create_target_group(&self, name: &str) -> String {
+        let sdk = self.sdk_config().await;
+        let ec2 = aws_sdk_ec2::Client::new(&sdk);
+        let vpcs = ec2.describe_vpcs().send().await.expect("list moto's VPCs");
+        let vpc = vpcs
+            .vpcs()
+            .iter()
+            .find(|v| v.is_default() == Some(true))
+            .and_then(|v| v.vpc_id())
+            .expect("moto's default VPC")
+            .to_owned();
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&sdk);
+        let out = elbv2
+            .create_target_group()
+            .name(name)
+            .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+            .port(8080)
+            .vpc_id(vpc)
+            .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
+            .send()
+            .await
+            .expect("create the target group in moto");
+        out.target_groups()
+            .first()
+            .and_then(|g| g.target_group_arn())
+            .expect("the new target group's ARN")
+            .to_owned()
     }
 
     /// The server's log file (one line per request).

@@ -184,6 +184,62 @@ impl Sshd {
     }
 }
 
+/// sshd's processes serving one connection, stopped (SIGSTOP) to simulate a
+/// hung node: the kernel still accepts and acknowledges, nothing answers.
+/// Continued (SIGCONT) by [`Hang::resume`] or when dropped, so a failing
+/// test never leaves them stopped.
+#[derive(Debug)]
+pub struct Hang {
+    pids: Vec<u32>,
+}
+
+impl Hang {
+    /// Stops the sshd process `session` (the `$PPID` of a command's shell)
+    /// and its parents up to the listener; with `listener`, the listener too,
+    /// so no new connection gets a banner either.
+    pub fn stop(session: u32, listener: bool) -> Self {
+        let mut pids = vec![session];
+        // The session process, its privileged monitor, then the listener.
+        while pids.len() < if listener { 3 } else { 2 } {
+            match parent(pids[pids.len() - 1]) {
+                Some(up) if up > 1 => pids.push(up),
+                _ => break,
+            }
+        }
+        signal(&pids, "-STOP");
+        Self { pids }
+    }
+
+    /// The stopped processes.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Continues them.
+    pub fn resume(mut self) {
+        signal(&std::mem::take(&mut self.pids), "-CONT");
+    }
+}
+
+impl Drop for Hang {
+    fn drop(&mut self) {
+        signal(&self.pids, "-CONT");
+    }
+}
+
+/// The parent of process `pid` (from `/proc/<pid>/stat`).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn signal(pids: &[u32], sig: &str) {
+    for pid in pids {
+        let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
+    }
+}
+
 /// An `ssh-agent` on a socket in `dir`, holding `key`; stopped when dropped.
 /// Returns the agent and its socket path (for `SSH_AUTH_SOCK`).
 pub fn ssh_agent(dir: &Path, key: &Path) -> (ServiceProcess, PathBuf) {

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pyscaler_core::{Node, NodeAddress};
-use pyscaler_ssh::{HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig};
+use pyscaler_ssh::{
+    HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, UploadOptions,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -144,7 +146,7 @@ where
 async fn task_b(shell: &Ssh2Shell, node: &Node, contents: &[u8]) -> Result<(), Failure> {
     let path = format!("bench-pyscaler-{}.bin", node.name);
     shell
-        .upload(node, &path, contents.to_vec(), 0o644, false)
+        .upload(node, &path, contents.to_vec(), UploadOptions::mode(0o644))
         .await
         .map_err(|e| e.to_string())?;
     let size = exec_ok(shell, node, &format!("wc -c < {path}")).await?;

@@ -10,13 +10,14 @@
 //! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
 //! ```
 //!
-//! `run` and `watch` first recover the runs a dead controller left unfinished:
-//! each started step is undone with the pipeline's own compensation (the
-//! member lists rewritten, the instances deregistered and terminated), then
-//! anything still tagged with the run (`pyscaler:run`) is terminated;
-//! `--no-recover` skips that. `recover --resume` instead finishes each such
-//! run from its interrupted step, when every step it has left is safe to
-//! repeat, and undoes the others.
+//! `run` and `watch` first recover the runs a dead controller left unfinished
+//! (one [`Recovery`]): each started step is undone with the pipeline's own
+//! compensation (the member lists rewritten, the instances deregistered and
+//! terminated), then anything still tagged with the run (`pyscaler:run`) is
+//! terminated. With `--no-recover` a run over an unfinished one refuses to
+//! start. `recover --resume` instead finishes each such run from its
+//! interrupted step, when every step it has left is safe to repeat, and
+//! undoes the others.
 //!
 //! Copy this file (and `src/pipeline.rs`) into your own tool: the providers
 //! are built here, the pipeline there.
@@ -27,11 +28,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pyscaler_aws::{discover, ClassicElb, ClientConfig, Ec2RunCleanup, SdkEc2};
+use pyscaler_aws::{discover, Aws, ClientConfig, Ec2RunCleanup};
 use pyscaler_core::{
-    recover, CancellationToken, CleanupChain, Cluster, Comparison, Context, Direction, Event,
-    FileJournal, Journal, Pipeline, PipelineCleanup, RunCleanup, RunReport, Scaler, ScalerOutcome,
-    ThresholdTrigger, TriggerInfo,
+    print_progress, CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal,
+    Journal, Pipeline, Recovery, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
 };
 use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
 use pyscaler_notify::SmtpMailer;
@@ -106,23 +106,15 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 
     // The providers: EC2 and the classic ELB through the SDK's standard
     // credential chain, SSH with the configured key and known_hosts, SMTP.
-    let aws = ClientConfig::for_profile(&config.ec2);
-    let ec2 = Arc::new(SdkEc2::connect(&aws).await);
-    let elb: Option<Arc<dyn pyscaler_aws::LoadBalancer>> = match config.ec2.load_balancer() {
-        Some(_) => Some(Arc::new(ClassicElb::connect(&aws).await)),
-        None => None,
-    };
+    let aws = Aws::connect(&ClientConfig::for_profile(&config.ec2), config.ec2.clone()).await;
     let shell = Arc::new(Ssh2Shell::new(config.ssh.clone()).map_err(|e| format!("[ssh] {e}"))?);
     let mailer =
         Arc::new(SmtpMailer::from_config(&config.smtp).map_err(|e| format!("[smtp] {e}"))?);
     // What a dead controller's runs left on EC2 and the load balancer that
     // the pipeline's own undo did not reach (found by the run's tag).
-    let ec2_cleanup: Arc<dyn RunCleanup> = Arc::new(
-        Ec2RunCleanup::new(ec2.clone(), elb.clone(), &config.ec2).map_err(|e| e.to_string())?,
-    );
+    let ec2_cleanup = Ec2RunCleanup::new(&aws);
     let providers = Providers {
-        ec2: ec2.clone(),
-        elb,
+        aws: aws.clone(),
         shell: shell.clone(),
         mailer,
     };
@@ -147,55 +139,44 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let progress = tokio::spawn(print_progress(pipeline.subscribe()));
     // A restarted controller rebuilds its view of the cluster from EC2's tags.
     let discover_cluster = || async {
-        discover(ec2.as_ref(), &config.cluster, &config.ec2)
+        // Members are the nodes of runs the journal shows as succeeded.
+        let runs = journal
+            .runs()
+            .await
+            .map_err(|e| format!("cannot read the journal: {e}"))?;
+        discover(&aws, &config.cluster, &runs)
             .await
             .map_err(|e| format!("cannot list the cluster's instances: {e}"))
     };
-    let recover_mode = match &mode {
-        Mode::Recover { resume } => Some(*resume),
-        _ if args.no_recover => None,
-        Mode::Run { .. } | Mode::Watch { .. } => Some(false),
-    };
-    let mut resumed_report = None;
-    let mut all_recovered = true;
-    let nothing_unfinished = journal
-        .unfinished_runs()
-        .await
-        .map_err(|e| format!("cannot read the journal: {e}"))?
-        .is_empty();
-    if recover_mode.is_some() && nothing_unfinished {
-        println!("No unfinished run to recover.");
-    } else if let Some(resume) = recover_mode {
-        // Before the cluster that runs are scaled from is read, so a dead
-        // run's nodes are not counted as members. (A `Scaler` can also
-        // recover when it starts, `.recover_with(journal, cleanup)`.)
-        let now = discover_cluster().await?;
-        if resume {
-            resumed_report = resume_runs(&pipeline, journal.as_ref(), &now).await?;
-        }
-        let cleanup = CleanupChain::new()
-            .then(Arc::new(PipelineCleanup::new(pipeline.clone(), now)))
-            .then(ec2_cleanup);
-        all_recovered = recover_runs(journal.as_ref(), &cleanup).await?;
-    }
-    if let Mode::Recover { .. } = mode {
-        progress.abort();
-        let resumed_ok = match &resumed_report {
-            Some(report) => {
-                println!("\n{report}");
-                write_report(&args.report, report)?;
+    // Runs a dead controller left unfinished are recovered first (a run over
+    // one refuses to start), from the cluster as EC2 shows it: each is undone
+    // with the pipeline's own steps, then what is still tagged with it is
+    // terminated; `--resume` finishes those whose steps left are repeatable.
+    let mut cluster = discover_cluster().await?;
+    let recover_only = matches!(mode, Mode::Recover { .. });
+    if recover_only || !args.no_recover {
+        let report = Recovery::new(journal.clone())
+            .pipeline(pipeline.clone())
+            .then(ec2_cleanup)
+            .resume(matches!(mode, Mode::Recover { resume: true }))
+            .run(&cluster)
+            .await
+            .map_err(|e| format!("cannot recover unfinished runs: {e}"))?;
+        print!("{report}");
+        if recover_only {
+            progress.abort();
+            for resumed in report.resumed() {
+                println!("\n{resumed}");
+                write_report(&args.report, resumed)?;
                 println!("Report written to {}", args.report.display());
-                report.is_success()
             }
-            None => true,
-        };
-        return Ok(if all_recovered && resumed_ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        });
+            return Ok(exit_code(report.is_success()));
+        }
+        if !report.runs.is_empty() {
+            // What the recovery terminated is gone from EC2 now.
+            cluster = discover_cluster().await?;
+        }
     }
-    let cluster = discover_cluster().await?;
     println!("Cluster {}: {} node(s)", cluster.name(), cluster.len());
 
     let report = match mode {
@@ -216,85 +197,15 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     println!("\n{report}");
     write_report(&args.report, &report)?;
     println!("Report written to {}", args.report.display());
-    Ok(if report.is_success() {
+    Ok(exit_code(report.is_success()))
+}
+
+fn exit_code(success: bool) -> ExitCode {
+    if success {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
-}
-
-/// Finishes the runs a dead controller left unfinished, each from its
-/// interrupted step, on the cluster as it is `now`; a run that cannot be
-/// resumed is said so and left to [`recover_runs`]. Returns the last
-/// resumed run's report.
-async fn resume_runs(
-    pipeline: &Pipeline,
-    journal: &dyn Journal,
-    now: &Cluster,
-) -> Result<Option<RunReport>, String> {
-    let unfinished = journal
-        .unfinished_runs()
-        .await
-        .map_err(|e| format!("cannot read the journal: {e}"))?;
-    if unfinished.is_empty() {
-        println!("No unfinished run to resume.");
     }
-    let mut last = None;
-    for run in unfinished {
-        // The cluster without the run's own nodes: they come back from the journal.
-        let mut cluster = now.clone();
-        for node in &run.new_nodes {
-            cluster.remove(&node.id);
-        }
-        let mut ctx = Context::new(cluster);
-        match pipeline.resume(&run, &mut ctx).await {
-            Ok(report) => {
-                println!(
-                    "Resumed run {} from {}: {}",
-                    run.run_id,
-                    report.resumed_from.as_deref().unwrap_or("-"),
-                    report.status
-                );
-                last = Some(report);
-            }
-            Err(e) => println!("Not resuming run {}: {e}; undoing it instead.", run.run_id),
-        }
-    }
-    Ok(last)
-}
-
-/// Recovers the runs a dead controller left unfinished, printing each;
-/// returns whether every one was cleaned up.
-async fn recover_runs(journal: &dyn Journal, cleanup: &dyn RunCleanup) -> Result<bool, String> {
-    let recovered = recover(journal, cleanup)
-        .await
-        .map_err(|e| format!("cannot recover unfinished runs: {e}"))?;
-    if recovered.is_empty() {
-        println!("No unfinished run to recover.");
-    }
-    let mut all_recovered = true;
-    for r in &recovered {
-        let step = r.interrupted_step.as_deref().unwrap_or("between steps");
-        let undone = if r.undone.is_empty() {
-            "nothing to undo".to_owned()
-        } else {
-            r.undone.join("; ")
-        };
-        match &r.error {
-            None => println!(
-                "Recovered run {} (interrupted in {step}): {undone}",
-                r.run_id
-            ),
-            Some(e) => {
-                all_recovered = false;
-                println!(
-                    "Could NOT recover run {} (interrupted in {step}): {e}",
-                    r.run_id
-                );
-            }
-        }
-    }
-    Ok(all_recovered)
 }
 
 /// The automatic path: a threshold trigger on an SSH counter, bound to the
@@ -364,84 +275,6 @@ async fn watch(
         ScalerOutcome::Ran(report) => Some(*report),
         _ => None,
     }))
-}
-
-/// Step lines a person can follow on a terminal.
-async fn print_progress(mut events: broadcast::Receiver<Event>) {
-    let mut total = 0;
-    loop {
-        let event = match events.recv().await {
-            Ok(e) => e,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => return,
-        };
-        match event {
-            Event::RunStarted {
-                run_id,
-                pipeline,
-                cluster,
-                reason,
-                steps,
-            } => {
-                total = steps;
-                println!("Run {run_id}: {pipeline} on {cluster} ({reason})");
-            }
-            Event::StepStarted {
-                step,
-                target,
-                nodes,
-                position,
-                ..
-            } => {
-                let on = if nodes.is_empty() {
-                    String::new()
-                } else {
-                    format!(" on {}", nodes.join(", "))
-                };
-                let n =
-                    position.map_or_else(|| "[finally]".to_owned(), |i| format!("[{i}/{total}]"));
-                println!("  {n} {step} -> {target}{on} ...");
-            }
-            Event::StepFinished {
-                step,
-                status,
-                duration,
-                error,
-                ..
-            } => {
-                let took =
-                    humantime::format_duration(Duration::from_millis(duration.as_millis() as u64));
-                match error {
-                    None => println!("        {step}: {status} in {took}"),
-                    Some(e) => println!("        {step}: {status} in {took}: {e}"),
-                }
-            }
-            Event::NodeAdded { node, .. } => {
-                let at = node.address.map(|a| format!(" at {a}")).unwrap_or_default();
-                println!(
-                    "        + {} {}{at}",
-                    node.name,
-                    node.instance_id.unwrap_or_default()
-                );
-            }
-            Event::NodeRemoved { node, .. } => println!(
-                "        - {} {}",
-                node.name,
-                node.instance_id.unwrap_or_default()
-            ),
-            Event::Compensating { step, .. } => println!("  undo {step} ..."),
-            Event::Compensated {
-                step, succeeded, ..
-            } => {
-                println!(
-                    "        {step}: {}",
-                    if succeeded { "undone" } else { "UNDO FAILED" }
-                )
-            }
-            Event::RunFinished { status, .. } => println!("Run finished: {status}"),
-            _ => {}
-        }
-    }
 }
 
 fn write_report(path: &PathBuf, report: &RunReport) -> Result<(), String> {

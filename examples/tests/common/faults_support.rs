@@ -12,7 +12,7 @@ use pyscaler_aws::{
     ClassicElb, ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials, TAG_RUN,
 };
 use pyscaler_core::{FileJournal, Journal, JournalEntry, RunRecord};
-use pyscaler_examples::{LocalStack, LOAD_BALANCER};
+use pyscaler_demo::{LocalStack, LOAD_BALANCER};
 use pyscaler_testkit::moto;
 
 /// The Tomcat manager's password the runs get (never printed).

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyscaler_core::{
-    ActionExt, Cluster, ErrorKind, MockAction, Pipeline, RunId, RunStatus, StepStatus, Target,
+    ActionExt, Cluster, ErrorKind, MockAction, Pipeline, RetryPolicy, RunId, RunStatus, StepStatus,
+    Target,
 };
 
 use super::*;
@@ -12,7 +13,12 @@ use crate::test_support::{
     api_err, calls_of, expect_deregister_noted, expect_register_noted, expect_terminate_noted,
     expect_terminate_raising, instance, instances_in, note, pipeline_of, Calls, Terminated,
 };
-use crate::{InstanceHealth, MockEc2, MockLoadBalancer, SshVia};
+use crate::wait::Backoff;
+use crate::{
+    Ec2, Ec2Profile, HealthState, Instance, InstanceHealth, LoadBalancer, MockEc2,
+    MockLoadBalancer, SshVia,
+};
+use pyscaler_core::NodeAddress;
 
 fn profile(lb: bool) -> Ec2Profile {
     let b = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
@@ -87,8 +93,19 @@ fn ec2_finding_nothing() -> MockEc2 {
     ec2
 }
 
-fn elb_happy(calls: &Calls) -> MockLoadBalancer {
+/// A load balancer provider that says `web-lb` exists.
+fn elb_existing() -> MockLoadBalancer {
     let mut elb = MockLoadBalancer::new();
+    elb.expect_exists()
+        .withf(|lb| lb == "web-lb")
+        .returning(|_| Ok(true));
+    // A classic ELB: it cannot say how long it drains.
+    elb.expect_draining_timeout().returning(|_| Ok(None));
+    elb
+}
+
+fn elb_happy(calls: &Calls) -> MockLoadBalancer {
+    let mut elb = elb_existing();
     expect_register_noted(&mut elb, calls);
     let polls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
@@ -114,9 +131,12 @@ fn elb_happy(calls: &Calls) -> MockLoadBalancer {
 
 fn deploy(ec2: MockEc2, elb: Option<MockLoadBalancer>, count: u32) -> DeployEc2Node {
     DeployEc2Node::builder(
-        Arc::new(ec2),
-        elb.map(|e| Arc::new(e) as Arc<dyn LoadBalancer>),
-        profile(true),
+        &Aws::new(
+            Arc::new(ec2),
+            elb.map(|e| Arc::new(e) as Arc<dyn LoadBalancer>),
+            profile(true),
+        )
+        .expect("paired providers"),
     )
     .count(count)
     .build()
@@ -133,6 +153,7 @@ fn failing_step() -> MockAction {
             "puppet failed",
         ))
     });
+    a.expect_withdraw().returning(|_| Ok(()));
     a.expect_compensate().returning(|_| Ok(()));
     a
 }
@@ -217,7 +238,7 @@ async fn a_refused_launch_is_typed_and_leaves_nothing_to_undo() {
     // The undo finds nothing by the run's tags either.
     ec2.expect_find_by_tags().returning(|_, _| Ok(vec![]));
     // No describe, terminate or deregister: mockall fails on any unexpected call.
-    let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
+    let action = deploy(ec2, Some(elb_existing()), 1);
     let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -248,7 +269,7 @@ async fn an_instance_lost_while_waiting_is_terminated() {
         }])
     });
     expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
-    let action = deploy(ec2, Some(MockLoadBalancer::new()), 1);
+    let action = deploy(ec2, Some(elb_existing()), 1);
     let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -285,11 +306,13 @@ async fn waiting_for_running_is_bounded() {
     });
     expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
     // Without jitter, so the number of polls is the same every time.
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .running_within(Duration::from_secs(60))
-        .poll(crate::wait::default_poll().jitter(false))
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .running_within(Duration::from_secs(60))
+    .poll(crate::wait::default_poll().jitter(false))
+    .build()
+    .expect("action");
     let mut ctx = context();
     let started = tokio::time::Instant::now();
     let err = action.run(&mut ctx).await.expect_err("never runs");
@@ -310,7 +333,7 @@ async fn waiting_for_running_is_bounded() {
 async fn a_failed_registration_is_deregistered_then_terminated() {
     let calls = Calls::default();
     let ec2 = ec2_happy(1, &calls);
-    let mut elb = MockLoadBalancer::new();
+    let mut elb = elb_existing();
     let c = calls.clone();
     elb.expect_register().returning(move |lb, _| {
         note(&c, format!("register {lb}"));
@@ -383,9 +406,7 @@ async fn a_later_failure_undoes_in_order_and_undoing_twice_is_safe() {
     assert!(ctx.new_nodes().is_empty());
     assert_eq!(ctx.cluster().len(), 2);
     let launched = ctx
-        .outputs()
-        .get::<Launches>()
-        .and_then(|l| l.get("deploy-ec2-node"))
+        .step_output::<Launched>("deploy-ec2-node")
         .cloned()
         .expect("recorded");
     assert!(launched.undone);
@@ -413,9 +434,14 @@ async fn a_retried_launch_sends_the_same_client_token() {
     });
     ec2.expect_describe()
         .returning(|_| Ok(vec![instance(0, InstanceState::Running)]));
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .build()
-        .expect("action");
+    // The second attempt looks for what the first may have started (nothing)
+    // before launching, and reconciles after.
+    ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .build()
+    .expect("action");
     let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -473,15 +499,18 @@ async fn a_launch_cut_off_by_the_step_timeout_is_found_by_its_tags_and_undone() 
         .returning(|_| Ok(()));
     ec2.expect_describe()
         .returning(|_| Ok(vec![instance(0, InstanceState::Terminated)]));
-    let mut elb = MockLoadBalancer::new();
+    let mut elb = elb_existing();
     elb.expect_deregister()
         .withf(|lb, ids| lb == "web-lb" && ids == ["i-0".to_owned()])
         .times(1)
         .returning(|_, _| Ok(()));
     let action = DeployEc2Node::builder(
-        Arc::new(SilentLaunch(ec2)),
-        Some(Arc::new(elb)),
-        profile(true),
+        &Aws::new(
+            Arc::new(SilentLaunch(ec2)),
+            Some(Arc::new(elb)),
+            profile(true),
+        )
+        .expect("paired providers"),
     )
     .build()
     .expect("action");
@@ -507,9 +536,10 @@ async fn a_node_without_the_wanted_address_fails_and_is_undone() {
         .ssh_via(SshVia::PublicIp)
         .build()
         .expect("profile");
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, p)
-        .build()
-        .expect("action");
+    let action =
+        DeployEc2Node::builder(&Aws::new(Arc::new(ec2), None, p).expect("paired providers"))
+            .build()
+            .expect("action");
     let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -525,12 +555,14 @@ async fn a_node_without_the_wanted_address_fails_and_is_undone() {
 #[test]
 fn mistakes_are_caught_when_building() {
     let build = |elb: bool, lb: bool, count: u32, min: Option<u32>| {
-        let b = DeployEc2Node::builder(
+        // The pairing of provider and profile is checked once, by the handle.
+        let aws = Aws::new(
             Arc::new(MockEc2::new()),
             elb.then(|| Arc::new(MockLoadBalancer::new()) as Arc<dyn LoadBalancer>),
             profile(lb),
         )
-        .count(count);
+        .map_err(|e| e.to_string())?;
+        let b = DeployEc2Node::builder(&aws).count(count);
         let b = match min {
             Some(m) => b.allow_partial(m),
             None => b,
@@ -581,11 +613,13 @@ async fn a_partial_launch_is_accepted_when_allowed() {
             instance(1, InstanceState::Running),
         ])
     });
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .count(3)
-        .allow_partial(1)
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(3)
+    .allow_partial(1)
+    .build()
+    .expect("action");
     let mut ctx = context();
     action.run(&mut ctx).await.expect("deployed");
     assert_eq!(*seen.lock().expect("lock"), (1, 3));
@@ -595,7 +629,7 @@ async fn a_partial_launch_is_accepted_when_allowed() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_in_service_is_bounded_and_says_why() {
     let calls = Calls::default();
-    let mut elb = MockLoadBalancer::new();
+    let mut elb = elb_existing();
     elb.expect_register().returning(|_, _| Ok(()));
     elb.expect_health().returning(|_, ids| {
         Ok(ids
@@ -609,9 +643,12 @@ async fn waiting_for_in_service_is_bounded_and_says_why() {
     });
     expect_deregister_noted(&mut elb, &calls);
     let action = DeployEc2Node::builder(
-        Arc::new(ec2_happy(1, &calls)),
-        Some(Arc::new(elb)),
-        profile(true),
+        &Aws::new(
+            Arc::new(ec2_happy(1, &calls)),
+            Some(Arc::new(elb)),
+            profile(true),
+        )
+        .expect("paired providers"),
     )
     .in_service_within(Duration::from_secs(120))
     .build()
@@ -653,19 +690,20 @@ async fn the_ssh_wait_passes_when_the_port_answers_and_is_bounded_when_not() {
         let p = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
             .ssh_via(SshVia::Fixed {
                 host: "127.0.0.1".into(),
-                port: Some(port),
             })
+            .ssh_port(port)
             .build()
             .expect("profile");
-        let action = DeployEc2Node::builder(Arc::new(ec2_happy(1, &calls)), None, p)
-            .poll(
-                RetryPolicy::attempts(u32::MAX)
-                    .initial_delay(Duration::from_millis(10))
-                    .max_delay(Duration::from_millis(50)),
-            )
-            .wait_for_ssh(Duration::from_millis(500))
-            .build()
-            .expect("action");
+        let action = DeployEc2Node::builder(
+            &Aws::new(Arc::new(ec2_happy(1, &calls)), None, p).expect("paired providers"),
+        )
+        .poll(Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(50),
+        ))
+        .wait_for_ssh(Duration::from_millis(500))
+        .build()
+        .expect("action");
         let mut ctx = context();
         let result = action.run(&mut ctx).await;
         if ok {
@@ -697,9 +735,11 @@ async fn after_a_passing_fault_at_launch_compensation_still_looks_for_instances(
     ec2.expect_find_by_tags()
         .times(1)
         .returning(|_, _| Ok(Vec::new()));
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .build()
+    .expect("action");
     let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -747,10 +787,12 @@ async fn a_launch_never_answered_is_searched_for_until_its_instances_show_up() {
     ec2.expect_describe()
         .returning(move |wanted| Ok(instances_in(wanted, t.or(InstanceState::Pending))));
     expect_terminate_raising(&mut ec2, &calls, &terminated, 1);
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .count(2)
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(2)
+    .build()
+    .expect("action");
     let pipeline = pipeline_of(action.on(Target::None));
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
@@ -771,11 +813,13 @@ async fn a_launch_never_answered_is_searched_for_within_a_bound() {
         Ok(Vec::new())
     });
     ec2.expect_terminate().never();
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .poll(default_poll().jitter(false))
-        .unanswered_launch_within(Duration::from_secs(20))
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .poll(default_poll().jitter(false))
+    .unanswered_launch_within(Duration::from_secs(20))
+    .build()
+    .expect("action");
     let pipeline = pipeline_of(action.on(Target::None));
     let started = tokio::time::Instant::now();
     let report = pipeline.run(&mut context()).await;
@@ -798,9 +842,11 @@ async fn a_run_cancelled_while_waiting_still_undoes_to_the_end() {
         Ok(vec![instance(0, state)])
     });
     expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .build()
+    .expect("action");
     let pipeline = pipeline_of(action.on(Target::None));
     let cancel = pyscaler_core::CancellationToken::new();
     let mut ctx = context().with_cancellation(cancel.clone());
@@ -857,7 +903,7 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
         })
     });
     expect_terminate_raising(&mut ec2, &calls, &terminated, ..);
-    let mut elb = MockLoadBalancer::new();
+    let mut elb = elb_existing();
     elb.expect_register()
         .returning(|_, _| Err(api_err("ServiceUnavailable")));
     let c = calls.clone();
@@ -870,27 +916,54 @@ async fn an_unreachable_load_balancer_does_not_keep_the_instances_alive() {
     let mut ctx = context();
     let report = pipeline.run(&mut ctx).await;
     assert_eq!(report.status, RunStatus::Failed);
+    // The withdrawal deregisters what the step registered (refused), then
+    // compensation deregisters again, with the stray, and terminates.
     assert_eq!(
         calls_of(&calls),
-        ["launch", "deregister web-lb i-0,i-9", "terminate i-0,i-9"]
+        [
+            "launch",
+            "deregister web-lb i-0",
+            "deregister web-lb i-0,i-9",
+            "terminate i-0,i-9"
+        ]
     );
     assert!(!report.undo_succeeded(), "{report}");
     assert!(ctx.new_nodes().is_empty());
 }
 
 /// The journal's record of a run whose controller died in the deploy step.
-fn died_in_deploy() -> pyscaler_core::RunRecord {
-    pyscaler_core::RunRecord {
-        run_id: RunId::new("run-20261127T000000Z-0000dead"),
-        pipeline: "p".into(),
-        cluster: "web".into(),
-        trigger: None,
-        started_at: chrono::Utc::now(),
-        state: pyscaler_core::RunState::Unfinished,
-        steps: vec![("deploy-ec2-node".into(), None)],
-        new_nodes: Vec::new(),
-        steps_ended: None,
-    }
+/// Resumes, as a restarted controller does, a run of `pipeline` whose
+/// controller died in its deploy step.
+async fn resume_died_in_deploy(pipeline: Pipeline) -> pyscaler_core::RunReport {
+    use pyscaler_core::{JournalEntry, MemoryJournal, Recovery, TriggerInfo};
+    let (run_id, at) = (
+        RunId::new("run-20261127T000000Z-0000dead"),
+        chrono::Utc::now(),
+    );
+    let journal = Arc::new(MemoryJournal::with_entries([
+        JournalEntry::RunStarted {
+            run_id: run_id.clone(),
+            pipeline: pipeline.name().to_owned(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::default(),
+            at,
+        },
+        JournalEntry::StepStarted {
+            run_id,
+            step: "deploy-ec2-node".into(),
+            intent: Vec::new(),
+            at,
+        },
+    ]));
+    let recovery = Recovery::new(journal)
+        .pipeline(Arc::new(pipeline))
+        .resume(true)
+        .run(context().cluster())
+        .await
+        .expect("recovery");
+    let run = recovery.runs.into_iter().next().expect("the dead run");
+    *run.resumed
+        .unwrap_or_else(|| panic!("not resumed: {:?}", run.not_resumed))
 }
 
 #[tokio::test(start_paused = true)]
@@ -911,16 +984,14 @@ async fn a_resumed_launch_seeing_part_of_its_earlier_set_fails_rather_than_launc
     expect_terminate_noted(&mut ec2, &calls, 1..);
     ec2.expect_describe()
         .returning(|ids| Ok(instances_in(ids, InstanceState::Terminated)));
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .count(3)
-        .unanswered_launch_within(Duration::from_secs(20))
-        .build()
-        .expect("action");
-    let pipeline = pipeline_of(action.on(Target::None));
-    let report = pipeline
-        .resume(&died_in_deploy(), &mut context())
-        .await
-        .expect("resumable");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(3)
+    .unanswered_launch_within(Duration::from_secs(20))
+    .build()
+    .expect("action");
+    let report = resume_died_in_deploy(pipeline_of(action.on(Target::None))).await;
     assert_eq!(report.status, RunStatus::Failed);
     let error = report.error.as_ref().expect("error");
     assert!(error.message.contains("found 2 of at least 3"), "{error:?}");
@@ -946,32 +1017,35 @@ async fn a_resumed_launch_takes_over_the_instances_its_earlier_life_started() {
     ec2.expect_launch().never();
     ec2.expect_describe()
         .returning(|_| Ok(vec![instance(0, InstanceState::Running)]));
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .build()
+    .expect("action");
     assert!(action.repeatable());
-    let pipeline = pipeline_of(action.on(Target::None));
-    let mut ctx = context();
-    let report = pipeline
-        .resume(&died_in_deploy(), &mut ctx)
-        .await
-        .expect("resumable");
+    let report = resume_died_in_deploy(pipeline_of(action.on(Target::None))).await;
     assert!(report.is_success(), "{report}");
     assert_eq!(report.resumed_from.as_deref(), Some("deploy-ec2-node"));
-    assert_eq!(ctx.new_nodes().len(), 1);
-    assert_eq!(ctx.new_nodes()[0].id, "i-0");
+    assert_eq!(report.nodes_added.len(), 1);
+    assert_eq!(report.nodes_added[0].id, "i-0");
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_journal_intent_names_the_client_token_and_the_run() {
     let calls = Calls::default();
     let ec2 = ec2_happy(2, &calls);
-    let action = DeployEc2Node::builder(Arc::new(ec2), None, profile(false))
-        .count(2)
-        .build()
-        .expect("action");
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(2)
+    .build()
+    .expect("action");
     let entries = Arc::new(Mutex::new(Vec::new()));
     let mut journal = pyscaler_core::MockJournal::new();
+    // Nothing left unfinished by a dead controller: the run may start.
+    journal
+        .expect_unfinished_runs()
+        .returning(|| Ok(Vec::new()));
     let seen = entries.clone();
     journal.expect_append().returning(move |e| {
         seen.lock().expect("entries").push(e);
@@ -1001,5 +1075,379 @@ async fn the_journal_intent_names_the_client_token_and_the_run() {
             "launch 2 t3.small from ami-03cf127a in us-east-1 with client token {token} for run {}",
             ctx.run_id()
         )
+    );
+}
+
+/// Instance `id`, the `index`th of a launch named `web-03..04`, launched at minute `at`.
+fn of_set(id: &str, index: u32, at: u32) -> Instance {
+    Instance {
+        id: id.into(),
+        launched_at: chrono::DateTime::from_timestamp(i64::from(at) * 60, 0),
+        ..instance(index, InstanceState::Running)
+    }
+}
+
+#[test]
+fn a_repeated_launch_keeps_the_answered_set_and_one_instance_per_name() {
+    // Two sets of one launch: the answered one (i-b*) and an earlier one (i-a*).
+    let answered = vec![of_set("i-b0", 0, 2), of_set("i-b1", 1, 2)];
+    let found = vec![
+        of_set("i-a0", 0, 1),
+        of_set("i-a1", 1, 1),
+        of_set("i-b0", 0, 2),
+        of_set("i-b1", 1, 2),
+    ];
+    let (kept, surplus) = adopt::pick(answered, found, 2);
+    let ids = |v: &[Instance]| v.iter().map(|i| i.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&kept), ["i-b0", "i-b1"]);
+    assert_eq!(ids(&surplus), ["i-a0", "i-a1"]);
+    // A partial answer is completed from the other set, never with a name twice.
+    let (kept, surplus) = adopt::pick(
+        vec![of_set("i-b0", 0, 2)],
+        vec![of_set("i-a0", 0, 1), of_set("i-a1", 1, 1)],
+        2,
+    );
+    assert_eq!(ids(&kept), ["i-b0", "i-a1"]);
+    assert_eq!(ids(&surplus), ["i-a0"]);
+    let names: Vec<String> = kept.iter().map(node_name).collect();
+    assert_eq!(names, ["web-03", "web-04"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_step_retry_after_a_lost_launch_takes_over_its_instances_instead_of_launching() {
+    // The first launch ran, but its answer was lost behind a coded 503.
+    let launches = Arc::new(AtomicUsize::new(0));
+    let mut ec2 = MockEc2::new();
+    let l = launches.clone();
+    ec2.expect_launch().returning(move |_| {
+        l.fetch_add(1, Ordering::SeqCst);
+        Err(api_err("ServiceUnavailable"))
+    });
+    let l = launches.clone();
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        Ok(if l.load(Ordering::SeqCst) > 0 {
+            vec![
+                instance(0, InstanceState::Running),
+                instance(1, InstanceState::Running),
+            ]
+        } else {
+            Vec::new()
+        })
+    });
+    ec2.expect_describe().returning(|_| {
+        Ok(vec![
+            instance(0, InstanceState::Running),
+            instance(1, InstanceState::Running),
+        ])
+    });
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(2)
+    .build()
+    .expect("action");
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.steps[0].attempts, 2);
+    assert_eq!(launches.load(Ordering::SeqCst), 1, "launched once");
+    let ids: Vec<&str> = ctx.new_nodes().iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["i-0", "i-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_load_balancer_is_refused_before_anything_launches() {
+    let mut ec2 = ec2_finding_nothing();
+    ec2.expect_launch().never();
+    let mut elb = MockLoadBalancer::new();
+    elb.expect_exists().times(1).returning(|_| Ok(false));
+    elb.expect_register().never();
+    let action = deploy(ec2, Some(elb), 2);
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
+    let report = pipeline.run(&mut context()).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.as_ref().expect("error");
+    assert_eq!(err.kind, ErrorKind::InvalidInput);
+    assert!(
+        err.message.contains("load balancer web-lb does not exist"),
+        "{}",
+        err.message
+    );
+    assert_eq!(report.steps[0].attempts, 1, "bad input is not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_registration_is_retried_as_a_registration_not_a_launch() {
+    let calls = Calls::default();
+    let ec2 = ec2_happy(1, &calls);
+    let mut elb = elb_existing();
+    let tries = Arc::new(AtomicUsize::new(0));
+    let (c, t) = (calls.clone(), tries.clone());
+    elb.expect_register().returning(move |lb, ids| {
+        note(&c, format!("register {lb} {}", ids.join(",")));
+        if t.fetch_add(1, Ordering::SeqCst) < 2 {
+            Err(api_err("Throttling"))
+        } else {
+            Ok(())
+        }
+    });
+    elb.expect_health().returning(|_, ids| {
+        Ok(ids
+            .iter()
+            .map(|id| InstanceHealth {
+                instance_id: id.clone(),
+                state: HealthState::InService,
+                reason: None,
+            })
+            .collect())
+    });
+    let action = deploy(ec2, Some(elb), 1);
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
+    let report = pipeline.run(&mut context()).await;
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.steps[0].attempts, 1);
+    let launches = calls_of(&calls)
+        .iter()
+        .filter(|c| c.starts_with("launch"))
+        .count();
+    let registrations = calls_of(&calls)
+        .iter()
+        .filter(|c| c.starts_with("register"))
+        .count();
+    assert_eq!((launches, registrations), (1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bare_500_from_a_vanished_load_balancer_fails_once_naming_it() {
+    // moto's answer to a registration with an unknown classic ELB: HTTP 500, no code.
+    let calls = Calls::default();
+    let ec2 = ec2_happy(1, &calls);
+    let mut elb = MockLoadBalancer::new();
+    let checks = Arc::new(AtomicUsize::new(0));
+    let k = checks.clone();
+    // It existed when checked before the launch, and is gone at registration.
+    elb.expect_exists()
+        .returning(move |_| Ok(k.fetch_add(1, Ordering::SeqCst) == 0));
+    let c = calls.clone();
+    elb.expect_register().returning(move |lb, _| {
+        note(&c, format!("register {lb}"));
+        Err(AwsError::Api {
+            service: "ELB",
+            operation: "RegisterInstancesWithLoadBalancer",
+            code: None,
+            message: "HTTP status 500".into(),
+            subject: Some(format!("load balancer {lb}")),
+            kind: ErrorKind::Transient,
+            source: None,
+        })
+    });
+    expect_deregister_noted(&mut elb, &calls);
+    let action = deploy(ec2, Some(elb), 1);
+    let pipeline = pipeline_of(action.on(Target::None).retry(RetryPolicy::attempts(3)));
+    let report = pipeline.run(&mut context()).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.as_ref().expect("error");
+    assert!(
+        err.message.contains("load balancer web-lb"),
+        "{}",
+        err.message
+    );
+    assert_eq!(
+        report.steps[0].attempts, 1,
+        "the launch step is not retried"
+    );
+    let seen = calls_of(&calls);
+    assert_eq!(seen.iter().filter(|c| c.starts_with("launch")).count(), 1);
+    assert_eq!(
+        seen.iter().filter(|c| c.starts_with("register")).count(),
+        adopt_register_attempts()
+    );
+    assert!(seen.contains(&"terminate i-0".to_owned()), "{seen:?}");
+}
+
+fn adopt_register_attempts() -> usize {
+    ready::REGISTER_ATTEMPTS as usize
+}
+
+/// A step after the deploy whose undo is noted (a slow Puppet undo, say).
+fn noted_undo_step(calls: &Calls) -> MockAction {
+    let mut a = MockAction::new();
+    a.expect_name().return_const("puppet".to_owned());
+    a.expect_describe().returning(Effects::none);
+    a.expect_run().returning(|_| Ok(()));
+    a.expect_withdraw().returning(|_| Ok(()));
+    let c = calls.clone();
+    a.expect_compensate().returning(move |_| {
+        note(&c, "undo puppet");
+        Ok(())
+    });
+    a
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_run_takes_its_new_nodes_out_of_the_load_balancer_before_other_undos() {
+    let calls = Calls::default();
+    let action = deploy(ec2_happy(2, &calls), Some(elb_happy(&calls)), 2);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .step(noted_undo_step(&calls).on(Target::NewNodes))
+        .step(failing_step().on(Target::NewNodes))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.undo_succeeded(), "{report}");
+    let undo: Vec<String> = calls_of(&calls)
+        .into_iter()
+        .skip_while(|c| !c.starts_with("deregister"))
+        .collect();
+    // Out of service first, then the later step's undo, then the launch's
+    // own undo, which does not deregister again.
+    assert_eq!(
+        undo,
+        [
+            "deregister web-lb i-0,i-1",
+            "undo puppet",
+            "terminate i-0,i-1",
+            "describe"
+        ]
+    );
+    let launched = ctx
+        .step_output::<Launched>("deploy-ec2-node")
+        .cloned()
+        .expect("recorded");
+    assert_eq!(launched.withdrawn, ids(2));
+    assert!(launched.undone);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawal_that_fails_leaves_the_deregistration_to_compensation() {
+    let calls = Calls::default();
+    let mut elb = elb_existing();
+    expect_register_noted(&mut elb, &calls);
+    elb.expect_health().returning(|_, ids| {
+        Ok(ids
+            .iter()
+            .map(|id| InstanceHealth {
+                instance_id: id.clone(),
+                state: HealthState::InService,
+                reason: None,
+            })
+            .collect())
+    });
+    // The first deregistration (the withdrawal) is refused; the second
+    // (compensation's) goes through.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        if refused.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(api_err("ServiceUnavailable"))
+        } else {
+            Ok(())
+        }
+    });
+    let action = deploy(ec2_happy(1, &calls), Some(elb), 1);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .step(failing_step().on(Target::NewNodes))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let undo: Vec<String> = calls_of(&calls)
+        .into_iter()
+        .skip_while(|c| !c.starts_with("deregister"))
+        .collect();
+    assert_eq!(
+        undo,
+        [
+            "deregister web-lb i-0",
+            "deregister web-lb i-0",
+            "terminate i-0",
+            "describe"
+        ]
+    );
+    // The instance is gone all the same; the withdrawal's error is reported.
+    let launched = ctx
+        .step_output::<Launched>("deploy-ec2-node")
+        .cloned()
+        .expect("recorded");
+    assert!(launched.undone);
+    assert!(launched.withdrawn.is_empty());
+    let undo = report.steps[0].undo.as_ref().expect("undone");
+    assert!(undo.succeeded, "{undo:?}");
+    let withdraw = undo
+        .withdraw_error
+        .as_ref()
+        .expect("the withdrawal's error");
+    assert!(
+        withdraw.message.contains("ServiceUnavailable"),
+        "{withdraw:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_launch_is_drained_from_a_target_group_before_it_is_terminated() {
+    let calls = Calls::default();
+    // A target group: it says how long it drains, and drains for one poll.
+    let mut elb = MockLoadBalancer::new();
+    elb.expect_exists().returning(|_| Ok(true));
+    expect_register_noted(&mut elb, &calls);
+    elb.expect_health().returning(|_, ids| {
+        Ok(ids
+            .iter()
+            .map(|id| InstanceHealth {
+                instance_id: id.clone(),
+                state: HealthState::InService,
+                reason: None,
+            })
+            .collect())
+    });
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    elb.expect_draining_timeout()
+        .returning(|_| Ok(Some(Duration::from_secs(30))));
+    let c = calls.clone();
+    let polls = Arc::new(AtomicUsize::new(0));
+    elb.expect_draining().returning(move |_, ids| {
+        note(&c, "draining?");
+        Ok(if polls.fetch_add(1, Ordering::SeqCst) == 0 {
+            ids.to_vec()
+        } else {
+            Vec::new()
+        })
+    });
+    let action = deploy(ec2_happy(2, &calls), Some(elb), 2);
+    let pipeline = Pipeline::builder("p")
+        .step(action.on(Target::None))
+        .step(noted_undo_step(&calls).on(Target::NewNodes))
+        .step(failing_step().on(Target::NewNodes))
+        .build()
+        .expect("pipeline");
+    let mut ctx = context();
+    let report = pipeline.run(&mut ctx).await;
+    assert!(report.undo_succeeded(), "{report}");
+    let undo: Vec<String> = calls_of(&calls)
+        .into_iter()
+        .skip_while(|c| !c.starts_with("deregister"))
+        .collect();
+    // Out at once (the withdrawal), the other undos, then drained, then gone.
+    assert_eq!(
+        undo,
+        [
+            "deregister web-lb i-0,i-1",
+            "undo puppet",
+            "draining?",
+            "draining?",
+            "terminate i-0,i-1",
+            "describe"
+        ]
     );
 }

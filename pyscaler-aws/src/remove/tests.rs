@@ -5,12 +5,14 @@ use pyscaler_core::{
     ActionExt, CancellationToken, Cluster, Pipeline, RunStatus, StepStatus, Target,
 };
 
+use std::sync::Arc;
+
 use super::*;
 use crate::test_support::{
     calls_of, elb_deregistering, expect_register_noted, expect_terminate_noted, instances_in, note,
     pipeline_of, Calls,
 };
-use crate::{InstanceState, MockEc2, MockLoadBalancer};
+use crate::{Ec2Profile, InstanceState, MockEc2, MockLoadBalancer};
 
 fn profile() -> Ec2Profile {
     Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
@@ -58,7 +60,10 @@ fn elb(calls: &Calls) -> MockLoadBalancer {
 }
 
 fn remove(calls: &Calls) -> RemoveEc2NodeBuilder {
-    RemoveEc2Node::builder(Arc::new(ec2(calls)), Some(Arc::new(elb(calls))), &profile())
+    RemoveEc2Node::builder(
+        &Aws::new(Arc::new(ec2(calls)), Some(Arc::new(elb(calls))), profile())
+            .expect("paired providers"),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,9 +188,78 @@ async fn a_run_cancelled_while_draining_registers_the_nodes_again() {
 fn mistakes_are_caught_when_building() {
     let calls = Calls::default();
     assert!(remove(&calls).count(0).build().is_err());
-    assert!(
-        RemoveEc2Node::builder(Arc::new(MockEc2::new()), None, &profile())
-            .build()
-            .is_err()
+    // A profile naming a load balancer without its provider: refused once, by the handle.
+    assert!(Aws::new(Arc::new(MockEc2::new()), None, profile()).is_err());
+}
+
+/// A target group that drains for `polls` answers, then lets go (or never,
+/// with `None`), noting each poll.
+fn target_group(calls: &Calls, polls: Option<usize>) -> MockLoadBalancer {
+    let mut elb = MockLoadBalancer::new();
+    let c = calls.clone();
+    elb.expect_deregister().returning(move |lb, ids| {
+        note(&c, format!("deregister {lb} {}", ids.join(",")));
+        Ok(())
+    });
+    elb.expect_draining_timeout()
+        .returning(|_| Ok(Some(Duration::from_secs(60))));
+    let c = calls.clone();
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    elb.expect_draining().returning(move |_, ids| {
+        note(&c, "draining?");
+        let n = asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(match polls {
+            Some(p) if n >= p => Vec::new(),
+            _ => ids.to_vec(),
+        })
+    });
+    elb
+}
+
+fn remove_from(calls: &Calls, elb: MockLoadBalancer) -> RemoveEc2Node {
+    RemoveEc2Node::builder(
+        &Aws::new(Arc::new(ec2(calls)), Some(Arc::new(elb)), profile()).expect("paired providers"),
+    )
+    .build()
+    .expect("action")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_target_group_is_asked_until_its_targets_leave_draining_then_they_are_terminated() {
+    let calls = Calls::default();
+    let action = remove_from(&calls, target_group(&calls, Some(2)));
+    let mut ctx = Context::new(cluster(false));
+    action.run(&mut ctx).await.expect("removed");
+    assert_eq!(
+        calls_of(&calls),
+        [
+            "deregister web-lb i-3",
+            "draining?",
+            "draining?",
+            "draining?",
+            "terminate i-3",
+            "describe"
+        ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_that_never_ends_is_bounded_by_the_groups_delay_and_a_margin() {
+    let calls = Calls::default();
+    let action = remove_from(&calls, target_group(&calls, None));
+    let mut ctx = Context::new(cluster(false));
+    let started = tokio::time::Instant::now();
+    action.run(&mut ctx).await.expect("removed all the same");
+    // In virtual time: the group's 60 s, plus the 10 s margin.
+    assert_eq!(started.elapsed().as_secs(), 70);
+    let calls = calls_of(&calls);
+    assert_eq!(
+        calls.first().map(String::as_str),
+        Some("deregister web-lb i-3")
+    );
+    assert!(
+        calls.iter().filter(|c| *c == "draining?").count() > 2,
+        "{calls:?}"
+    );
+    assert_eq!(&calls[calls.len() - 2..], ["terminate i-3", "describe"]);
 }

@@ -7,39 +7,24 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use pyscaler_core::{
-    async_trait, Action, Cluster, Context, Effects, Node, NodeAddress, Result, TriggerInfo,
-};
+use pyscaler_core::testing::{CallLog, Probe};
+use pyscaler_core::{Cluster, Context, Effects, Node, NodeAddress, TriggerInfo};
 use pyscaler_notify::{Email, Mailer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// Adds two nodes; takes them back when undone.
-pub(crate) struct Launch;
-
-#[async_trait]
-impl Action for Launch {
-    fn name(&self) -> &str {
-        "deploy-ec2-node"
-    }
-    fn describe(&self) -> Effects {
-        Effects::says("launch 2 nodes").creating_nodes()
-    }
-    async fn run(&self, ctx: &mut Context) -> Result<()> {
-        ctx.add_new_nodes([
+pub(crate) fn launch() -> Probe {
+    Probe::new("deploy-ec2-node", &CallLog::default())
+        .effects(Effects::says("launch 2 nodes").creating_nodes())
+        .adding([
             Node::new("i-0aaa", "web-03")
                 .with_instance_id("i-0aaa")
                 .with_address(NodeAddress::new("10.0.0.3")),
             Node::new("i-0bbb", "web-04")
                 .with_instance_id("i-0bbb")
                 .with_address(NodeAddress::new("10.0.0.4")),
-        ]);
-        Ok(())
-    }
-    async fn compensate(&self, ctx: &mut Context) -> Result<()> {
-        ctx.forget_new_nodes(&["i-0aaa".to_string(), "i-0bbb".to_string()]);
-        Ok(())
-    }
+        ])
 }
 
 pub(crate) fn email(mailer: impl Mailer + 'static) -> Email {

@@ -1,9 +1,11 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
 use crate::test_support::{Log, Probe};
 use crate::{
-    ActionExt, CancellationToken, Cluster, Effects, ErrorKind, MockAction, Node, RunStatus,
+    ActionExt, CancellationToken, Cluster, Context, Effects, ErrorKind, FailurePolicy, MockAction,
+    Node, RetryPolicy, RunStatus, StepStatus, Target,
 };
 
 fn ctx() -> Context {
@@ -457,4 +459,237 @@ async fn events_follow_the_run() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["steps"][0]["status"], "succeeded");
     assert!(report.to_string().contains("added: deploy-0"));
+}
+
+/// Logs `run`, `withdraw` and `undo`; `fails` makes its run fail, and
+/// `withdraw_fails` its withdrawal.
+struct Serving {
+    name: &'static str,
+    log: Log,
+    fails: bool,
+    withdraw_fails: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::Action for Serving {
+    fn name(&self) -> &str {
+        self.name
+    }
+    async fn run(&self, _ctx: &mut Context) -> crate::Result<()> {
+        self.log.push(format!("run {}", self.name));
+        if self.fails {
+            return Err(crate::Error::other(
+                ErrorKind::RemoteCommandFailed,
+                "exit 1",
+            ));
+        }
+        Ok(())
+    }
+    async fn withdraw(&self, ctx: &mut Context) -> crate::Result<()> {
+        let on: Vec<&str> = ctx.targets().iter().map(|n| n.name.as_str()).collect();
+        self.log
+            .push(format!("withdraw {} on {}", self.name, on.join(",")));
+        if self.withdraw_fails {
+            return Err(crate::Error::other(ErrorKind::Transient, "ELB unavailable"));
+        }
+        Ok(())
+    }
+    async fn compensate(&self, _ctx: &mut Context) -> crate::Result<()> {
+        self.log.push(format!("undo {}", self.name));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_run_takes_every_started_step_out_of_service_before_the_first_undo() {
+    let log = Log::default();
+    let serving = |name, fails, withdraw_fails| Serving {
+        name,
+        log: log.clone(),
+        fails,
+        withdraw_fails,
+    };
+    let mut events = None;
+    let p = Pipeline::builder("out")
+        .step(Probe::new("deploy", &log).creating(1).on(Target::None))
+        .step(serving("register", false, true).on(Target::NewNodes))
+        .step(serving("script", true, false).on(Target::NewNodes))
+        .step(serving("never", false, false).on(Target::NewNodes))
+        .build()
+        .unwrap();
+    events.get_or_insert(p.subscribe());
+    let report = p.run(&mut ctx()).await;
+
+    assert_eq!(report.status, RunStatus::Failed);
+    assert_eq!(
+        log.entries(),
+        [
+            "run deploy",
+            "run register",
+            "run script",
+            // Out of service first, last started first...
+            "withdraw script on deploy-0",
+            "withdraw register on deploy-0",
+            // ...then the slower undos.
+            "undo script",
+            "undo register",
+            "undo deploy",
+        ]
+    );
+    // A failed withdrawal is in the report; its undo still ran.
+    let register = &report.steps[1].undo.as_ref().expect("undone");
+    assert!(register.succeeded);
+    assert_eq!(
+        register.withdraw_error.as_ref().map(|e| e.message.as_str()),
+        Some("ELB unavailable")
+    );
+    assert_eq!(report.steps[2].undo.as_ref().unwrap().withdraw_error, None);
+    let mut withdrawn = Vec::new();
+    let mut events = events.unwrap();
+    while let Ok(e) = events.try_recv() {
+        if let crate::Event::Withdrawn {
+            step, succeeded, ..
+        } = e
+        {
+            withdrawn.push((step, succeeded));
+        }
+    }
+    assert_eq!(
+        withdrawn,
+        [
+            ("script".to_string(), true),
+            ("register".to_string(), false),
+            ("deploy".to_string(), true)
+        ]
+    );
+}
+
+/// Hangs in `run`; a task it started notes when the step's token is cancelled.
+struct HangsOnNodes {
+    cancelled_at: Arc<std::sync::Mutex<Option<Duration>>>,
+}
+
+#[async_trait::async_trait]
+impl crate::Action for HangsOnNodes {
+    fn name(&self) -> &str {
+        "script"
+    }
+    async fn run(&self, ctx: &mut Context) -> crate::Result<()> {
+        let (token, at, start) = (
+            ctx.cancellation().clone(),
+            self.cancelled_at.clone(),
+            tokio::time::Instant::now(),
+        );
+        // What a provider does with a remote command: end it when told to.
+        tokio::spawn(async move {
+            token.cancelled().await;
+            *at.lock().unwrap() = Some(start.elapsed());
+        });
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timed_out_step_names_its_nodes_and_its_work_is_told_to_stop_at_once() {
+    let cancelled_at = Arc::default();
+    let p = Pipeline::builder("update")
+        .step(
+            HangsOnNodes {
+                cancelled_at: Arc::clone(&cancelled_at),
+            }
+            .on(Target::Cluster)
+            .timeout(Duration::from_secs(10)),
+        )
+        .build()
+        .unwrap();
+    let run_token = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let report = p.run(&mut ctx().with_cancellation(run_token.clone())).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    let error = report.error.expect("timed out");
+    assert_eq!(error.kind, ErrorKind::Timeout);
+    assert!(
+        error
+            .message
+            .contains("step `script` timed out after 10s on web-01, web-02"),
+        "{}",
+        error.message
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(
+        *cancelled_at.lock().unwrap(),
+        Some(Duration::from_secs(10)),
+        "the step's work was told to stop when the timeout fired"
+    );
+    assert!(!run_token.is_cancelled(), "only the step's own token");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_the_run_tells_the_running_step_to_stop() {
+    let cancelled_at = Arc::default();
+    let p = Pipeline::builder("update")
+        .step(
+            HangsOnNodes {
+                cancelled_at: Arc::clone(&cancelled_at),
+            }
+            .on(Target::Cluster)
+            .timeout(Duration::from_secs(60)),
+        )
+        .build()
+        .unwrap();
+    let run_token = CancellationToken::new();
+    let cancel = run_token.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cancel.cancel();
+    });
+    let _ = p.run(&mut ctx().with_cancellation(run_token)).await;
+    assert_eq!(*cancelled_at.lock().unwrap(), Some(Duration::from_secs(3)));
+}
+
+/// Removes the last node of the cluster (as a scale-in's `Pick::Newest` does).
+struct RemoveLast;
+
+#[async_trait::async_trait]
+impl crate::Action for RemoveLast {
+    fn name(&self) -> &str {
+        "remove"
+    }
+    fn describe(&self) -> Effects {
+        Effects::says("terminate the newest node").removing(1)
+    }
+    fn nodes_to_remove(&self, ctx: &Context) -> Vec<Node> {
+        ctx.cluster().nodes().last().cloned().into_iter().collect()
+    }
+    async fn run(&self, ctx: &mut Context) -> crate::Result<()> {
+        if let Some(last) = self.nodes_to_remove(ctx).pop() {
+            ctx.remove_node(&last.id);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_scale_in_plan_does_not_list_the_node_it_removes_among_later_targets() {
+    let log = Log::default();
+    let p = Pipeline::builder("in")
+        .step(Probe::new("drain", &log).on(Target::Cluster))
+        .step(RemoveLast.on(Target::None))
+        .step(Probe::new("cluster-update", &log).on(Target::Cluster))
+        .build()
+        .unwrap();
+    let ctx = ctx();
+    let plan = p.plan(&ctx);
+    let nodes: Vec<&[String]> = plan.steps.iter().map(|s| s.nodes.as_slice()).collect();
+    assert_eq!(
+        nodes,
+        [&["web-01", "web-02"][..], &[][..], &["web-01"][..]],
+        "{plan}"
+    );
+    assert!(
+        plan.to_string()
+            .contains("3. cluster-update -> cluster [web-01]\n"),
+        "{plan}"
+    );
+    assert_eq!(ctx.cluster().len(), 2, "the plan touches nothing");
 }

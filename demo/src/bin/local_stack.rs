@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use pyscaler_examples::LocalStack;
+use pyscaler_demo::LocalStack;
 
 #[derive(Debug, Parser)]
 #[command(about = "Run the local stack of the Tomcat cluster demo")]

@@ -2,125 +2,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex as StdMutex;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use chrono::Utc;
+
 use super::*;
 use crate::test_support::{Log, Probe};
-use crate::{ActionExt, Cluster, Context, Pipeline, PipelineCleanup, Step, Target};
-
-fn pipeline(log: &Log, journal: Arc<dyn Journal>, fail_puppet: bool) -> Pipeline {
-    Pipeline::builder("scale-out")
-        .journal(journal)
-        .step(Probe::new("deploy", log).creating(2).on(Target::None))
-        .step(
-            Probe::new("puppet", log)
-                .failing(u32::from(fail_puppet), ErrorKind::RemoteCommandFailed)
-                .on(Target::NewNodes),
-        )
-        .build()
-        .unwrap()
-}
-
-#[tokio::test]
-async fn a_run_is_written_down_step_by_step_with_its_nodes() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
-    let log = Log::default();
-    let report = pipeline(&log, journal.clone(), false)
-        .run(&mut Context::new(Cluster::new("web")))
-        .await;
-    assert!(report.is_success());
-
-    let runs = journal.runs().await.unwrap();
-    assert_eq!(runs.len(), 1);
-    let run = &runs[0];
-    assert_eq!(run.run_id, report.run_id);
-    assert_eq!(run.state, RunState::Finished(RunStatus::Succeeded));
-    assert!(run.succeeded());
-    assert_eq!(run.new_nodes.len(), 2);
-    assert_eq!(
-        run.steps,
-        [
-            ("deploy".to_string(), Some(StepStatus::Succeeded)),
-            ("puppet".to_string(), Some(StepStatus::Succeeded))
-        ]
-    );
-    assert!(journal.unfinished_runs().await.unwrap().is_empty());
-
-    // Each entry is one JSON line: the run, two steps' intent and end, the
-    // end of the steps, the end of the run. The intent names what the step
-    // was about to do.
-    let text = std::fs::read_to_string(journal.path()).unwrap();
-    let kinds: Vec<String> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["entry"].to_string())
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "\"run_started\"",
-            "\"step_started\"",
-            "\"step_finished\"",
-            "\"step_started\"",
-            "\"step_finished\"",
-            "\"steps_ended\"",
-            "\"run_finished\""
-        ]
-    );
-    assert!(
-        text.lines()
-            .nth(1)
-            .unwrap()
-            .contains(r#""intent":["probe deploy"]"#),
-        "{text}"
-    );
-}
-
-#[tokio::test]
-async fn a_failed_run_is_journaled_as_failed_and_compensated() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
-    let log = Log::default();
-    let report = pipeline(&log, journal.clone(), true)
-        .run(&mut Context::new(Cluster::new("web")))
-        .await;
-    assert_eq!(report.status, RunStatus::Failed);
-    let run = &journal.runs().await.unwrap()[0];
-    assert_eq!(run.state, RunState::Finished(RunStatus::Failed));
-    assert!(
-        run.new_nodes.is_empty(),
-        "the undo took the nodes back: {:?}",
-        run.new_nodes
-    );
-    assert_eq!(
-        run.steps[0],
-        ("deploy".to_string(), Some(StepStatus::Compensated))
-    );
-}
-
-#[test]
-fn a_second_controller_is_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let _first = FileJournal::open(dir.path(), "web").unwrap();
-    let err = FileJournal::open(dir.path(), "web").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Conflict);
-    assert!(
-        err.to_string()
-            .contains("another controller is running cluster `web`"),
-        "{err}"
-    );
-    // Another cluster has its own journal and lock.
-    assert!(FileJournal::open(dir.path(), "api").is_ok());
-    drop(_first);
-    assert!(FileJournal::open(dir.path(), "web").is_ok());
-}
-
-#[test]
-fn a_cluster_name_that_is_a_path_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        FileJournal::open(dir.path(), "../etc").unwrap_err().kind(),
-        ErrorKind::InvalidInput
-    );
-}
+use crate::{
+    Action, ActionExt, ErrorKind, FileJournal, MemoryJournal, MockRunCleanup, RunState, RunStatus,
+    Step, StepStatus, Target, TriggerInfo,
+};
 
 /// Records what it was asked to clean up; fails the first `failures` times.
 #[derive(Default)]
@@ -164,17 +54,22 @@ async fn recover_cleans_up_runs_that_never_finished_once() {
         .open(&path)
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"entry\":\"step_fini"))
         .unwrap();
-    let journal = FileJournal::open(dir.path(), "web").unwrap();
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
 
     let unfinished = journal.unfinished_runs().await.unwrap();
     assert_eq!(unfinished.len(), 1);
     assert_eq!(unfinished[0].interrupted_step(), Some("puppet"));
 
-    let cleaner = Cleaner {
+    let cleaner = Arc::new(Cleaner {
         failures: AtomicUsize::new(1),
         ..Cleaner::default()
-    };
-    let first = recover(&journal, &cleaner).await.unwrap();
+    });
+    let log = Log::default();
+    let recovery = Recovery::new(journal.clone())
+        .pipeline(Arc::new(resumable(&log, journal.clone(), false, 0)))
+        .then(cleaner.clone());
+    let web = Cluster::new("web");
+    let first = recovery.run(&web).await.unwrap().runs;
     assert_eq!(first[0].error.as_deref(), Some("EC2 unavailable"));
     assert_eq!(
         journal.unfinished_runs().await.unwrap().len(),
@@ -182,52 +77,16 @@ async fn recover_cleans_up_runs_that_never_finished_once() {
         "a failed clean-up is tried again"
     );
 
-    let second = recover(&journal, &cleaner).await.unwrap();
-    assert_eq!(second[0].undone, ["terminated i-1"]);
+    let second = recovery.run(&web).await.unwrap().runs;
+    assert_eq!(second[0].cleanup, ["terminated i-1"]);
     assert_eq!(second[0].interrupted_step.as_deref(), Some("puppet"));
     assert!(journal.unfinished_runs().await.unwrap().is_empty());
-    assert!(recover(&journal, &cleaner).await.unwrap().is_empty());
+    assert!(recovery.run(&web).await.unwrap().runs.is_empty());
     assert_eq!(cleaner.seen.lock().unwrap().len(), 2);
     assert_eq!(
         journal.runs().await.unwrap()[0].state,
         RunState::Recovered { succeeded: true }
     );
-}
-
-/// A journal that refuses every write.
-#[derive(Debug)]
-struct FullDisk;
-
-#[async_trait]
-impl Journal for FullDisk {
-    async fn append(&self, _entry: JournalEntry) -> Result<()> {
-        Err(Error::other(
-            ErrorKind::Unexpected,
-            "No space left on device",
-        ))
-    }
-    async fn runs(&self) -> Result<Vec<RunRecord>> {
-        Ok(Vec::new())
-    }
-}
-
-#[tokio::test]
-async fn no_step_starts_when_its_intent_cannot_be_written() {
-    let log = Log::default();
-    let report = pipeline(&log, Arc::new(FullDisk), false)
-        .run(&mut Context::new(Cluster::new("web")))
-        .await;
-    assert_eq!(report.status, RunStatus::Failed);
-    assert!(
-        log.entries().iter().all(|e| !e.starts_with("run")),
-        "{:?}",
-        log.entries()
-    );
-    assert!(report
-        .error
-        .unwrap()
-        .message
-        .contains("No space left on device"));
 }
 
 /// Writes what a controller that died during `puppet` leaves in the journal:
@@ -424,8 +283,12 @@ async fn recovery_with_the_pipeline_undoes_every_started_step_in_reverse() {
     let crashed = crashed_during_puppet(journal.as_ref()).await;
     let log = Log::default();
     let pipeline = Arc::new(resumable(&log, journal.clone(), true, 0));
-    let cleanup = PipelineCleanup::new(pipeline, Cluster::new("web"));
-    let recovered = recover(journal.as_ref(), &cleanup).await.unwrap();
+    let recovered = Recovery::new(journal.clone())
+        .pipeline(pipeline)
+        .run(&Cluster::new("web"))
+        .await
+        .unwrap()
+        .runs;
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].run_id, crashed);
     assert_eq!(recovered[0].error, None);
@@ -446,8 +309,11 @@ async fn recovery_with_the_pipeline_undoes_every_started_step_in_reverse() {
 #[tokio::test]
 async fn a_cleanup_chain_runs_every_cleanup_and_fails_when_one_did() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = FileJournal::open(dir.path(), "web").unwrap();
-    crashed_during_puppet(&journal).await;
+    let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
+    crashed_during_puppet(journal.as_ref()).await;
+    let log = Log::default();
+    let pipeline = Arc::new(resumable(&log, journal.clone(), false, 0));
+    let web = Cluster::new("web");
     let mut failing = MockRunCleanup::new();
     failing
         .expect_cleanup()
@@ -458,20 +324,21 @@ async fn a_cleanup_chain_runs_every_cleanup_and_fails_when_one_did() {
         .expect_cleanup()
         .times(1)
         .returning(|run| Ok(vec![format!("swept {}", run.run_id)]));
-    let chain = CleanupChain::new()
-        .then(Arc::new(failing))
-        .then(Arc::new(sweeping));
-    let first = recover(&journal, &chain).await.unwrap();
+    let chain = Recovery::new(journal.clone())
+        .pipeline(pipeline.clone())
+        .then(failing)
+        .then(sweeping);
+    let first = chain.run(&web).await.unwrap().runs;
     assert_eq!(first[0].error.as_deref(), Some("EC2 unavailable"));
     assert_eq!(journal.unfinished_runs().await.unwrap().len(), 1);
 
-    let chain = CleanupChain::new().then(Arc::new({
+    let chain = Recovery::new(journal.clone()).pipeline(pipeline).then({
         let mut ok = MockRunCleanup::new();
         ok.expect_cleanup().returning(|_| Ok(vec!["undid".into()]));
         ok
-    }));
-    let second = recover(&journal, &chain).await.unwrap();
-    assert_eq!(second[0].undone, ["undid"]);
+    });
+    let second = chain.run(&web).await.unwrap().runs;
+    assert_eq!(second[0].cleanup, ["undid"]);
     assert!(journal.unfinished_runs().await.unwrap().is_empty());
 }
 
@@ -480,7 +347,7 @@ async fn a_cleanup_chain_runs_every_cleanup_and_fails_when_one_did() {
 struct Hangs;
 
 #[async_trait]
-impl crate::Action for Hangs {
+impl Action for Hangs {
     fn name(&self) -> &str {
         "email"
     }
@@ -494,18 +361,19 @@ async fn a_run_killed_in_its_finally_step_is_marked_finished_not_undone() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Arc::new(FileJournal::open(dir.path(), "web").unwrap());
     let log = Log::default();
-    let pipeline = Pipeline::builder("scale-out")
-        .journal(journal.clone())
-        .step(Probe::new("deploy", &log).creating(2).on(Target::None))
-        .step(Probe::new("puppet", &log).on(Target::NewNodes))
-        .finally(Hangs.on(Target::None))
-        .build()
-        .unwrap();
+    let pipeline = Arc::new(
+        Pipeline::builder("scale-out")
+            .journal(journal.clone())
+            .step(Probe::new("deploy", &log).creating(2).on(Target::None))
+            .step(Probe::new("puppet", &log).on(Target::NewNodes))
+            .finally(Hangs.on(Target::None))
+            .build()
+            .unwrap(),
+    );
     let mut ctx = Context::new(Cluster::new("web"));
     // The controller dies while the finally step waits.
     let killed = tokio::time::timeout(Duration::from_millis(200), pipeline.run(&mut ctx)).await;
     assert!(killed.is_err(), "the run was cut in its finally step");
-    drop(pipeline);
 
     let unfinished = journal.unfinished_runs().await.unwrap();
     assert_eq!(unfinished.len(), 1);
@@ -515,9 +383,16 @@ async fn a_run_killed_in_its_finally_step_is_marked_finished_not_undone() {
     // Recovery does not undo a scale-out whose steps all succeeded.
     let mut cleanup = MockRunCleanup::new();
     cleanup.expect_cleanup().never();
-    let recovered = recover(journal.as_ref(), &cleanup).await.unwrap();
+    let recovered = Recovery::new(journal.clone())
+        .pipeline(pipeline)
+        .then(cleanup)
+        .run(&Cluster::new("web"))
+        .await
+        .unwrap()
+        .runs;
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].error, None);
+    assert_eq!(recovered[0].action, RecoveryAction::MarkedFinished);
     assert!(recovered[0].nodes.is_empty(), "its nodes stay");
     assert!(
         recovered[0].undone[0].starts_with("nothing: its steps had ended (succeeded)"),
@@ -565,4 +440,213 @@ async fn a_run_killed_in_its_finally_step_can_be_resumed_to_run_only_that() {
     // deploy ran once, in the first life; only the email now.
     assert_eq!(log.entries(), ["run deploy", "run email"]);
     assert!(journal.unfinished_runs().await.unwrap().is_empty());
+}
+
+/// A controller died during `puppet` of a `scale-out` run; the cluster was
+/// then discovered with the dead run's two nodes in it.
+async fn after_a_crash() -> (Arc<MemoryJournal>, RunId, Cluster) {
+    let journal = Arc::new(MemoryJournal::new());
+    let crashed = crashed_during_puppet(journal.as_ref()).await;
+    let cluster = Cluster::new("web").with_nodes([
+        Node::new("i-1", "web-01"),
+        Node::new("run-crashed/deploy-0", "deploy-0"),
+        Node::new("run-crashed/deploy-1", "deploy-1"),
+    ]);
+    (journal, crashed, cluster)
+}
+
+#[tokio::test]
+async fn a_run_over_an_unfinished_run_of_the_cluster_is_refused_before_any_step() {
+    let (journal, crashed, cluster) = after_a_crash().await;
+    let written = journal.entries().len();
+    let log = Log::default();
+    let pipeline = resumable(&log, journal.clone(), true, 0);
+    let report = pipeline.run(&mut Context::new(cluster)).await;
+
+    assert_eq!(report.status, RunStatus::Failed);
+    let error = report.error.expect("the refusal");
+    assert_eq!(error.kind, ErrorKind::Conflict);
+    assert_eq!(
+        error.message,
+        format!(
+            "cluster `web` has an unfinished run {crashed} of pipeline `scale-out`: recover it \
+             first (Recovery::new(journal).pipeline(..).run(&cluster), or \
+             PipelineBuilder::recover_first)"
+        )
+    );
+    assert!(log.entries().is_empty(), "a step ran: {:?}", log.entries());
+    assert!(report.steps.iter().all(|s| s.status == StepStatus::Skipped));
+    assert_eq!(journal.entries().len(), written, "nothing journaled");
+
+    // A run of another cluster in the same journal does not stop this one.
+    let report = pipeline.run(&mut Context::new(Cluster::new("api"))).await;
+    assert!(report.is_success(), "{report}");
+}
+
+#[tokio::test]
+async fn a_pipeline_built_to_recover_first_undoes_the_dead_run_then_runs() {
+    let (journal, crashed, cluster) = after_a_crash().await;
+    let log = Log::default();
+    let pipeline = Pipeline::builder("scale-out")
+        .journal(journal.clone())
+        .recover_first(Recovery::new(journal.clone()))
+        .step(Probe::new("deploy", &log).creating(1).on(Target::None))
+        .step(Probe::new("puppet", &log).on(Target::NewNodes))
+        .build()
+        .unwrap();
+    let mut ctx = Context::new(cluster);
+    let report = pipeline.run(&mut ctx).await;
+
+    assert!(report.is_success(), "{report}");
+    // The dead run is undone with the pipeline's own steps, then this run goes.
+    assert_eq!(
+        log.entries(),
+        [
+            "undo puppet",
+            "undo deploy",
+            "run deploy",
+            "run puppet on deploy-0"
+        ]
+    );
+    // Its nodes are not members of the cluster this run scaled.
+    let names: Vec<&str> = ctx
+        .cluster()
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-01", "deploy-0"]);
+    assert!(!ctx
+        .cluster()
+        .nodes()
+        .iter()
+        .any(|n| n.id.starts_with("run-crashed")));
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs[0].run_id, crashed);
+    assert_eq!(runs[0].state, RunState::Recovered { succeeded: true });
+    assert_eq!(runs[1].state, RunState::Finished(RunStatus::Succeeded));
+}
+
+#[tokio::test]
+async fn recovery_dispatches_each_run_to_its_own_pipeline() {
+    let (journal, crashed, cluster) = after_a_crash().await;
+    // A scale-in run died too, in its only step.
+    let now = Utc::now();
+    let shrink = RunId::new("run-shrink");
+    for entry in [
+        JournalEntry::RunStarted {
+            run_id: shrink.clone(),
+            pipeline: "scale-in".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::default(),
+            at: now,
+        },
+        JournalEntry::StepStarted {
+            run_id: shrink.clone(),
+            step: "remove".into(),
+            intent: vec![],
+            at: now,
+        },
+    ] {
+        journal.append(entry).await.unwrap();
+    }
+    let (out_log, in_log) = (Log::default(), Log::default());
+    let scale_in = Pipeline::builder("scale-in")
+        .journal(journal.clone())
+        .step(Probe::new("remove", &in_log).on(Target::None))
+        .build()
+        .unwrap();
+    let report = Recovery::new(journal.clone())
+        .pipeline(Arc::new(resumable(&out_log, journal.clone(), true, 0)))
+        .pipeline(Arc::new(scale_in))
+        .run(&cluster)
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(out_log.entries(), ["undo puppet", "undo deploy"]);
+    assert_eq!(in_log.entries(), ["undo remove"]);
+    assert_eq!(
+        report.to_string(),
+        format!(
+            "Recovered run {crashed} (interrupted in puppet): undid step puppet; undid step deploy\n\
+             Recovered run {shrink} (interrupted in remove): undid step remove\n"
+        )
+    );
+    let names: Vec<&str> = report
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(names, ["web-01"], "the undone run's nodes are gone");
+    assert!(journal.unfinished_runs().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_of_a_pipeline_the_recovery_was_not_given_is_a_typed_error() {
+    let (journal, crashed, cluster) = after_a_crash().await;
+    let log = Log::default();
+    let scale_in = Pipeline::builder("scale-in")
+        .step(Probe::new("remove", &log).on(Target::None))
+        .build()
+        .unwrap();
+    let err = Recovery::new(journal.clone())
+        .pipeline(Arc::new(scale_in))
+        .run(&cluster)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownPipeline { run_id, pipeline }
+            if *run_id == crashed.to_string() && pipeline == "scale-out"),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("Recovery::pipeline"), "{err}");
+    assert!(log.entries().is_empty());
+    assert_eq!(journal.unfinished_runs().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_resume_is_undone_and_the_report_says_why() {
+    let (journal, crashed, cluster) = after_a_crash().await;
+    let log = Log::default();
+    let report = Recovery::new(journal.clone())
+        .pipeline(Arc::new(resumable(&log, journal.clone(), false, 0)))
+        .resume(true)
+        .run(&cluster)
+        .await
+        .unwrap();
+    let run = &report.runs[0];
+    assert_eq!(run.action, RecoveryAction::Undone);
+    assert!(
+        run.not_resumed.as_deref().is_some_and(
+            |why| why.contains("step `puppet` is left to run and is not safe to repeat")
+        ),
+        "{run:?}"
+    );
+    assert_eq!(log.entries(), ["undo puppet", "undo deploy"]);
+    assert!(report
+        .to_string()
+        .starts_with(&format!("Not resuming run {crashed}: ")));
+
+    // With every step left repeatable, the same run is finished instead.
+    let (journal, crashed, cluster) = after_a_crash().await;
+    let log = Log::default();
+    let report = Recovery::new(journal.clone())
+        .pipeline(Arc::new(resumable(&log, journal.clone(), true, 0)))
+        .resume(true)
+        .run(&cluster)
+        .await
+        .unwrap();
+    assert!(report.is_success(), "{report}");
+    assert_eq!(report.runs[0].action, RecoveryAction::Resumed);
+    assert_eq!(
+        report.to_string(),
+        format!("Resumed run {crashed} from puppet: succeeded\n")
+    );
+    assert_eq!(
+        log.entries(),
+        ["run puppet on deploy-0,deploy-1", "run notify"]
+    );
+    assert_eq!(report.resumed().count(), 1);
 }

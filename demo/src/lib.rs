@@ -1,7 +1,14 @@
-//! The local stack the demo and the end-to-end test run against: moto for the
-//! AWS API (with a classic load balancer), an sshd on loopback standing in for
-//! every new VM, and aiosmtpd catching the mail. Started through the same
-//! harness as the integration tests; stopped when dropped.
+//! # pyscaler-demo
+//!
+//! The local stack the demo (`scripts/demo`) and the Tomcat example's
+//! end-to-end tests run against: moto for the AWS API (with a classic load
+//! balancer), an sshd on loopback standing in for every new VM, and aiosmtpd
+//! catching the mail. Started through the same harness as the integration
+//! tests (`pyscaler-testkit`); stopped when dropped.
+//!
+//! It lives apart from `examples/` so that the programs a team copies do not
+//! link the test harness, and so that `cargo build` at the root does not
+//! build it (it is not a default member).
 
 use std::path::{Path, PathBuf};
 
@@ -47,7 +54,11 @@ impl LocalStack {
         std::fs::write(&known_hosts, sshd.known_hosts_line("ssh-ed25519"))
             .expect("write known_hosts");
         let config = dir.join("tomcat-local.toml");
-        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat");
+        // The example's assets (manifest, scripts, the WAR's sources).
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("examples")
+            .join("tomcat");
         std::fs::write(
             &config,
             render_config(
@@ -125,7 +136,8 @@ tags = {{ app = "tomcat-demo" }}
 
 # Every new VM is reached through the loopback sshd standing in for it.
 [ec2.ssh]
-via = {{ fixed = {{ host = "127.0.0.1", port = {ssh_port} }} }}
+via = {{ fixed = {{ host = "127.0.0.1" }} }}
+port = {ssh_port}
 user = {user}
 
 [ssh]

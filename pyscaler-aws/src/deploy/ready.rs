@@ -1,0 +1,236 @@
+//! Getting launched instances ready: running, reachable on SSH, registered
+//! with the load balancer and InService; each wait bounded.
+
+use std::time::Duration;
+
+use pyscaler_core::{Classify, Context, Node, NodeAddress, Result};
+use tracing::{info, warn};
+
+use super::{DeployEc2Node, Launched};
+use crate::node::node_of;
+use crate::wait::Poller;
+use crate::{AwsError, HealthState, Instance, InstanceState, LoadBalancer};
+
+/// How many times a refused registration is tried before the step fails.
+pub(super) const REGISTER_ATTEMPTS: u32 = 3;
+
+impl DeployEc2Node {
+    /// Waits until the launched instances run (and answer on SSH), registers them
+    /// and waits until InService: the nodes, and a summary for the report.
+    pub(super) async fn make_ready(
+        &self,
+        ctx: &mut Context,
+        step: &str,
+        ids: &[String],
+    ) -> Result<(Vec<Node>, String)> {
+        let running = self.wait_running(ctx, ids).await?;
+        let mut nodes = Vec::with_capacity(running.len());
+        for instance in &running {
+            // The address the profile asks for must exist once running.
+            self.aws.profile.ssh().address_of(instance)?;
+            nodes.push(node_of(instance, &self.aws.profile));
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+
+        if let Some(within) = self.ssh_within {
+            self.wait_ssh(ctx, &nodes, within).await?;
+        }
+
+        let mut summary = format!("running ({})", self.aws.profile.instance_type());
+        if let Some((elb, lb)) = self.aws.load_balancer() {
+            ctx.step_output_mut::<Launched>().load_balancer = Some(lb.to_owned());
+            self.register(ctx, elb, lb, ids).await?;
+            info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
+            self.wait_in_service(ctx, elb, lb, ids).await?;
+            summary.push_str(&format!(", InService in {lb}"));
+        }
+        Ok((nodes, summary))
+    }
+
+    async fn wait_running(&self, ctx: &Context, ids: &[String]) -> Result<Vec<Instance>> {
+        let mut poller = Poller::new(&self.poll, self.running_within);
+        let mut last = String::from("not yet visible");
+        while poller.tick(ctx.cancellation()).await? {
+            let instances = match self.aws.ec2.describe(ids).await {
+                Ok(i) => i,
+                // Right after a launch EC2 may not know the ids yet (eventual consistency).
+                Err(e) if e.has_code("InvalidInstanceID.NotFound") => continue,
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "Describing the new instances failed; polling again.");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(lost) = instances.iter().find(|i| {
+                i.state.is_gone()
+                    || matches!(i.state, InstanceState::Stopping | InstanceState::Stopped)
+            }) {
+                return Err(AwsError::InstanceLost {
+                    instance_id: lost.id.clone(),
+                    state: lost.state,
+                    reason: lost.state_reason.clone(),
+                }
+                .into());
+            }
+            let running = instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .count();
+            if running == ids.len() && instances.len() == ids.len() {
+                return Ok(instances);
+            }
+            last = instances
+                .iter()
+                .map(|i| format!("{} {}", i.id, i.state))
+                .collect::<Vec<_>>()
+                .join(", ");
+        }
+        Err(AwsError::WaitTimedOut {
+            what: format!("{} to run (last seen: {last})", ids.join(", ")),
+            after: poller.within(),
+        }
+        .into())
+    }
+
+    async fn wait_ssh(&self, ctx: &Context, nodes: &[Node], within: Duration) -> Result<()> {
+        let mut waiting: Vec<&NodeAddress> =
+            nodes.iter().filter_map(|n| n.address.as_ref()).collect();
+        waiting.dedup();
+        let mut poller = Poller::new(&self.poll, within);
+        while poller.tick(ctx.cancellation()).await? {
+            let mut still = Vec::new();
+            for addr in waiting {
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::TcpStream::connect((addr.host.as_str(), addr.port)),
+                )
+                .await;
+                if !matches!(attempt, Ok(Ok(_))) {
+                    still.push(addr);
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                return Ok(());
+            }
+        }
+        let names: Vec<String> = waiting.iter().map(|a| a.to_string()).collect();
+        Err(AwsError::WaitTimedOut {
+            what: format!("SSH to accept connections at {}", names.join(", ")),
+            after: poller.within(),
+        }
+        .into())
+    }
+
+    async fn wait_in_service(
+        &self,
+        ctx: &Context,
+        elb: &dyn LoadBalancer,
+        lb: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        let mut poller = Poller::new(&self.poll, self.in_service_within);
+        let mut last = String::from("no answer yet");
+        while poller.tick(ctx.cancellation()).await? {
+            let health = match elb.health(lb, ids).await {
+                Ok(h) => h,
+                Err(e) if e.is_retryable() => {
+                    warn!(error = %e, "Asking the load balancer for health failed; polling again.");
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let in_service = ids.iter().all(|id| {
+                health
+                    .iter()
+                    .any(|h| &h.instance_id == id && h.state == HealthState::InService)
+            });
+            if in_service {
+                return Ok(());
+            }
+            last = health
+                .iter()
+                .filter(|h| h.state != HealthState::InService)
+                .map(|h| match &h.reason {
+                    Some(r) => format!("{} {}: {r}", h.instance_id, h.state),
+                    None => format!("{} {}", h.instance_id, h.state),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+        }
+        Err(AwsError::WaitTimedOut {
+            what: format!(
+                "{} to be InService in {lb} (last seen: {last})",
+                ids.join(", ")
+            ),
+            after: poller.within(),
+        }
+        .into())
+    }
+
+    /// Checks, before anything is launched, that the load balancer the profile
+    /// names exists (DescribeLoadBalancers).
+    ///
+    /// # Errors
+    /// [`AwsError::LoadBalancerNotFound`] naming it; the API's refusal.
+    pub(super) async fn check_load_balancer(&self) -> Result<()> {
+        if let Some((elb, lb)) = self.aws.load_balancer() {
+            if !elb.exists(lb).await? {
+                return Err(AwsError::LoadBalancerNotFound {
+                    load_balancer: lb.to_owned(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers the instances, retrying a passing refusal as a registration
+    /// ([`REGISTER_ATTEMPTS`] tries, spaced as polls are, within the
+    /// InService bound): the launch is never repeated for it.
+    async fn register(
+        &self,
+        ctx: &Context,
+        elb: &dyn LoadBalancer,
+        lb: &str,
+        ids: &[String],
+    ) -> Result<()> {
+        let mut poller = Poller::new(&self.poll, self.in_service_within);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let e = match elb.register(lb, ids).await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if e.is_retryable()
+                && attempts < REGISTER_ATTEMPTS
+                && poller.tick(ctx.cancellation()).await?
+            {
+                warn!(load_balancer = lb, attempt = attempts, error = %e, "Registration refused; trying again.");
+                continue;
+            }
+            if !e.is_retryable() {
+                // A definitive refusal (LoadBalancerNotFound, InvalidInstance)
+                // names the load balancer already.
+                return Err(e.into());
+            }
+            // moto answers a registration with an unknown classic load
+            // balancer with a bare HTTP 500 and no code (AWS says
+            // LoadBalancerNotFound): ask whether it exists.
+            if e.code().is_none() && matches!(elb.exists(lb).await, Ok(false)) {
+                return Err(AwsError::LoadBalancerNotFound {
+                    load_balancer: lb.to_owned(),
+                }
+                .into());
+            }
+            return Err(AwsError::RegistrationFailed {
+                load_balancer: lb.to_owned(),
+                instance_ids: ids.to_vec(),
+                attempts,
+                source: Box::new(e),
+            }
+            .into());
+        }
+    }
+}

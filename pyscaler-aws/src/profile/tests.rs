@@ -1,0 +1,188 @@
+//! Ec2Profile's unit tests.
+
+use super::*;
+
+fn base() -> Ec2ProfileBuilder {
+    Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+}
+
+fn field_of(e: AwsError) -> String {
+    match e {
+        AwsError::InvalidSetting { field, message } => format!("{field}: {message}"),
+        other => panic!("expected InvalidSetting, got {other}"),
+    }
+}
+
+#[test]
+fn bad_values_are_named_before_any_call() {
+    let cases = [
+        (base().build().map(|_| ()), None),
+        (
+            Ec2Profile::builder("us-east-1", "ami-", "t3.small")
+                .build()
+                .map(|_| ()),
+            Some("image_id: `ami-`"),
+        ),
+        (
+            Ec2Profile::builder("us-east-1", "ami-123", "large")
+                .build()
+                .map(|_| ()),
+            Some("instance_type: `large`"),
+        ),
+        (
+            base().security_group("default").build().map(|_| ()),
+            Some("`default`"),
+        ),
+        (
+            base().tag("Name", "x").build().map(|_| ()),
+            Some("`Name` is reserved"),
+        ),
+        (
+            base().tag("pyscaler:run", "x").build().map(|_| ()),
+            Some("reserved"),
+        ),
+        (
+            base().load_balancer("web_lb").build().map(|_| ()),
+            Some("`web_lb`"),
+        ),
+        (base().ssh_user("").build().map(|_| ()), Some("ssh.user")),
+        (
+            base().user_data("x".repeat(13_000)).build().map(|_| ()),
+            Some("base64"),
+        ),
+        (
+            base().subnet_id("sub-1").build().map(|_| ()),
+            Some("`sub-1`"),
+        ),
+    ];
+    for (result, wanted) in cases {
+        match (result, wanted) {
+            (Ok(()), None) => {}
+            (Err(e), Some(w)) => {
+                let shown = field_of(e);
+                assert!(shown.contains(w), "{shown} should contain {w}");
+            }
+            (Ok(()), Some(w)) => panic!("expected an error containing {w}"),
+            (Err(e), None) => panic!("unexpected error {e}"),
+        }
+    }
+}
+
+#[test]
+fn toml_profiles_are_validated_and_round_trip() {
+    let p = Ec2Profile::from_toml(
+        r#"
+        region = "us-east-1"
+        image_id = "ami-03cf127a"
+        instance_type = "t3.small"
+        load_balancer = "web-lb"
+        [ssh]
+        via = { fixed = { host = "127.0.0.1" } }
+        user = "pyscaler"
+        port = 2222
+        "#,
+    )
+    .expect("valid profile");
+    assert_eq!(p.load_balancer(), Some("web-lb"));
+    let addr = p
+        .ssh()
+        .address_of(&Instance::default())
+        .expect("fixed address");
+    assert_eq!(addr, NodeAddress::new("127.0.0.1").with_port(2222));
+    let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
+    assert_eq!(again, p);
+
+    let e = Ec2Profile::from_toml(
+        "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\nimage = \"typo\"\n",
+    )
+    .expect_err("unknown field");
+    assert!(e.to_string().contains("image"), "{e}");
+    let e = Ec2Profile::from_toml(
+        "region = \"us-east-1\"\nimage_id = \"ubuntu\"\ninstance_type = \"t3.small\"\n",
+    )
+    .expect_err("bad image");
+    assert!(e.to_string().contains("`ubuntu`"), "{e}");
+}
+
+#[test]
+fn user_data_stays_out_of_debug_output() {
+    let p = base().user_data("TOKEN=hunter2").build().expect("profile");
+    let shown = format!("{p:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("<13 bytes>"), "{shown}");
+    assert!(!format!("{:?}", base().user_data("TOKEN=hunter2")).contains("hunter2"));
+}
+
+#[test]
+fn the_address_follows_the_profile() {
+    let i = Instance {
+        id: "i-1".into(),
+        private_ip: Some("10.0.0.5".into()),
+        public_dns: Some("ec2-1.example".into()),
+        ..Instance::default()
+    };
+    let reach = |via| SshAccess {
+        via,
+        port: 2200,
+        ..SshAccess::default()
+    };
+    assert_eq!(
+        reach(SshVia::PrivateIp).address_of(&i).expect("private"),
+        NodeAddress::new("10.0.0.5").with_port(2200)
+    );
+    assert_eq!(
+        reach(SshVia::PublicDns).address_of(&i).expect("dns").host,
+        "ec2-1.example"
+    );
+    let e = reach(SshVia::PublicIp)
+        .address_of(&i)
+        .expect_err("no public IP");
+    assert_eq!(
+        e.to_string(),
+        "instance i-1 has no public IP (see the profile's `ssh.via`)"
+    );
+}
+
+#[test]
+fn a_fixed_address_takes_the_profiles_one_port_and_names_no_port_of_its_own() {
+    let toml = |via: &str| {
+        format!(
+            "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\n\
+             [ssh]\nvia = {via}\nport = 2200\n"
+        )
+    };
+    let p = Ec2Profile::from_toml(&toml(r#"{ fixed = { host = "127.0.0.1" } }"#))
+        .expect("valid profile");
+    assert_eq!(
+        p.ssh().address_of(&Instance::default()).expect("fixed"),
+        NodeAddress::new("127.0.0.1").with_port(2200)
+    );
+    // A second port beside `ssh.port` is refused, naming it.
+    let e = Ec2Profile::from_toml(&toml(r#"{ fixed = { host = "127.0.0.1", port = 2222 } }"#))
+        .expect_err("two ports");
+    assert!(e.to_string().contains("port"), "{e}");
+}
+
+#[test]
+fn a_target_group_is_named_by_its_arn_and_excludes_a_classic_load_balancer() {
+    let arn =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+    let base = || Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small");
+    let p = base()
+        .target_group(arn)
+        .target_port(8080)
+        .build()
+        .expect("valid profile");
+    assert_eq!(p.target_group(), Some(arn));
+    assert_eq!(p.target_port(), Some(8080));
+    assert_eq!(p.balancer(), Some(arn));
+    assert_eq!(p.load_balancer(), None);
+    let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
+    assert_eq!(again, p);
+
+    let err = |b: crate::Ec2ProfileBuilder| b.build().map(|_| ()).expect_err("refused").to_string();
+    assert!(err(base().target_group("web-tg")).contains("not a target group ARN"));
+    assert!(err(base().target_group(arn).load_balancer("web-lb")).contains("one of the two"));
+    assert!(err(base().target_port(8080)).contains("without a `target_group`"));
+    assert!(err(base().target_group(arn).target_port(0)).contains("target_port"));
+}

@@ -1,0 +1,176 @@
+//! The run journal: every run and step written down before its side effect
+//! starts and after it ends, so a controller that dies can be recovered from.
+//!
+//! The format ([`JournalEntry`]) and the storage trait ([`Journal`]) are
+//! here; `record` folds entries into [`RunRecord`]s, `file` is the embedded
+//! [`FileJournal`], `memory` the in-memory [`MemoryJournal`] for tests.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{Node, Result, RunId, RunStatus, StepStatus, TriggerInfo};
+
+mod file;
+mod memory;
+mod record;
+
+pub use file::FileJournal;
+pub use memory::MemoryJournal;
+pub(crate) use record::replay;
+pub use record::{RunRecord, RunState};
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum JournalEntry {
+    /// A run is about to start its first step.
+    RunStarted {
+        /// The run.
+        run_id: RunId,
+        /// The pipeline.
+        pipeline: String,
+        /// The cluster.
+        cluster: String,
+        /// Why it started.
+        trigger: TriggerInfo,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step is about to run: its intent, in words (`launch 2 t3.small with client token T`).
+    StepStarted {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// What it is about to do.
+        intent: Vec<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step ended; `new_nodes` are the nodes this run has created so far
+    /// (what undoing it needs: instance ids, addresses).
+    StepFinished {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// How it ended.
+        status: StepStatus,
+        /// The nodes the run has created so far.
+        new_nodes: Vec<Node>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A step was undone (or undoing it failed).
+    StepUndone {
+        /// The run.
+        run_id: RunId,
+        /// The step.
+        step: String,
+        /// Whether undoing succeeded.
+        succeeded: bool,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The main steps (and the undo after a failure) ended with this
+    /// status; the `finally` steps come next. A controller that dies in a
+    /// `finally` step (a mail server that hangs) leaves a run whose work is
+    /// done: recovery marks it finished rather than undoing it.
+    StepsEnded {
+        /// The run.
+        run_id: RunId,
+        /// How the main steps ended.
+        status: RunStatus,
+        /// The nodes it created and kept.
+        new_nodes: Vec<Node>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The run ended (its `finally` steps included).
+    RunFinished {
+        /// The run.
+        run_id: RunId,
+        /// How it ended.
+        status: RunStatus,
+        /// The nodes it created and kept.
+        new_nodes: Vec<Node>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A run that never finished is taken up again by a
+    /// [`Recovery`](crate::Recovery) that resumes, from `from_step` (`None`:
+    /// every main step had finished; only the `finally` steps are left).
+    RunResumed {
+        /// The run.
+        run_id: RunId,
+        /// The first step run again.
+        from_step: Option<String>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A run that never finished was cleaned up by a [`Recovery`](crate::Recovery).
+    RunRecovered {
+        /// The run.
+        run_id: RunId,
+        /// What was undone, in words.
+        undone: Vec<String>,
+        /// Whether everything was undone.
+        succeeded: bool,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl JournalEntry {
+    /// The run this entry is about.
+    pub fn run_id(&self) -> &RunId {
+        match self {
+            Self::RunStarted { run_id, .. }
+            | Self::StepStarted { run_id, .. }
+            | Self::StepFinished { run_id, .. }
+            | Self::StepUndone { run_id, .. }
+            | Self::StepsEnded { run_id, .. }
+            | Self::RunFinished { run_id, .. }
+            | Self::RunResumed { run_id, .. }
+            | Self::RunRecovered { run_id, .. } => run_id,
+        }
+    }
+}
+
+/// Where runs are written down. Writes are durable when `append` returns.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Journal: Send + Sync + fmt::Debug {
+    /// Writes one entry, durably.
+    ///
+    /// # Errors
+    /// When the entry could not be written; the pipeline then does not start
+    /// the side effect the entry announces.
+    async fn append(&self, entry: JournalEntry) -> Result<()>;
+
+    /// Every run the journal knows, in the order they started.
+    ///
+    /// # Errors
+    /// When the journal cannot be read.
+    async fn runs(&self) -> Result<Vec<RunRecord>>;
+
+    /// The runs that started and never finished nor were recovered.
+    ///
+    /// # Errors
+    /// When the journal cannot be read.
+    async fn unfinished_runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .runs()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == RunState::Unfinished)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;
