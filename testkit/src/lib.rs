@@ -161,6 +161,7 @@ pub fn machine_lock(name: &str) -> std::fs::File {
 pub mod fault_proxy;
 pub mod moto;
 pub mod process;
+pub mod prometheus;
 pub mod smtp;
 pub mod sshd;
 mod venv;
