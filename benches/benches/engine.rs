@@ -44,11 +44,10 @@ fn pipeline_overhead(c: &mut Criterion) {
 
 fn threshold_evaluation(c: &mut Criterion) {
     let samples: Vec<Sample> = (0..1000)
-        .map(|i| Sample {
-            node: format!("web-{i:04}"),
-            value: f64::from(i % 7) * 0.5,
-        })
+        .map(|i| Sample::new(format!("web-{i:04}"), f64::from(i % 7) * 0.5))
         .collect();
+    let cluster = Cluster::new("web")
+        .with_nodes((0..1000).map(|i| Node::new(format!("i-{i:04}"), format!("web-{i:04}"))));
     for aggregation in [Aggregation::Average, Aggregation::AnyNode] {
         let mut trigger = ThresholdTrigger::builder("load", Arc::new(Silent))
             .when(Comparison::Greater, 1.0)
@@ -60,11 +59,11 @@ fn threshold_evaluation(c: &mut Criterion) {
         // Fill the 5-minute window with 10-second samples first: 30 rounds.
         let start = tokio::time::Instant::now();
         for round in 0..30u64 {
-            trigger.evaluate(start + Duration::from_secs(round * 10), &samples);
+            trigger.evaluate(start + Duration::from_secs(round * 10), &cluster, &samples);
         }
         let now = start + Duration::from_secs(290);
         c.bench_function(&format!("threshold/1000 nodes/{aggregation:?}"), |b| {
-            b.iter(|| black_box(trigger.evaluate(now, black_box(&samples))))
+            b.iter(|| black_box(trigger.evaluate(now, &cluster, black_box(&samples))))
         });
     }
 }

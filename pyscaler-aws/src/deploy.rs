@@ -268,10 +268,31 @@ impl DeployEc2NodeBuilder {
 }
 
 impl DeployEc2Node {
+    /// How many instances this run launches: what the scaler's decision
+    /// asked for ([`TriggerInfo::nodes`](pyscaler_core::TriggerInfo::nodes),
+    /// already capped by its bounds), or the step's count.
+    pub(super) fn count(&self, ctx: &Context) -> u32 {
+        ctx.trigger()
+            .nodes
+            .map_or(self.count, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// The fewest instances this run accepts: all it launches, unless the
+    /// step allows a partial launch ([`DeployEc2NodeBuilder::allow_partial`]).
+    pub(super) fn min_count(&self, ctx: &Context) -> u32 {
+        let count = self.count(ctx);
+        if self.min_count == self.count {
+            count
+        } else {
+            self.min_count.min(count)
+        }
+    }
+
     fn spec(&self, ctx: &Context, token: &str, first: u32) -> LaunchSpec {
         let cluster = ctx.cluster().name();
+        let count = self.count(ctx);
         let mut tags = self.aws.profile.tags().clone();
-        tags.insert("Name".into(), name_tag(cluster, first, self.count));
+        tags.insert("Name".into(), name_tag(cluster, first, count));
         tags.insert(TAG_CLUSTER.into(), cluster.to_owned());
         tags.insert(TAG_RUN.into(), ctx.run_id().to_string());
         tags.insert(TAG_STEP.into(), ctx.step_name().to_owned());
@@ -284,8 +305,8 @@ impl DeployEc2Node {
             user_data: self.aws.profile.user_data().map(str::to_owned),
             iam_instance_profile: self.aws.profile.iam_instance_profile().map(str::to_owned),
             tags,
-            min_count: self.min_count,
-            max_count: self.count,
+            min_count: self.min_count(ctx),
+            max_count: count,
             client_token: token.to_owned(),
         }
     }
@@ -326,7 +347,7 @@ impl DeployEc2Node {
         let launches_before = sdk.of("RunInstances").attempts;
         let adopting = !adopted.is_empty();
         let launch = if !adopting {
-            info!(step = %step, count = self.count, client_token = %token, "Launching instances.");
+            info!(step = %step, count = self.count(ctx), client_token = %token, "Launching instances.");
             ctx.step_output_mut::<Launched>().in_flight = true;
             self.aws.ec2.launch(&spec).await
         } else {

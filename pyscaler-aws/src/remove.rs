@@ -187,6 +187,11 @@ impl RemoveEc2Node {
         Ok(())
     }
 
+    /// The nodes to remove: the step's targets, or the newest / oldest of
+    /// the unprotected EC2 nodes, as many as the scaler's decision asked
+    /// for ([`TriggerInfo::nodes`](pyscaler_core::TriggerInfo::nodes)) or
+    /// the step's count. A protected node ([`Node::is_protected`]) is never
+    /// picked.
     fn choose(&self, ctx: &Context) -> Vec<Node> {
         match self.pick {
             Pick::Target => ctx.targets().to_vec(),
@@ -195,7 +200,7 @@ impl RemoveEc2Node {
                     .cluster()
                     .nodes()
                     .iter()
-                    .filter(|n| n.instance_id.is_some())
+                    .filter(|n| n.instance_id.is_some() && !n.is_protected())
                     .cloned()
                     .collect();
                 // Oldest first; nodes with no launch time count as oldest.
@@ -203,7 +208,7 @@ impl RemoveEc2Node {
                 if self.pick == Pick::Newest {
                     nodes.reverse();
                 }
-                nodes.truncate(self.count);
+                nodes.truncate(ctx.trigger().nodes.unwrap_or(self.count));
                 nodes
             }
         }
@@ -249,8 +254,18 @@ impl Action for RemoveEc2Node {
         if chosen.is_empty() {
             return Err(Error::other(
                 ErrorKind::InvalidInput,
-                format!("no EC2 node to remove in cluster {}", ctx.cluster().name()),
+                format!(
+                    "no EC2 node to remove in cluster {} (protected nodes are never picked)",
+                    ctx.cluster().name()
+                ),
             ));
+        }
+        if let Some(n) = chosen.iter().find(|n| n.is_protected()) {
+            return Err(Error::other(
+                ErrorKind::InvalidInput,
+                format!("node {} is protected from scale-in", n.name),
+            )
+            .on_node(n.name.clone()));
         }
         if let Some(n) = chosen.iter().find(|n| n.instance_id.is_none()) {
             return Err(Error::other(

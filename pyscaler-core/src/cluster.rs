@@ -93,6 +93,10 @@ pub enum NodeState {
     Unknown,
 }
 
+/// The tag that protects a node from scale-in when it is `"true"`
+/// ([`Node::is_protected`]).
+pub const PROTECTED_TAG: &str = "pyscaler:protected";
+
 /// One machine of a cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -165,6 +169,24 @@ impl Node {
         self.state = state;
         self
     }
+
+    /// Whether the node is protected from scale-in: tagged
+    /// [`PROTECTED_TAG`]` = "true"` (on EC2, an instance tag; or marked through
+    /// [`ScalerControls::protect`](crate::ScalerControls::protect)). No
+    /// scale-in picks a protected node.
+    pub fn is_protected(&self) -> bool {
+        self.tags.get(PROTECTED_TAG).is_some_and(|v| v == "true")
+    }
+
+    /// Marks the node protected from scale-in, or takes the mark away.
+    pub fn set_protected(&mut self, protected: bool) {
+        if protected {
+            self.tags
+                .insert(PROTECTED_TAG.to_owned(), "true".to_owned());
+        } else {
+            self.tags.remove(PROTECTED_TAG);
+        }
+    }
 }
 
 impl fmt::Display for Node {
@@ -232,6 +254,11 @@ impl Cluster {
             Some(existing) => *existing = node,
             None => self.nodes.push(node),
         }
+    }
+
+    /// The node with this id, to change.
+    pub fn node_mut(&mut self, id: &str) -> Option<&mut Node> {
+        self.nodes.iter_mut().find(|n| n.id == id)
     }
 
     /// Removes the node with this id and returns it.

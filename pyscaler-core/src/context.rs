@@ -18,6 +18,11 @@ pub struct TriggerInfo {
     pub name: String,
     /// Why it fired, in words (`asked by alice`, `avg load 3.2 > 2 for 5m`).
     pub reason: String,
+    /// How many nodes the decision asks the run to add or remove, when it
+    /// says (a trigger with a [`NodeStep`](crate::NodeStep), capped by the
+    /// scaler's bounds); `None` leaves it to the steps' own counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<usize>,
 }
 
 impl TriggerInfo {
@@ -26,7 +31,15 @@ impl TriggerInfo {
         Self {
             name: name.into(),
             reason: reason.into(),
+            nodes: None,
         }
+    }
+
+    /// Asking the run for `nodes` nodes.
+    #[must_use]
+    pub fn with_nodes(mut self, nodes: usize) -> Self {
+        self.nodes = Some(nodes);
+        self
     }
 }
 

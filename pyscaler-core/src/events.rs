@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::report::{NodeSummary, RunReport, StepStatus};
-use crate::{RunId, RunStatus, Target};
+use crate::{Decision, RunId, RunStatus, Target};
 
 /// Something that happened in a run or in the scaler, in the order it happened.
 ///
@@ -112,8 +112,8 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// A trigger could not read its counter. The sample counts as the
-    /// trigger's [`OnSampleError`](crate::OnSampleError) says; nothing fires on it.
+    /// A trigger could not read its counter: it has no data, and does what
+    /// its [`MissingData`](crate::MissingData) policy says; nothing fires on it.
     SampleFailed {
         /// The trigger.
         trigger: String,
@@ -124,11 +124,8 @@ pub enum Event {
         /// Why, in words.
         error: String,
     },
-    /// The scaler did not start a run for a trigger that fired.
-    RunSkipped {
-        /// The trigger.
-        trigger: String,
-        /// Why not (at the maximum, in cooldown, a run in progress).
-        reason: String,
-    },
+    /// A decision of the scaler or of a trigger, taken or not (a run
+    /// started; skipped for a cooldown, a pause, a bound, a trigger that
+    /// does not agree; no data), with the values that led to it.
+    Decided(Box<Decision>),
 }

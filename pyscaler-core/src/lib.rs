@@ -45,11 +45,14 @@
 mod action;
 mod cluster;
 mod context;
+mod decision;
+mod direction;
 mod error;
 mod events;
 mod fanout;
 mod forward;
 mod journal;
+mod metric;
 mod pipeline;
 mod progress;
 mod recovery;
@@ -63,20 +66,26 @@ mod test_support;
 // Documented whatever the features, so the crate docs can point at it.
 #[cfg(any(test, feature = "mocks", doc))]
 pub mod testing;
+mod threshold;
 mod trigger;
 mod wrappers;
 
 #[cfg(any(test, feature = "mocks"))]
 pub use action::MockAction;
 pub use action::{Action, Effects};
-pub use cluster::{Cluster, Node, NodeAddress, NodeState, RunId};
+pub use cluster::{Cluster, Node, NodeAddress, NodeState, RunId, PROTECTED_TAG};
 pub use context::{Context, Outputs, TriggerInfo};
+pub use decision::{Decision, MissingData, NodeStep, Skip, Verdict};
+pub use direction::Direction;
 pub use error::{BoxError, Classify, Error, ErrorKind, ProviderError, Result};
 pub use events::Event;
 pub use fanout::{FanOut, NodeFailure, OnNodeFailure, StepInfo};
 #[cfg(any(test, feature = "mocks"))]
 pub use journal::MockJournal;
 pub use journal::{FileJournal, Journal, JournalEntry, MemoryJournal, RunRecord, RunState};
+#[cfg(any(test, feature = "mocks"))]
+pub use metric::MockMetricSource;
+pub use metric::{Aggregation, Comparison, MetricSource, Sample};
 pub use pipeline::{Pipeline, PipelineBuilder, Plan, PlannedStep};
 pub use progress::{print_progress, progress_line};
 #[cfg(any(test, feature = "mocks"))]
@@ -87,15 +96,11 @@ pub use report::{
     UndoOutcome,
 };
 pub use retry::RetryPolicy;
-pub use scaler::{Direction, Scaler, ScalerBuilder, ScalerOutcome};
+pub use scaler::{Scaler, ScalerBuilder, ScalerControls, ScalerOutcome};
 pub use step::{ActionExt, FailurePolicy, Step};
 pub use target::Target;
-#[cfg(any(test, feature = "mocks"))]
-pub use trigger::MockMetricSource;
-pub use trigger::{
-    Aggregation, ClusterView, Comparison, Evaluation, Fire, ManualTrigger, MetricSource,
-    OnSampleError, Sample, ThresholdTrigger, ThresholdTriggerBuilder, Trigger,
-};
+pub use threshold::{Evaluation, ThresholdTrigger, ThresholdTriggerBuilder};
+pub use trigger::{ClusterView, Fire, ManualTrigger, Opinion, Trigger};
 
 /// Re-exported so actions can be written without naming the crate separately.
 pub use async_trait::async_trait;

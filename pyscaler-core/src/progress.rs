@@ -109,6 +109,19 @@ pub fn progress_line(event: &Event, total: usize) -> Option<String> {
             if *succeeded { "undone" } else { "UNDO FAILED" }
         ),
         Event::RunFinished { status, .. } => format!("Run finished: {status}"),
+        Event::Decided(d) => {
+            let value = d.value.map(|v| format!(" at {v:.2}")).unwrap_or_default();
+            let what = match &d.verdict {
+                crate::Verdict::Scale if d.change > 0 => {
+                    format!("{} of {} node(s)", d.direction, d.change)
+                }
+                crate::Verdict::Scale => d.direction.to_string(),
+                crate::Verdict::Skipped(_) => format!("{} skipped", d.direction),
+                crate::Verdict::NoData => "no data".to_owned(),
+                crate::Verdict::Failed => "FAILED".to_owned(),
+            };
+            format!("Decision of {}{value}: {what} ({})", d.trigger, d.reason)
+        }
         _ => return None,
     })
 }

@@ -194,7 +194,9 @@ impl Probe {
     }
 
     /// Each successful run adds `n` nodes, `<name>-0`.. at 127.0.0.1 (with
-    /// ids `<run id>/<name>-<i>`); it says it adds them when described.
+    /// ids `<run id>/<name>-<i>`); it says it adds them when described. A
+    /// run whose decision asks for a number ([`TriggerInfo::nodes`](crate::TriggerInfo::nodes))
+    /// adds that many instead.
     pub fn creating(mut self, n: usize) -> Self {
         self.creates = n;
         self
@@ -218,7 +220,12 @@ impl Probe {
 
     /// The nodes a run of it adds in `ctx`'s run.
     fn nodes_for(&self, ctx: &Context) -> Vec<Node> {
-        let made = (0..self.creates).map(|i| {
+        let creates = match (self.creates, ctx.trigger().nodes) {
+            (0, _) => 0,
+            (_, Some(asked)) => asked,
+            (n, None) => n,
+        };
+        let made = (0..creates).map(|i| {
             let name = format!("{}-{i}", self.name);
             Node::new(format!("{}/{name}", ctx.run_id()), name)
                 .with_address(NodeAddress::new("127.0.0.1"))
@@ -247,10 +254,15 @@ impl Action for Probe {
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         let on: Vec<String> = ctx.targets().iter().map(|n| n.name.clone()).collect();
+        let asked = ctx
+            .trigger()
+            .nodes
+            .map(|k| format!(" ({k} asked)"))
+            .unwrap_or_default();
         self.log.push(if on.is_empty() {
-            format!("run {}", self.name)
+            format!("run {}{asked}", self.name)
         } else {
-            format!("run {} on {}", self.name, on.join(","))
+            format!("run {} on {}{asked}", self.name, on.join(","))
         });
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;

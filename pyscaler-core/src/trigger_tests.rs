@@ -4,7 +4,11 @@ use std::time::Duration;
 use super::*;
 use tokio::sync::broadcast;
 
-use crate::{ErrorKind, MockMetricSource, Node};
+use crate::{
+    Aggregation, Cluster, Comparison, Error, ErrorKind, Event, MetricSource, MockMetricSource,
+    Node, Result, Sample, ThresholdTrigger,
+};
+use tokio::time::Instant;
 
 /// A metric source that plays back a script of values, one per call, then repeats the last.
 fn scripted(values: Vec<Option<f64>>) -> Arc<dyn MetricSource> {
@@ -22,10 +26,7 @@ fn scripted(values: Vec<Option<f64>>) -> Arc<dyn MetricSource> {
             None => last.lock().unwrap().unwrap_or(None),
         };
         match v {
-            Some(value) => Ok(vec![Sample {
-                node: "web-01".into(),
-                value,
-            }]),
+            Some(value) => Ok(vec![Sample::new("web-01", value)]),
             None => Err(Error::other(
                 ErrorKind::Transient,
                 "ssh: connection refused",
@@ -134,10 +135,7 @@ async fn a_disabled_trigger_does_not_fire() {
 
 #[test]
 fn aggregations_combine_nodes_as_named() {
-    let samples = [1.0, 2.0, 9.0].map(|value| Sample {
-        node: "n".into(),
-        value,
-    });
+    let samples = [1.0, 2.0, 9.0].map(|value| Sample::new("n", value));
     let verdict = |agg: Aggregation, cmp: Comparison, thr: f64| {
         let mut t = ThresholdTrigger::builder("t", scripted(vec![]))
             .when(cmp, thr)
@@ -145,7 +143,8 @@ fn aggregations_combine_nodes_as_named() {
             .window(Duration::ZERO)
             .build()
             .unwrap();
-        t.evaluate(Instant::now(), &samples).breaching
+        t.evaluate(Instant::now(), &Cluster::new("web"), &samples)
+            .breaching
     };
     assert!(verdict(Aggregation::AnyNode, Comparison::Greater, 8.0));
     assert!(!verdict(Aggregation::AllNodes, Comparison::Greater, 8.0));
@@ -183,7 +182,8 @@ async fn manual_trigger_handles_fire_with_a_reason() {
         fire,
         Fire {
             trigger: "manual".into(),
-            reason: "asked by alice".into()
+            reason: "asked by alice".into(),
+            nodes: None,
         }
     );
 }
@@ -222,10 +222,7 @@ async fn a_failed_sample_is_reported_to_subscribers_with_its_node() {
         if calls == 2 {
             Err(Error::other(ErrorKind::Transient, "ssh: connection refused").on_node("web-01"))
         } else {
-            Ok(vec![Sample {
-                node: "web-01".into(),
-                value: 5.0,
-            }])
+            Ok(vec![Sample::new("web-01", 5.0)])
         }
     });
     let mut t = trigger(Arc::new(m));

@@ -456,21 +456,15 @@ impl PrometheusSource {
             what,
         };
         match (&self.per_node, answer) {
-            (None, Answer::Scalar(Some(value))) => Ok(vec![Sample {
-                node: cluster.name().to_owned(),
-                value,
-            }]),
+            (None, Answer::Scalar(Some(value))) => {
+                Ok(vec![Sample::new(cluster.name().to_owned(), value)])
+            }
             (None, Answer::Scalar(None)) => Err(no_data("NaN".into())),
             (None, Answer::Series(series)) => match series.as_slice() {
                 [] => Err(no_data("no series".into())),
                 [one] => one
                     .mean()
-                    .map(|value| {
-                        vec![Sample {
-                            node: cluster.name().to_owned(),
-                            value,
-                        }]
-                    })
+                    .map(|value| vec![Sample::new(cluster.name().to_owned(), value)])
                     .ok_or_else(|| no_data("a series without a number".into())),
                 many => Err(self.unexpected(format!(
                     "{} series for one cluster-wide value: aggregate them (sum, avg, max) \
@@ -493,10 +487,7 @@ impl PrometheusSource {
                         )));
                     }
                     if let Some(value) = mine.first().and_then(|s| s.mean()) {
-                        samples.push(Sample {
-                            node: node.name.clone(),
-                            value,
-                        });
+                        samples.push(Sample::new(node.name.clone(), value));
                     }
                 }
                 if samples.is_empty() {

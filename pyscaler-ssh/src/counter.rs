@@ -120,7 +120,7 @@ impl MetricSource for SshCounter {
         let mut first_error = None;
         for (node, value) in results {
             match value {
-                Ok(value) => samples.push(Sample { node, value }),
+                Ok(value) => samples.push(Sample::new(node, value)),
                 Err(e) => {
                     tracing::warn!(counter = %self.name, node = %node, error = %e,
                         "Could not read the counter on a node.");
@@ -171,13 +171,7 @@ mod tests {
         });
         let counter = SshCounter::load_average(Arc::new(shell));
         let samples = counter.sample(&cluster(3)).await.expect("one node read");
-        assert_eq!(
-            samples,
-            vec![Sample {
-                node: "web-0".into(),
-                value: 1.5
-            }]
-        );
+        assert_eq!(samples, vec![Sample::new("web-0", 1.5)]);
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ use pyscaler_aws::{discover, Aws, ClientConfig, Ec2RunCleanup};
 use pyscaler_core::{
     print_progress, CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal,
     Journal, Pipeline, Recovery, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
+    Verdict,
 };
 use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
 use pyscaler_notify::SmtpMailer;
@@ -258,7 +259,7 @@ async fn watch(
                 _ = tokio::signal::ctrl_c() => { println!("Interrupted: finishing the current step, then stopping."); break; }
                 event = events.recv() => match event {
                     Ok(Event::TriggerFired { trigger, reason }) => println!("Trigger {trigger} fired: {reason}"),
-                    Ok(Event::RunSkipped { trigger, reason }) => println!("Trigger {trigger}: run skipped ({reason})"),
+                    Ok(Event::Decided(d)) if matches!(d.verdict, Verdict::Skipped(_)) => println!("Trigger {}: run skipped ({})", d.trigger, d.reason),
                     Ok(Event::RunFinished { .. }) => {
                         finished += 1;
                         if runs > 0 && finished >= runs { break; }

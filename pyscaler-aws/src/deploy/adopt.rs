@@ -65,7 +65,8 @@ impl DeployEc2Node {
         // Some showed up: the rest of that launch may not be visible yet
         // (DescribeInstances is eventually consistent).
         found = self.settle_unanswered(ctx, &tags, &alive, found).await?;
-        if found.len() < self.min_count as usize {
+        let min_count = self.min_count(ctx);
+        if found.len() < min_count as usize {
             // Launching anew would leave these running beside the new set,
             // untracked once the run succeeds: fail, and the step's undo
             // terminates them (it finds them by the same tags).
@@ -74,7 +75,7 @@ impl DeployEc2Node {
                     "the instances an earlier attempt of {step} launched to show up \
                      (found {} of at least {})",
                     found.len(),
-                    self.min_count
+                    min_count
                 ),
                 after: self.unanswered_within,
             }
@@ -94,7 +95,7 @@ impl DeployEc2Node {
         alive: &[InstanceState],
         mut found: Vec<Instance>,
     ) -> Result<Vec<Instance>> {
-        let wanted = self.count as usize;
+        let wanted = self.count(ctx) as usize;
         let mut poller = Poller::new(&self.poll, self.unanswered_within);
         while found.len() < wanted && poller.tick(ctx.cancellation()).await? {
             match self.aws.ec2.find_by_tags(tags, alive).await {
@@ -145,7 +146,7 @@ impl DeployEc2Node {
                     .await?
             }
         };
-        let (kept, surplus) = pick(answered, found, self.count as usize);
+        let (kept, surplus) = pick(answered, found, self.count(ctx) as usize);
         if surplus.is_empty() {
             return Ok((kept, surplus));
         }

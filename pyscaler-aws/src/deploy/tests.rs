@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use pyscaler_core::{
     ActionExt, Cluster, ErrorKind, MockAction, Pipeline, RetryPolicy, RunId, RunStatus, StepStatus,
-    Target,
+    Target, TriggerInfo,
 };
 
 use super::*;
@@ -1450,4 +1450,36 @@ async fn a_withdrawn_launch_is_drained_from_a_target_group_before_it_is_terminat
             "describe"
         ]
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_decision_that_says_how_many_launches_that_many() {
+    let mut ec2 = ec2_finding_nothing();
+    let seen = Arc::new(Mutex::new((0, 0, String::new())));
+    let s = seen.clone();
+    ec2.expect_launch().times(1).returning(move |spec| {
+        let name = spec.tags.get("Name").cloned().unwrap_or_default();
+        *s.lock().expect("lock") = (spec.min_count, spec.max_count, name);
+        Ok((0..spec.max_count)
+            .map(|i| instance(i, InstanceState::Pending))
+            .collect())
+    });
+    ec2.expect_describe().returning(|_| {
+        Ok((0..3)
+            .map(|i| instance(i, InstanceState::Running))
+            .collect())
+    });
+    let action = DeployEc2Node::builder(
+        &Aws::new(Arc::new(ec2), None, profile(false)).expect("paired providers"),
+    )
+    .count(1)
+    .build()
+    .expect("action");
+    // A proportional step asked the scaler for 3 (capped by its bounds).
+    let mut ctx = context().with_trigger(TriggerInfo::new("load-high", "busy").with_nodes(3));
+    action.run(&mut ctx).await.expect("deployed");
+    let (min, max, name) = seen.lock().expect("lock").clone();
+    assert_eq!((min, max), (3, 3));
+    assert_eq!(name, "web-03..05");
+    assert_eq!(ctx.new_nodes().len(), 3);
 }

@@ -263,3 +263,58 @@ async fn draining_that_never_ends_is_bounded_by_the_groups_delay_and_a_margin() 
     );
     assert_eq!(&calls[calls.len() - 2..], ["terminate i-3", "describe"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn protected_nodes_are_skipped_and_the_decision_says_how_many() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .draining(Duration::from_secs(1))
+        .build()
+        .expect("action");
+    let pipeline = Pipeline::builder("scale-in")
+        .step(action.on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut nodes = cluster(false);
+    // The newest is protected (an EC2 tag or ScalerControls::protect).
+    nodes.node_mut("i-3").expect("web-03").set_protected(true);
+    // The scaler's decision asks for 2, where the step's count is 1.
+    let mut ctx = Context::new(nodes)
+        .with_trigger(pyscaler_core::TriggerInfo::new("load-low", "idle").with_nodes(2));
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report:?}");
+    assert_eq!(
+        calls_of(&calls),
+        ["deregister web-lb i-2,i-1", "terminate i-2,i-1", "describe"]
+    );
+    let left: Vec<&str> = ctx
+        .cluster()
+        .nodes()
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(left, ["web-03"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protected_target_is_refused_before_anything_is_drained() {
+    let calls = Calls::default();
+    let action = remove(&calls)
+        .pick(Pick::Target)
+        .min_nodes(0)
+        .build()
+        .expect("action");
+    let pipeline = pipeline_of(action.on(Target::Cluster));
+    let mut nodes = cluster(false);
+    nodes.node_mut("i-3").expect("web-03").set_protected(true);
+    let mut ctx = Context::new(nodes);
+    let report = pipeline.run(&mut ctx).await;
+    let err = report.error.clone().expect("failed");
+    assert!(
+        err.message
+            .contains("node web-03 is protected from scale-in"),
+        "{}",
+        err.message
+    );
+    assert!(calls_of(&calls).is_empty(), "{:?}", calls_of(&calls));
+}

@@ -4,7 +4,8 @@ use super::*;
 use crate::journal::JournalEntry;
 use crate::test_support::{Log, Probe};
 use crate::{
-    ActionExt, Journal, ManualTrigger, MemoryJournal, Node, Recovery, RunCleanup, RunStatus, Target,
+    ActionExt, Error, Journal, ManualTrigger, MemoryJournal, Node, Recovery, Result, RunCleanup,
+    RunStatus, Target,
 };
 
 fn cluster(n: usize) -> Cluster {

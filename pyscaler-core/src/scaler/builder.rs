@@ -1,0 +1,147 @@
+//! Builds a [`Scaler`]: triggers bound to pipelines, bounds, cooldowns and
+//! caps per direction.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::controls::{slot, ScalerControls};
+use super::{Binding, Scaler};
+use crate::recovery::Recovery;
+use crate::{Cluster, Direction, Error, Pipeline, Result, Trigger};
+
+/// Builds a [`Scaler`].
+pub struct ScalerBuilder {
+    pub(super) recovery: Option<Recovery>,
+    pub(super) cluster: Cluster,
+    pub(super) bindings: Vec<Binding>,
+    pub(super) min_nodes: usize,
+    pub(super) max_nodes: usize,
+    pub(super) cooldowns: [Duration; 2],
+    pub(super) max_step: [Option<usize>; 2],
+}
+
+impl fmt::Debug for ScalerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScalerBuilder")
+            .field("cluster", &self.cluster.name())
+            .field("bindings", &self.bindings.len())
+            .field("min_nodes", &self.min_nodes)
+            .field("max_nodes", &self.max_nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ScalerBuilder {
+    /// Runs `pipeline` when `trigger` fires; `direction` says whether it
+    /// adds or removes nodes (and gives the trigger its defaults for that
+    /// direction, [`Trigger::bind`]).
+    pub fn bind(
+        mut self,
+        trigger: impl Trigger + 'static,
+        direction: Direction,
+        pipeline: Arc<Pipeline>,
+    ) -> Self {
+        let mut trigger: Box<dyn Trigger> = Box::new(trigger);
+        trigger.bind(direction);
+        self.bindings.push(Binding {
+            trigger,
+            direction,
+            pipeline,
+        });
+        self
+    }
+
+    /// The fewest nodes the cluster may have: a scale-in at this size, or one
+    /// whose pipeline would remove more nodes than are above it, is skipped
+    /// (default 1). A trigger's step is capped to stay at or above it.
+    pub fn min_nodes(mut self, n: usize) -> Self {
+        self.min_nodes = n;
+        self
+    }
+
+    /// The most nodes the cluster may have: a scale-out at this size, or one
+    /// whose pipeline would add more nodes than fit under it, is skipped
+    /// (default 10). A trigger's step is capped to stay at or below it.
+    pub fn max_nodes(mut self, n: usize) -> Self {
+        self.max_nodes = n;
+        self
+    }
+
+    /// How long after a run in `direction` another run in that direction is
+    /// skipped (defaults: 5 minutes out, 10 minutes in).
+    pub fn cooldown(mut self, direction: Direction, d: Duration) -> Self {
+        self.cooldowns[slot(direction)] = d;
+        self
+    }
+
+    /// At most `k` nodes per decision in `direction`, when a trigger's
+    /// step says how many (default: no cap but the bounds).
+    pub fn max_step(mut self, direction: Direction, k: usize) -> Self {
+        self.max_step[slot(direction)] = Some(k);
+        self
+    }
+
+    /// Before watching triggers, recovers the runs a controller that died
+    /// mid-run left unfinished with `recovery`, and takes the nodes of each
+    /// run it undid out of the cluster. The pipelines bound to the scaler
+    /// are added to the ones `recovery` dispatches to.
+    pub fn recover_first(mut self, recovery: Recovery) -> Self {
+        self.recovery = Some(recovery);
+        self
+    }
+
+    /// Checks and builds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when no trigger is bound, two bound triggers
+    /// share a name, `min_nodes > max_nodes`, or a step cap is 0.
+    pub fn build(self) -> Result<Scaler> {
+        if self.bindings.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the scaler has no trigger bound to a pipeline".into(),
+            ));
+        }
+        if self.min_nodes > self.max_nodes {
+            return Err(Error::InvalidConfig(format!(
+                "min_nodes ({}) is above max_nodes ({})",
+                self.min_nodes, self.max_nodes
+            )));
+        }
+        if self.max_step.contains(&Some(0)) {
+            return Err(Error::InvalidConfig(
+                "a step cap of 0 nodes would skip every decision; pause the direction instead"
+                    .into(),
+            ));
+        }
+        let watchers: Vec<(String, Direction)> = self
+            .bindings
+            .iter()
+            .map(|b| (b.trigger.name().to_owned(), b.direction))
+            .collect();
+        for (i, (name, _)) in watchers.iter().enumerate() {
+            if watchers[..i].iter().any(|(other, _)| other == name) {
+                return Err(Error::InvalidConfig(format!(
+                    "two triggers are called `{name}`; the scaler tells them apart by name"
+                )));
+            }
+        }
+        let (events, _) = broadcast::channel(1024);
+        let (controls, protect) = ScalerControls::new();
+        Ok(Scaler {
+            recovery: self.recovery,
+            cluster: self.cluster,
+            bindings: self.bindings,
+            watchers,
+            min_nodes: self.min_nodes,
+            max_nodes: self.max_nodes,
+            cooldowns: self.cooldowns,
+            max_step: self.max_step,
+            events,
+            controls,
+            protect: Some(protect),
+        })
+    }
+}
