@@ -75,6 +75,14 @@ impl fmt::Debug for Auth {
 /// (no series, no series for any node, only NaN) is
 /// [`PrometheusError::NoData`], so the trigger does not act on it.
 ///
+/// Staleness is Prometheus' own: a series its scrapes no longer see is
+/// marked stale and drops out of the answer (and any series older than the
+/// server's 5-minute lookback). The samples carry no
+/// [`Sample::at`](pyscaler_core::Sample::at): the timestamps in an answer
+/// are the query's evaluation time, not when the value was measured. A
+/// Pushgateway keeps a value forever; to notice a dead pusher, query
+/// `metric and on(job, instance) (time() - push_time_seconds < 30)`.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), pyscaler_prometheus::PrometheusError> {
 /// use std::time::Duration;

@@ -203,3 +203,46 @@ async fn a_scale_in_trigger_fires_on_low_load_and_never_while_prometheus_is_gone
     }
     assert!(failed >= 2, "{failed} failed reads reported");
 }
+
+#[tokio::test]
+async fn a_series_no_longer_scraped_is_stale_and_the_trigger_holds() {
+    let prometheus = Prometheus::start();
+    prometheus.push("load", "pyscaler_load1{instance=\"10.0.1.7:9100\"} 0.2\n");
+    let source = PrometheusSource::builder(prometheus.endpoint_url(), "pyscaler_load1")
+        .per_node("instance", NodeKey::Host)
+        .timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("source");
+    samples_once_scraped(&source, 1).await;
+    // The pusher is gone: the next scrape no longer has the series, and
+    // Prometheus marks it stale (it drops out of instant queries at once,
+    // not after its 5-minute lookback).
+    prometheus.delete("load");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match source.sample(&cluster()).await {
+            Err(e) if e.to_string().contains("no data") => break,
+            other if Instant::now() > deadline => panic!("never stale: {other:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    // A scale-in trigger below 1.0 on it: the last value was 0.2, but a
+    // stale series is no data, so it holds and never fires.
+    let (events_tx, mut events) = broadcast::channel(64);
+    let (_tx, view) = ClusterView::new(cluster());
+    let view = view.with_events(events_tx);
+    let mut trigger = low_load(source);
+    let waited = tokio::time::timeout(Duration::from_secs(5), trigger.next(&view)).await;
+    assert!(waited.is_err(), "fired on a stale series: {waited:?}");
+    assert_eq!(view.opinion("load-low").and_then(|o| o.breaching), None);
+    let mut held = 0;
+    while let Ok(event) = events.try_recv() {
+        if let Event::Decided(d) = event {
+            assert_eq!(d.verdict, pyscaler_core::Verdict::NoData, "{d:?}");
+            assert!(d.reason.ends_with(": holding"), "{}", d.reason);
+            held += 1;
+        }
+    }
+    assert!(held >= 2, "{held} no-data decisions reported");
+}

@@ -127,6 +127,22 @@ impl Prometheus {
         );
     }
 
+    /// Deletes everything the job `job` pushed: Prometheus' next scrape no
+    /// longer sees those series and marks them stale.
+    pub fn delete(&self, job: &str) {
+        let status = http_status(
+            self.gateway_port,
+            "DELETE",
+            &format!("/metrics/job/{job}"),
+            "",
+        );
+        assert!(
+            matches!(status, Some(200 | 202)),
+            "the pushgateway refused the delete ({status:?}); see {}",
+            self.gateway.log.display()
+        );
+    }
+
     /// Stops the server (the gateway keeps running): for a test of a
     /// Prometheus that went away.
     pub fn stop_server(&mut self) {
