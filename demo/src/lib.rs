@@ -2,9 +2,11 @@
 //!
 //! The local stack the demo (`scripts/demo`) and the Tomcat example's
 //! end-to-end tests run against: moto for the AWS API (with a classic load
-//! balancer), an sshd on loopback standing in for every new VM, and aiosmtpd
-//! catching the mail. Started through the same harness as the integration
-//! tests (`pyscaler-testkit`); stopped when dropped.
+//! balancer), an sshd on loopback standing in for every new VM, aiosmtpd
+//! catching the mail, and Debian's Prometheus scraping the cluster's load
+//! from a Pushgateway (the demo pushes the load it wants the trigger to
+//! see). Started through the same harness as the integration tests
+//! (`pyscaler-testkit`); stopped when dropped.
 //!
 //! It lives apart from `examples/` so that the programs a team copies do not
 //! link the test harness, and so that `cargo build` at the root does not
@@ -13,13 +15,15 @@
 use std::path::{Path, PathBuf};
 
 use pyscaler_testkit::moto::{self, MotoServer};
+use pyscaler_testkit::prometheus::Prometheus;
 use pyscaler_testkit::smtp::SmtpServer;
 use pyscaler_testkit::sshd::Sshd;
 
 /// The name of the load balancer the stack creates in moto.
 pub const LOAD_BALANCER: &str = "tomcat-lb";
-/// The file the demo's load counter reads on the node.
-pub const LOAD_FILE: &str = "/var/tmp/pyscaler-demo/load";
+/// The metric the demo pushes as the cluster's load, and the watch reads
+/// through Prometheus (`avg(pyscaler_demo_load)`).
+pub const LOAD_METRIC: &str = "pyscaler_demo_load";
 
 /// The running local stack.
 #[derive(Debug)]
@@ -30,6 +34,8 @@ pub struct LocalStack {
     pub sshd: Sshd,
     /// The mail server.
     pub smtp: SmtpServer,
+    /// The monitoring: Prometheus and the Pushgateway it scrapes.
+    pub prometheus: Prometheus,
     /// The example's config file, written for this stack.
     pub config: PathBuf,
     /// The folder holding the config, known_hosts and the journal.
@@ -46,6 +52,7 @@ impl LocalStack {
         let moto = MotoServer::start();
         let sshd = Sshd::start();
         let smtp = SmtpServer::start();
+        let prometheus = Prometheus::start();
         let dir = sshd.dir().join("local-stack");
         std::fs::create_dir_all(&dir).expect("create the local stack folder");
         moto.create_load_balancer(LOAD_BALANCER).await;
@@ -65,6 +72,7 @@ impl LocalStack {
                 &moto,
                 &sshd,
                 &smtp,
+                &prometheus,
                 &known_hosts,
                 &dir.join("journal"),
                 &assets,
@@ -75,9 +83,19 @@ impl LocalStack {
             moto,
             sshd,
             smtp,
+            prometheus,
             config,
             dir,
         }
+    }
+
+    /// Sets the cluster's load the watch sees (through the Pushgateway and
+    /// Prometheus' next scrape, about a second later).
+    pub fn set_load(&self, load: f64) {
+        self.prometheus.push(
+            "demo",
+            &format!("{LOAD_METRIC}{{cluster=\"tomcat-demo\"}} {load}\n"),
+        );
     }
 
     /// The environment `tomcat_cluster` needs against this stack: moto's
@@ -116,6 +134,7 @@ fn render_config(
     moto: &MotoServer,
     sshd: &Sshd,
     smtp: &SmtpServer,
+    prometheus: &Prometheus,
     known_hosts: &Path,
     journal: &Path,
     assets: &Path,
@@ -169,12 +188,18 @@ count = 1
 ssh_within = "30s"
 in_service_within = "60s"
 
+# The load comes from Prometheus (pushed by the demo through the
+# Pushgateway); no data (nothing pushed yet, Prometheus down) never scales.
 [watch]
-counter_command = "cat {load} 2>/dev/null || echo 0"
+prometheus = {{ url = {prometheus}, query = "avg({load_metric})" }}
 threshold = 2.0
 interval = "2s"
 window = "6s"
 cooldown = "60s"
+scale_in_below = 0.5
+scale_in_window = "10s"
+scale_in_cooldown = "60s"
+draining = "3s"
 min_nodes = 1
 max_nodes = 5
 "#,
@@ -189,7 +214,8 @@ max_nodes = 5
         key = toml_str(&sshd.client_key().display().to_string()),
         known_hosts = toml_str(&known_hosts.display().to_string()),
         smtp_port = smtp.port(),
-        load = LOAD_FILE,
+        prometheus = toml_str(&prometheus.endpoint_url()),
+        load_metric = LOAD_METRIC,
     )
 }
 

@@ -195,12 +195,17 @@ impl Default for DeploySettings {
     }
 }
 
-/// The automatic path: a `ThresholdTrigger` on an `SshCounter`.
+/// The automatic path: a scale-out trigger on the cluster's load (from
+/// Prometheus when `prometheus` is set, else an `SshCounter` on every node)
+/// and, when `scale_in_below` is set, a scale-in trigger on the same load.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WatchSettings {
-    /// The command printing the load figure on each node.
+    /// The command printing the load figure on each node (without `prometheus`).
     pub counter_command: String,
+    /// Where the load comes from instead of SSH: a Prometheus server and a
+    /// PromQL expression giving one value for the cluster.
+    pub prometheus: Option<PrometheusWatch>,
     /// Scale out when the average across nodes is above this.
     pub threshold: f64,
     /// How often the counter is read.
@@ -212,20 +217,50 @@ pub struct WatchSettings {
     /// Quiet time after a scale-out.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
+    /// Scale in (remove the newest node) when the load stays below this;
+    /// no scale-in when unset.
+    pub scale_in_below: Option<f64>,
+    /// How long it must stay below (default: the scale-in default, 5 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub scale_in_window: Option<Duration>,
+    /// Quiet time after a scale-in.
+    #[serde(with = "humantime_serde")]
+    pub scale_in_cooldown: Duration,
+    /// How long a removed node drains after leaving a classic load balancer
+    /// (a target group says its own; default 30 s).
+    #[serde(default, with = "humantime_serde")]
+    pub draining: Option<Duration>,
     /// The fewest nodes.
     pub min_nodes: usize,
     /// The most nodes.
     pub max_nodes: usize,
 }
 
+/// The load from Prometheus: `query` on the server at `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusWatch {
+    /// The server (`http://prometheus:9090`); credentials written in it are
+    /// sent as basic authentication and never logged.
+    pub url: String,
+    /// A PromQL expression giving one value for the cluster
+    /// (`avg(node_load1{job="web"})`).
+    pub query: String,
+}
+
 impl Default for WatchSettings {
     fn default() -> Self {
         Self {
             counter_command: "cut -d' ' -f1 /proc/loadavg".into(),
+            prometheus: None,
             threshold: 4.0,
             interval: Duration::from_secs(10),
             window: Duration::from_secs(300),
             cooldown: Duration::from_secs(600),
+            scale_in_below: None,
+            scale_in_window: None,
+            scale_in_cooldown: Duration::from_secs(600),
+            draining: None,
             min_nodes: 1,
             max_nodes: 10,
         }
@@ -288,6 +323,9 @@ mod tests {
         let config: TomcatClusterConfig = toml::from_str(&text).unwrap();
         assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
         assert_eq!(config.watch.min_nodes, 2);
+        assert_eq!(config.watch.scale_in_below, Some(1.0));
+        assert_eq!(config.watch.scale_in_window, Some(Duration::from_secs(600)));
+        assert!(config.watch.prometheus.is_none());
         // Loading checks what the file points at: the sample's key is a placeholder.
         let err = TomcatClusterConfig::load(&path).unwrap_err();
         assert!(

@@ -12,7 +12,10 @@ mod pipeline;
 mod scaling;
 mod war;
 
-pub use config::{ConfigError, DeploySettings, TomcatClusterConfig, TomcatSettings, WatchSettings};
-pub use pipeline::{tomcat_pipeline, Providers};
+pub use config::{
+    ConfigError, DeploySettings, PrometheusWatch, TomcatClusterConfig, TomcatSettings,
+    WatchSettings,
+};
+pub use pipeline::{scale_in_pipeline, tomcat_pipeline, Providers};
 pub use scaling::scale_by_itself;
 pub use war::build_war;

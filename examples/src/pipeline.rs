@@ -1,10 +1,11 @@
-//! The Tomcat cluster's scale-out pipeline: every step of the deployment
-//! table in `docs/scaling.rst`, composed from pyscaler's actions.
+//! The Tomcat cluster's pipelines: the scale-out (every step of the
+//! deployment table in `docs/scaling.rst`) and the scale-in, composed from
+//! pyscaler's actions.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pyscaler_aws::{Aws, DeployEc2Node};
+use pyscaler_aws::{Aws, DeployEc2Node, RemoveEc2Node};
 use pyscaler_core::{
     async_trait, Action, ActionExt, Context, Effects, Error, ErrorKind, Journal, NodeFailure,
     Pipeline, Result, RetryPolicy, Target,
@@ -126,6 +127,41 @@ pub fn tomcat_pipeline(
         .step(os.on(Target::NewNodes))
         .step(tomcat_config.on(Target::NewNodes).repeatable(true))
         .step(app_deploy.on(Target::NewNodes).repeatable(true))
+        .step(cluster_update.on(Target::Cluster))
+        .finally(email.on(Target::None))
+        .build()
+}
+
+/// Builds the scale-in pipeline of the Tomcat cluster: the newest node
+/// (never a protected one, as many as the decision asks for) leaves the
+/// load balancer, drains, and is terminated; then every remaining node's
+/// member list is rewritten; the mail goes out whatever happened.
+///
+/// # Errors
+/// A configuration problem, found before anything runs.
+pub fn scale_in_pipeline(
+    config: &TomcatClusterConfig,
+    providers: &Providers,
+    journal: Option<Arc<dyn Journal>>,
+) -> Result<Pipeline> {
+    let mut remove = RemoveEc2Node::builder(&providers.aws).min_nodes(config.watch.min_nodes);
+    if let Some(draining) = config.watch.draining {
+        remove = remove.draining(draining);
+    }
+    let cluster_update = ClusterUpdate {
+        shell: providers.shell.clone(),
+        script: config.asset("scripts/cluster-members.sh"),
+        sudo: config.tomcat.sudo,
+    };
+    let email = Email::builder(providers.mailer.clone())
+        .addresses_from(&config.smtp)
+        .build()?;
+    let mut builder = Pipeline::builder("tomcat-scale-in");
+    if let Some(journal) = journal {
+        builder = builder.journal(journal);
+    }
+    builder
+        .step(remove.build()?.on(Target::None))
         .step(cluster_update.on(Target::Cluster))
         .finally(email.on(Target::None))
         .build()

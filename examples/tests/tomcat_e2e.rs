@@ -1,8 +1,10 @@
 //! The Tomcat cluster example end to end, for real, against the local stack:
 //! moto for EC2 and the classic ELB, a loopback sshd standing in for each new
-//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail. First a
-//! dry run that touches nothing, then once by hand, once by the threshold
-//! trigger (Puppet's second apply on the same machine changes nothing).
+//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail,
+//! Prometheus for the load. First a dry run that touches nothing, then once
+//! by hand, once by the threshold trigger on the load Prometheus scrapes
+//! (Puppet's second apply on the same machine changes nothing), then a
+//! scale-in when the load stays low: deregistered, drained, terminated.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -12,7 +14,7 @@ use pyscaler_aws::{
     ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials, TAG_CLUSTER,
 };
 use pyscaler_core::{FileJournal, Journal, RunState, RunStatus};
-use pyscaler_demo::{LocalStack, LOAD_BALANCER, LOAD_FILE};
+use pyscaler_demo::{LocalStack, LOAD_BALANCER};
 use pyscaler_examples::http;
 use pyscaler_testkit::moto;
 
@@ -151,22 +153,26 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
     );
     assert!(!mails[0].contains(PASSWORD));
 
-    // By trigger: the load counter stays past its threshold for the window.
-    std::fs::create_dir_all(Path::new(LOAD_FILE).parent().expect("a folder"))
-        .expect("create the load folder");
-    std::fs::write(LOAD_FILE, "0.1\n").expect("write the load");
+    // By trigger: the load Prometheus scrapes stays past its threshold for
+    // the window. (The low load before it is shorter than the scale-in
+    // window, and the cluster is at its minimum of 1 node anyway.)
+    stack.set_load(0.1);
     let by_trigger = stack.dir.join("by-trigger.json");
-    let raise = std::thread::spawn(|| {
-        std::thread::sleep(Duration::from_secs(4));
-        std::fs::write(LOAD_FILE, "5.0\n").expect("raise the load");
+    let raise = std::thread::scope(|scope| {
+        let raising = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(4));
+            stack.set_load(5.0);
+        });
+        let out = tomcat_cluster(
+            &stack,
+            &by_trigger,
+            &["watch", "--runs", "1", "--timeout", "240s"],
+        );
+        raising.join().expect("the load was raised");
+        out
     });
-    let out = tomcat_cluster(
-        &stack,
-        &by_trigger,
-        &["watch", "--runs", "1", "--timeout", "240s"],
-    );
-    raise.join().expect("the load was raised");
-    std::fs::write(LOAD_FILE, "0.1\n").expect("lower the load");
+    let out = raise;
+    stack.set_load(0.1);
     assert!(out.status.success(), "tomcat_cluster watch failed");
     let r = report(&by_trigger);
     assert_eq!(r["status"], "succeeded");
@@ -204,6 +210,87 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         FileJournal::open(stack.dir.join("journal"), "tomcat-demo").expect("open the journal");
     let runs = journal.runs().await.expect("read the journal");
     assert_eq!(runs.len(), 2);
+    assert!(
+        runs.iter()
+            .all(|r| r.state == RunState::Finished(RunStatus::Succeeded)),
+        "{runs:?}"
+    );
+
+    // The load stays low for the scale-in window: the newest node leaves the
+    // load balancer, drains, is terminated, and the member list drops it.
+    // (The journal's lock keeps out a second controller: let go of it.)
+    drop(journal);
+    let newest = running
+        .iter()
+        .max_by_key(|i| i.launched_at)
+        .expect("two nodes")
+        .id
+        .clone();
+    let scaled_in = stack.dir.join("scale-in.json");
+    let out = tomcat_cluster(
+        &stack,
+        &scaled_in,
+        &["watch", "--runs", "1", "--timeout", "240s"],
+    );
+    assert!(
+        out.status.success(),
+        "tomcat_cluster watch (scale-in) failed"
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("Decision of load-low at 0.10: scale-in"),
+        "the decision is printed:\n{printed}"
+    );
+    let r = report(&scaled_in);
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(r["pipeline"], "tomcat-scale-in");
+    assert_eq!(r["trigger"]["name"], "load-low");
+    let removed: Vec<&str> = r["nodes_removed"]
+        .as_array()
+        .expect("nodes removed")
+        .iter()
+        .filter_map(|n| n["instance_id"].as_str())
+        .collect();
+    assert_eq!(removed, [newest.as_str()]);
+    // Out of the load balancer first, then terminated: the step's own
+    // account, in that order, and both facts as EC2 and the ELB tell them.
+    let remove = r["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "remove-ec2-node"))
+        .expect("remove-ec2-node");
+    assert_eq!(
+        remove["nodes"][0]["summary"],
+        format!("deregistered from {LOAD_BALANCER}, terminated {newest}"),
+        "{remove}"
+    );
+    let health = elb
+        .health(LOAD_BALANCER, &[])
+        .await
+        .expect("load balancer health");
+    assert!(
+        health.iter().all(|h| h.instance_id != newest),
+        "still registered: {health:?}"
+    );
+    let left = ec2
+        .find_by_tags(
+            &[(TAG_CLUSTER.into(), "tomcat-demo".into())],
+            &[InstanceState::Running],
+        )
+        .await
+        .expect("list the cluster");
+    assert_eq!(left.len(), 1);
+    assert_ne!(left[0].id, newest);
+    let members =
+        std::fs::read_to_string("/etc/pyscaler/cluster-members").expect("the member list");
+    assert!(
+        members.contains("tomcat-demo-01=") && !members.contains("tomcat-demo-02="),
+        "{members}"
+    );
+    assert_eq!(stack.smtp.messages().len(), 3);
+    let journal =
+        FileJournal::open(stack.dir.join("journal"), "tomcat-demo").expect("open the journal");
+    let runs = journal.runs().await.expect("read the journal");
+    assert_eq!(runs.len(), 3);
     assert!(
         runs.iter()
             .all(|r| r.state == RunState::Finished(RunStatus::Succeeded)),

@@ -101,6 +101,12 @@ impl Prometheus {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The Pushgateway's address (`http://127.0.0.1:<port>`): push with
+    /// `PUT <url>/metrics/job/<job>` and Prometheus' text format.
+    pub fn gateway_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port

@@ -1,4 +1,5 @@
-//! `local_stack`: starts moto, a loopback sshd and aiosmtpd for the demo,
+//! `local_stack`: starts moto, a loopback sshd, aiosmtpd and Prometheus (with
+//! its Pushgateway) for the demo,
 //! writes the example's config and an environment file, and keeps them
 //! running until interrupted (SIGINT or SIGTERM).
 //!
@@ -30,6 +31,9 @@ async fn main() -> std::io::Result<()> {
         format!("SSH_USER={}", stack.sshd.user()),
         format!("SSH_KEY={}", stack.sshd.client_key().display()),
         format!("MAILDIR={}", stack.smtp.maildir().display()),
+        format!("PROMETHEUS_URL={}", stack.prometheus.endpoint_url()),
+        format!("PUSHGATEWAY_URL={}", stack.prometheus.gateway_url()),
+        format!("LOAD_METRIC={}", pyscaler_demo::LOAD_METRIC),
         format!("SERVICE_LOGS={}", stack.dir.display()),
     ];
     lines.extend(stack.env().into_iter().map(|(k, v)| format!("{k}={v}")));
@@ -40,10 +44,11 @@ async fn main() -> std::io::Result<()> {
     std::fs::write(&tmp, lines.join("\n") + "\n")?;
     std::fs::rename(&tmp, &args.env_file)?;
     println!(
-        "local stack up: moto {}, sshd 127.0.0.1:{}, smtp 127.0.0.1:{}",
+        "local stack up: moto {}, sshd 127.0.0.1:{}, smtp 127.0.0.1:{}, prometheus {}",
         stack.moto.endpoint_url(),
         stack.sshd.port(),
-        stack.smtp.port()
+        stack.smtp.port(),
+        stack.prometheus.endpoint_url()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

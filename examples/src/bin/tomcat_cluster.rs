@@ -5,7 +5,7 @@
 //! ```text
 //! tomcat_cluster --config examples/tomcat/aws.toml --dry-run   # the plan; touches nothing
 //! tomcat_cluster --config examples/tomcat/aws.toml run         # one scale-out, now
-//! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out when the load stays high
+//! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out (and in) as the load stays high (low)
 //! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
 //! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
 //! ```
@@ -30,12 +30,13 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pyscaler_aws::{discover, Aws, ClientConfig, Ec2RunCleanup};
 use pyscaler_core::{
-    print_progress, CancellationToken, Cluster, Comparison, Context, Direction, Event, FileJournal,
-    Journal, Pipeline, Recovery, RunReport, Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo,
-    Verdict,
+    print_progress, progress_line, CancellationToken, Cluster, Comparison, Context, Direction,
+    Event, FileJournal, Journal, MetricSource, Pipeline, Recovery, RunReport, Scaler,
+    ScalerOutcome, ThresholdTrigger, TriggerInfo, Verdict,
 };
-use pyscaler_examples::{tomcat_pipeline, Providers, TomcatClusterConfig};
+use pyscaler_examples::{scale_in_pipeline, tomcat_pipeline, Providers, TomcatClusterConfig};
 use pyscaler_notify::SmtpMailer;
+use pyscaler_prometheus::PrometheusSource;
 use pyscaler_ssh::{Ssh2Shell, SshCounter};
 use tokio::sync::broadcast;
 
@@ -66,7 +67,8 @@ enum Mode {
         #[arg(long, default_value = "asked by hand")]
         reason: String,
     },
-    /// Watch the load counter and scale out when it stays above the threshold.
+    /// Watch the load and scale out when it stays above the threshold (and
+    /// in when it stays below `[watch] scale_in_below`).
     Watch {
         /// Stop after this many runs (0: run until interrupted).
         #[arg(long, default_value_t = 0)]
@@ -137,7 +139,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let pipeline = Arc::new(
         tomcat_pipeline(&config, &providers, Some(journal.clone())).map_err(|e| e.to_string())?,
     );
+    let scale_in = Arc::new(
+        scale_in_pipeline(&config, &providers, Some(journal.clone())).map_err(|e| e.to_string())?,
+    );
     let progress = tokio::spawn(print_progress(pipeline.subscribe()));
+    let progress_in = tokio::spawn(print_progress(scale_in.subscribe()));
     // A restarted controller rebuilds its view of the cluster from EC2's tags.
     let discover_cluster = || async {
         // Members are the nodes of runs the journal shows as succeeded.
@@ -158,6 +164,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     if recover_only || !args.no_recover {
         let report = Recovery::new(journal.clone())
             .pipeline(pipeline.clone())
+            .pipeline(scale_in.clone())
             .then(ec2_cleanup)
             .resume(matches!(mode, Mode::Recover { resume: true }))
             .run(&cluster)
@@ -166,6 +173,7 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         print!("{report}");
         if recover_only {
             progress.abort();
+            progress_in.abort();
             for resumed in report.resumed() {
                 println!("\n{resumed}");
                 write_report(&args.report, resumed)?;
@@ -186,11 +194,12 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             Some(pipeline.run(&mut ctx).await)
         }
         Mode::Watch { runs, timeout } => {
-            watch(&config, shell, cluster, pipeline, runs, timeout).await?
+            watch(&config, shell, cluster, (pipeline, scale_in), runs, timeout).await?
         }
         Mode::Recover { .. } => None,
     };
     progress.abort();
+    progress_in.abort();
     let Some(report) = report else {
         println!("No run happened.");
         return Ok(ExitCode::SUCCESS);
@@ -209,19 +218,34 @@ fn exit_code(success: bool) -> ExitCode {
     }
 }
 
-/// The automatic path: a threshold trigger on an SSH counter, bound to the
-/// same pipeline, inside the scaler's min/max bounds and cooldown.
+/// The automatic path: a scale-out trigger on the cluster's load (from
+/// Prometheus, or an SSH counter on every node) bound to the scale-out
+/// pipeline and, when `[watch] scale_in_below` is set, a scale-in trigger
+/// on the same load bound to the scale-in pipeline; inside the scaler's
+/// min/max bounds and cooldowns. Prints every decision. Returns the last
+/// run's report.
 async fn watch(
     config: &TomcatClusterConfig,
     shell: Arc<Ssh2Shell>,
     cluster: Cluster,
-    pipeline: Arc<Pipeline>,
+    (scale_out, scale_in): (Arc<Pipeline>, Arc<Pipeline>),
     runs: usize,
     timeout: Option<Duration>,
 ) -> Result<Option<RunReport>, String> {
     let w = &config.watch;
-    let counter = SshCounter::new("load", shell, w.counter_command.clone());
-    let trigger = ThresholdTrigger::builder("load-high", Arc::new(counter))
+    let load: Arc<dyn MetricSource> = match &w.prometheus {
+        Some(p) => Arc::new(
+            // One test query first: a query Prometheus refuses stops here.
+            PrometheusSource::builder(p.url.clone(), p.query.clone())
+                .name("load")
+                .timeout(w.interval.min(Duration::from_secs(10)))
+                .build()
+                .await
+                .map_err(|e| format!("[watch] prometheus: {e}"))?,
+        ),
+        None => Arc::new(SshCounter::new("load", shell, w.counter_command.clone())),
+    };
+    let high = ThresholdTrigger::builder("load-high", load.clone())
         .when(Comparison::Greater, w.threshold)
         .interval(w.interval)
         .window(w.window)
@@ -232,14 +256,38 @@ async fn watch(
         .min_nodes(w.min_nodes)
         .max_nodes(w.max_nodes)
         .cooldown(Direction::Out, w.cooldown)
-        .bind(trigger, Direction::Out, pipeline)
-        .build()
-        .map_err(|e| e.to_string())?;
+        .cooldown(Direction::In, w.scale_in_cooldown)
+        .bind(high, Direction::Out, scale_out);
+    if let Some(below) = w.scale_in_below {
+        let mut low = ThresholdTrigger::builder("load-low", load)
+            .when(Comparison::Less, below)
+            .interval(w.interval)
+            .cooldown(w.scale_in_cooldown);
+        if let Some(window) = w.scale_in_window {
+            low = low.window(window);
+        }
+        scaler = scaler.bind(
+            low.build().map_err(|e| e.to_string())?,
+            Direction::In,
+            scale_in,
+        );
+    }
+    let mut scaler = scaler.build().map_err(|e| e.to_string())?;
     println!(
-        "Watching `{}` on every node: scale out when the average stays above {} for {}.",
-        w.counter_command,
+        "Watching the load ({}): scale out when it stays above {} for {}{}.",
+        match &w.prometheus {
+            Some(p) => format!("Prometheus: {}", p.query),
+            None => format!("`{}` on every node", w.counter_command),
+        },
         w.threshold,
-        humantime::format_duration(w.window)
+        humantime::format_duration(w.window),
+        match w.scale_in_below {
+            Some(below) => format!(
+                ", scale in when it stays below {below} for {}",
+                humantime::format_duration(w.scale_in_window.unwrap_or(Duration::from_secs(300)))
+            ),
+            None => String::new(),
+        }
     );
     let stop = CancellationToken::new();
     let mut events = scaler.subscribe();
@@ -253,13 +301,22 @@ async fn watch(
             }
         };
         tokio::pin!(deadline);
+        // The last no-data line printed: one line when it starts, not one a tick.
+        let mut no_data = false;
         loop {
             tokio::select! {
                 _ = &mut deadline => { println!("Watch timed out."); break; }
                 _ = tokio::signal::ctrl_c() => { println!("Interrupted: finishing the current step, then stopping."); break; }
                 event = events.recv() => match event {
                     Ok(Event::TriggerFired { trigger, reason }) => println!("Trigger {trigger} fired: {reason}"),
-                    Ok(Event::Decided(d)) if matches!(d.verdict, Verdict::Skipped(_)) => println!("Trigger {}: run skipped ({})", d.trigger, d.reason),
+                    Ok(event @ Event::Decided(_)) => {
+                        let Event::Decided(d) = &event else { continue };
+                        let held = d.verdict == Verdict::NoData;
+                        if !(held && no_data) {
+                            if let Some(line) = progress_line(&event, 0) { println!("{line}"); }
+                        }
+                        no_data = held;
+                    }
                     Ok(Event::RunFinished { .. }) => {
                         finished += 1;
                         if runs > 0 && finished >= runs { break; }
