@@ -1,5 +1,6 @@
 //! `PrometheusSource`: a [`MetricSource`] over Prometheus' HTTP API.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,17 +31,27 @@ pub enum NodeKey {
 }
 
 impl NodeKey {
-    fn matches(self, node: &Node, value: &str) -> bool {
+    /// What a node is known by under this key (`None`: a node without an
+    /// address, for `Host`).
+    fn of(self, node: &Node) -> Option<&str> {
         match self {
-            Self::Name => node.name == value,
-            Self::Id => node.id == value,
-            Self::Host => node.address.as_ref().is_some_and(|a| {
-                value == a.host
-                    || value
-                        .rsplit_once(':')
-                        .is_some_and(|(host, _)| host.trim_matches(['[', ']']) == a.host)
-            }),
+            Self::Name => Some(&node.name),
+            Self::Id => Some(&node.id),
+            Self::Host => node.address.as_ref().map(|a| a.host.as_str()),
         }
+    }
+
+    /// The keys a label's value matches: itself, and for `Host` also the
+    /// host of a `host:port` (`[::1]:9100` gives `::1`).
+    fn keys(self, value: &str) -> impl Iterator<Item = &str> {
+        let host = match self {
+            Self::Host => value
+                .rsplit_once(':')
+                .map(|(host, _)| host.trim_matches(['[', ']']))
+                .filter(|host| *host != value),
+            Self::Name | Self::Id => None,
+        };
+        std::iter::once(value).chain(host)
     }
 }
 
@@ -485,8 +496,12 @@ impl PrometheusSource {
             }
             (Some((label, key)), Answer::Series(series)) => {
                 let mut samples = Vec::new();
+                let index = index(&series, label, *key);
                 for node in cluster.nodes() {
-                    let mine = series_of(&series, label, *key, node);
+                    let mine = key
+                        .of(node)
+                        .and_then(|k| index.get(k))
+                        .map_or(&[][..], Vec::as_slice);
                     if mine.len() > 1 {
                         return Err(self.unexpected(format!(
                             "{} series for node {} (by `{label}`): aggregate them by `{label}`",
@@ -511,11 +526,18 @@ impl PrometheusSource {
     }
 }
 
-fn series_of<'a>(series: &'a [Series], label: &str, key: NodeKey, node: &Node) -> Vec<&'a Series> {
-    series
-        .iter()
-        .filter(|s| s.labels.get(label).is_some_and(|v| key.matches(node, v)))
-        .collect()
+/// The series by the key their `label` gives: built once per answer, so
+/// matching a cluster's nodes costs one lookup a node, not a scan.
+fn index<'a>(series: &'a [Series], label: &str, key: NodeKey) -> HashMap<&'a str, Vec<&'a Series>> {
+    let mut index: HashMap<&str, Vec<&Series>> = HashMap::new();
+    for s in series {
+        if let Some(value) = s.labels.get(label) {
+            for k in key.keys(value) {
+                index.entry(k).or_default().push(s);
+            }
+        }
+    }
+    index
 }
 
 #[async_trait]
