@@ -1,5 +1,5 @@
-//! The crate's one error type, and the one place where EC2 and ELB error codes
-//! become core [`ErrorKind`]s.
+//! The crate's one error type, and the one place where EC2, ELB and
+//! CloudWatch error codes become core [`ErrorKind`]s.
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use pyscaler_core::{BoxError, Classify, ErrorKind};
 
 use crate::InstanceState;
 
-/// What went wrong talking to EC2 or the classic Elastic Load Balancer.
+/// What went wrong talking to EC2, the Elastic Load Balancers or CloudWatch.
 ///
 /// Every variant answers [`Classify::kind`]; API errors are classified from
 /// their error code by [`kind_of_code`], the one place codes are mapped.
@@ -25,12 +25,12 @@ pub enum AwsError {
         /// What is wrong with it, naming the value.
         message: String,
     },
-    /// An EC2 or ELB call failed.
+    /// An EC2, ELB or CloudWatch call failed.
     #[error("{service} {operation} failed{}: {}{message}",
         subject.as_ref().map(|s| format!(" for {s}")).unwrap_or_default(),
         code.as_ref().map(|c| format!("{c}: ")).unwrap_or_default())]
     Api {
-        /// `EC2` or `ELB`.
+        /// `EC2`, `ELB`, `ELBv2` or `CloudWatch`.
         service: &'static str,
         /// The API operation (`RunInstances`).
         operation: &'static str,
@@ -107,6 +107,27 @@ pub enum AwsError {
         removing: usize,
         /// The minimum.
         minimum: usize,
+    },
+    /// A CloudWatch query returned nothing to decide on: no point in its
+    /// window for any node, or only NaN. Missing data is not zero: the
+    /// trigger takes this as no data, and the next period may bring some.
+    #[cfg(feature = "cloudwatch")]
+    #[error("no data: CloudWatch returned {what} for the {query}")]
+    NoData {
+        /// The query (`metric AWS/EC2 CPUUtilization`, `expression ...`).
+        query: String,
+        /// What it returned instead.
+        what: String,
+    },
+    /// CloudWatch's answer was not what the query should give (several
+    /// series for one cluster-wide value).
+    #[cfg(feature = "cloudwatch")]
+    #[error("unexpected CloudWatch answer for the {query}: {problem}")]
+    UnexpectedAnswer {
+        /// The query.
+        query: String,
+        /// What is wrong with the answer.
+        problem: String,
     },
 }
 
@@ -228,12 +249,18 @@ pub(crate) struct Subjects {
     pub(crate) subnet_id: Option<String>,
     pub(crate) load_balancer: Option<String>,
     pub(crate) instance_ids: Vec<String>,
+    /// A CloudWatch query (`metric AWS/EC2 CPUUtilization`): every error
+    /// of its call names it.
+    pub(crate) metric: Option<String>,
 }
 
 impl Subjects {
     /// The values an error with `code` (or without one) is about. An error of
     /// a load balancer call always names the load balancer.
     fn about(&self, code: Option<&str>) -> Option<String> {
+        if let Some(metric) = &self.metric {
+            return Some(metric.clone());
+        }
         let specific = code.and_then(|c| self.for_code(c));
         match (&self.load_balancer, specific) {
             (Some(lb), Some(s)) if !s.starts_with("load balancer") => {
@@ -268,17 +295,23 @@ impl Subjects {
     }
 }
 
-/// The kind of an EC2 or ELB error code. The one place codes are mapped.
+/// The kind of an EC2, ELB or CloudWatch error code. The one place codes are mapped.
 ///
 /// EC2 errors reach the Rust SDK as unhandled variants, so the code is read from
 /// the error metadata; the classic ELB's wire codes (`LoadBalancerNotFound`)
 /// differ from its Rust variant names (`AccessPointNotFoundException`), and it
-/// is the wire code that is matched here.
+/// is the wire code that is matched here. CloudWatch's CBOR answers carry the
+/// query-compatible code (`InvalidParameterValue`) in their
+/// `x-amzn-query-error` header, and the shape name
+/// (`InvalidParameterValueException`) in the body: both are matched.
 pub fn kind_of_code(code: &str) -> ErrorKind {
     match code {
-        // EC2 `RequestLimitExceeded`: the account's API rate limit. ELB and the
-        // SDK say `Throttling` / `ThrottlingException`.
-        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" => ErrorKind::Throttled,
+        // EC2 `RequestLimitExceeded`: the account's API rate limit. ELB, CloudWatch
+        // and the SDK say `Throttling` / `ThrottlingException`; CloudWatch's
+        // `LimitExceeded` (`LimitExceededFault`) is its request quota.
+        "RequestLimitExceeded" | "Throttling" | "ThrottlingException" | "LimitExceeded" => {
+            ErrorKind::Throttled
+        }
         // EC2 `InsufficientInstanceCapacity`: no capacity for this type in this zone now.
         // `Unavailable` / `ServiceUnavailable`: the service is overloaded.
         // `InternalError` / `InternalFailure`: the service failed.
@@ -287,6 +320,11 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         | "ServiceUnavailable"
         | "InternalError"
         | "InternalFailure" => ErrorKind::Transient,
+        // CloudWatch `InternalServiceError` (`InternalServiceFault`): the service failed.
+        // `InvalidNextToken`: a page token it no longer takes; the next sample asks afresh.
+        "InternalServiceError" | "InternalServiceFault" | "InvalidNextToken" => {
+            ErrorKind::Transient
+        }
         // EC2 `InvalidAMIID.NotFound` / `.Malformed` / `.Unavailable`: a bad image id.
         c if c.starts_with("InvalidAMIID.") => ErrorKind::InvalidInput,
         // EC2 `InvalidInstanceType` (and moto's `InvalidInstanceType.NotFound`).
@@ -296,6 +334,13 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         "InvalidParameterValue" | "InvalidParameterCombination" | "MissingParameter" => {
             ErrorKind::InvalidInput
         }
+        // CloudWatch: the same three by their shape names, and `ValidationError`
+        // (a metric-math expression it cannot parse): the query itself is wrong.
+        "InvalidParameterValueException"
+        | "InvalidParameterCombinationException"
+        | "MissingRequiredParameterException"
+        | "ValidationError"
+        | "ValidationException" => ErrorKind::InvalidInput,
         // EC2 `InvalidKeyPair.NotFound`, `InvalidGroup.NotFound`, `InvalidSubnetID.NotFound`:
         // the profile names something that does not exist.
         "InvalidKeyPair.NotFound" | "InvalidGroup.NotFound" | "InvalidSubnetID.NotFound" => {
@@ -341,6 +386,10 @@ impl Classify for AwsError {
             // Retrying with the same ClientToken would return the same lost instances.
             Self::InstanceLost { .. } | Self::NoAddress { .. } => ErrorKind::Unexpected,
             Self::WaitTimedOut { .. } => ErrorKind::Timeout,
+            #[cfg(feature = "cloudwatch")]
+            Self::NoData { .. } => ErrorKind::NotFound,
+            #[cfg(feature = "cloudwatch")]
+            Self::UnexpectedAnswer { .. } => ErrorKind::Unexpected,
         }
     }
 
@@ -348,6 +397,9 @@ impl Classify for AwsError {
         match self {
             // Retried inside the step already; a step retry would only repeat it.
             Self::RegistrationFailed { .. } => false,
+            // The next period may bring data; a refusal would not change.
+            #[cfg(feature = "cloudwatch")]
+            Self::NoData { .. } => true,
             _ => self.kind().is_retryable_by_default(),
         }
     }
@@ -391,6 +443,25 @@ mod tests {
             ("AuthFailure", ErrorKind::PermissionDenied, false),
             ("IdempotentParameterMismatch", ErrorKind::Conflict, false),
             ("InvalidInstanceID.NotFound", ErrorKind::NotFound, false),
+            (
+                "InvalidParameterCombination",
+                ErrorKind::InvalidInput,
+                false,
+            ),
+            ("MissingParameter", ErrorKind::InvalidInput, false),
+            (
+                "InvalidParameterValueException",
+                ErrorKind::InvalidInput,
+                false,
+            ),
+            (
+                "MissingRequiredParameterException",
+                ErrorKind::InvalidInput,
+                false,
+            ),
+            ("ValidationError", ErrorKind::InvalidInput, false),
+            ("InternalServiceError", ErrorKind::Transient, true),
+            ("LimitExceeded", ErrorKind::Throttled, true),
             ("SomethingNew", ErrorKind::Unexpected, false),
         ];
         for (code, kind, retryable) in cases {
