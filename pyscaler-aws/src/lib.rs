@@ -10,7 +10,9 @@
 //! Providers are roles with our own types in and out: [`Ec2`] ([`SdkEc2`]) and
 //! [`LoadBalancer`] ([`ClassicElb`], and `TargetGroups` for ALB/NLB target
 //! groups with the `elbv2` feature, on by default), configured by a
-//! [`ClientConfig`]. Their
+//! [`ClientConfig`]. With the `cloudwatch` feature (off by default: one more
+//! large SDK crate to build), `CloudWatchSource` is a metric source for
+//! pyscaler's threshold triggers over CloudWatch's `GetMetricData`. Their
 //! errors are one type, [`AwsError`], classified once from the API's error
 //! codes ([`kind_of_code`]). Every action, clean-up and discovery is built
 //! with one [`Aws`] handle: the providers and the cluster's [`Ec2Profile`],
@@ -20,6 +22,8 @@ mod attempts;
 mod aws;
 mod cleanup;
 mod client;
+#[cfg(feature = "cloudwatch")]
+mod cloudwatch;
 mod deploy;
 mod discover;
 mod ec2;
@@ -39,6 +43,8 @@ mod wait;
 pub use aws::Aws;
 pub use cleanup::Ec2RunCleanup;
 pub use client::{ClientConfig, StaticCredentials};
+#[cfg(feature = "cloudwatch")]
+pub use cloudwatch::{CloudWatchMetric, CloudWatchSource, CloudWatchSourceBuilder, Statistic};
 pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
