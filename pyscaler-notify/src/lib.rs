@@ -34,11 +34,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`FailureAlerts`] mails the same people when a trigger fails for lack of
+//! data ([`MissingData::Fail`](pyscaler_core::MissingData::Fail)): once when
+//! it starts, once when its data is back.
+//!
 //! Errors are [`NotifyError`]s, classified once here: a refused connection, a
 //! timeout or a 4xx reply is retried by the step's policy; a 5xx reply, a
 //! malformed address or a broken template is not. Passwords are [`Secret`]s:
 //! they never reach a log line, a `Debug` output or a report.
 
+mod alert;
 mod config;
 mod email;
 mod error;
@@ -49,6 +54,7 @@ mod secret;
 mod smtp;
 mod template;
 
+pub use alert::FailureAlerts;
 pub use config::{SmtpConfig, TlsMode};
 pub use email::{Email, EmailBuilder};
 pub use error::NotifyError;
