@@ -70,6 +70,9 @@ fn instance(state: InstanceState) -> Instance {
         public_dns: None,
         launched_at: None,
         tags: BTreeMap::from([("Name".to_string(), "web-01".to_string())]),
+        availability_zone: Some("us-east-1a".into()),
+        subnet_id: None,
+        instance_type: Some("t3.small".into()),
     }
 }
 

@@ -4,15 +4,17 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pyscaler_core::{Action, Context, Effects, Error, ErrorKind, NodeOutcome, Result, RunId};
+use pyscaler_core::{Action, Context, Effects, NodeOutcome, Result, RunId};
 use tracing::info;
 
 use crate::attempts::SdkAttempts;
-use crate::node::{name_tag, next_free_number, node_name, TAG_CLUSTER, TAG_RUN, TAG_STEP};
+use crate::node::node_name;
 use crate::wait::{default_poll, Backoff};
-use crate::{Aws, AwsError, InstanceState, LaunchSpec};
+use crate::{Aws, AwsError, InstanceState};
 
 mod adopt;
+mod launch;
+mod placement;
 mod ready;
 mod withdraw;
 
@@ -22,7 +24,9 @@ mod withdraw;
 /// half-way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Launched {
-    /// The ClientToken of the launch.
+    /// The step's ClientToken ([`client_token`]). A launch over several
+    /// Availability Zones gives each zone's call its own
+    /// ([`zone_client_token`]).
     pub client_token: String,
     /// Whether EC2 answered the launch call (then `instance_ids` is all it started;
     /// otherwise compensation looks the instances up by their tags).
@@ -61,6 +65,23 @@ pub fn client_token(run_id: &RunId, step: &str) -> String {
         .take(46)
         .collect();
     format!("{run}-{hash:016x}")
+}
+
+/// The ClientToken of one RunInstances call of a step that spreads its nodes
+/// over several Availability Zones: derived from the run, the step, the zone
+/// and how many calls the step made in that zone before (`nth`: a zone that
+/// takes over another's share is called again), so a retried or resumed step
+/// sends each call the same token and EC2 starts each set once. The first
+/// call where no zone was looked up (one subnet, or none) has the step's
+/// [`client_token`]. At most 64 ASCII characters.
+pub fn zone_client_token(run_id: &RunId, step: &str, zone: Option<&str>, nth: u32) -> String {
+    match (zone, nth) {
+        (None, 0) => client_token(run_id, step),
+        (zone, nth) => client_token(
+            run_id,
+            &format!("{step}\0{}\0{nth}", zone.unwrap_or_default()),
+        ),
+    }
 }
 
 /// Launches EC2 instances for the cluster and puts them behind its load balancer:
@@ -287,29 +308,6 @@ impl DeployEc2Node {
             self.min_count.min(count)
         }
     }
-
-    fn spec(&self, ctx: &Context, token: &str, first: u32) -> LaunchSpec {
-        let cluster = ctx.cluster().name();
-        let count = self.count(ctx);
-        let mut tags = self.aws.profile.tags().clone();
-        tags.insert("Name".into(), name_tag(cluster, first, count));
-        tags.insert(TAG_CLUSTER.into(), cluster.to_owned());
-        tags.insert(TAG_RUN.into(), ctx.run_id().to_string());
-        tags.insert(TAG_STEP.into(), ctx.step_name().to_owned());
-        LaunchSpec {
-            image_id: self.aws.profile.image_id().to_owned(),
-            instance_type: self.aws.profile.instance_type().to_owned(),
-            key_name: self.aws.profile.key_name().map(str::to_owned),
-            security_group_ids: self.aws.profile.security_group_ids().to_vec(),
-            subnet_id: self.aws.profile.subnet_id().map(str::to_owned),
-            user_data: self.aws.profile.user_data().map(str::to_owned),
-            iam_instance_profile: self.aws.profile.iam_instance_profile().map(str::to_owned),
-            tags,
-            min_count: self.min_count(ctx),
-            max_count: count,
-            client_token: token.to_owned(),
-        }
-    }
 }
 
 impl DeployEc2Node {
@@ -319,8 +317,6 @@ impl DeployEc2Node {
         // Nothing is launched for a load balancer that does not exist.
         self.check_load_balancer().await?;
         let token = client_token(ctx.run_id(), &step);
-        let first = next_free_number(ctx.cluster());
-        let spec = self.spec(ctx, &token, first);
         let before = ctx.step_output_mut::<Launched>().clone();
         {
             let record = ctx.step_output_mut::<Launched>();
@@ -344,40 +340,20 @@ impl DeployEc2Node {
         } else {
             Vec::new()
         };
-        let launches_before = sdk.of("RunInstances").attempts;
         let adopting = !adopted.is_empty();
-        let launch = if !adopting {
-            info!(step = %step, count = self.count(ctx), client_token = %token, "Launching instances.");
-            ctx.step_output_mut::<Launched>().in_flight = true;
-            self.aws.ec2.launch(&spec).await
+        let instances = if !adopting {
+            // The subnets' zones are read once per launch, before it.
+            let zones = self.zones().await?;
+            self.launch_over(ctx, &zones).await?.instances
         } else {
             info!(step = %step, instances = ?adopted.iter().map(|i| &i.id).collect::<Vec<_>>(),
                 "Taking over the instances an earlier attempt of this step launched.");
-            Ok(adopted)
+            adopted
         };
-        let instances = match launch {
-            Ok(i) => i,
-            Err(e) => {
-                // A definitive refusal (bad input, permissions, token conflict) means
-                // nothing was started. After a passing fault an earlier SDK attempt may
-                // have launched without us hearing back: compensation searches the tags.
-                let record = ctx.step_output_mut::<Launched>();
-                record.answered = e.code().is_some() && !pyscaler_core::Classify::is_retryable(&e);
-                // No code: no answer from EC2 at all (a timeout, a dropped connection).
-                record.in_flight = e.code().is_none();
-                return Err(e.into());
-            }
-        };
-        if instances.is_empty() {
-            ctx.step_output_mut::<Launched>().in_flight = false;
-            return Err(Error::other(
-                ErrorKind::Unexpected,
-                "EC2 RunInstances answered without instances",
-            ));
-        }
-        // The SDK sent RunInstances more than once: a server that did not
+        // The SDK sent a RunInstances more than once: a server that did not
         // replay the ClientToken started a set for each.
-        let sdk_repeated = sdk.of("RunInstances").attempts > launches_before.saturating_add(1);
+        let launches = sdk.of("RunInstances");
+        let sdk_repeated = launches.attempts > launches.calls;
         let (instances, surplus) = if repeated || sdk_repeated {
             let registered_before = ctx.is_resumed() || before.load_balancer.is_some();
             // What was taken over is what a search just found.
@@ -414,8 +390,9 @@ impl DeployEc2Node {
         let took = started.elapsed();
         let retries = sdk.retries().map(|r| format!("; {r}")).unwrap_or_default();
         match ready {
-            Ok((nodes, summary)) => {
-                for node in &nodes {
+            Ok(ready) => {
+                let mut nodes = Vec::with_capacity(ready.len());
+                for (node, summary) in ready {
                     info!(step = %step, node = %node, "Node ready.");
                     ctx.record_node(
                         NodeOutcome::ok(
@@ -424,6 +401,7 @@ impl DeployEc2Node {
                         )
                         .with_duration(took),
                     );
+                    nodes.push(node);
                 }
                 ctx.add_new_nodes(nodes);
                 Ok(())
@@ -460,6 +438,21 @@ impl Action for DeployEc2Node {
             self.aws.profile.region()
         ))
         .adding(self.count as usize);
+        let profile = &self.aws.profile;
+        if profile.subnet_ids().len() > 1 {
+            e.summary.push(format!(
+                "spread them over the Availability Zones of {}, the zone with the fewest nodes first",
+                profile.subnet_ids().join(", ")
+            ));
+        }
+        if let Some((_, fallbacks)) = profile.instance_types().split_first() {
+            if !fallbacks.is_empty() {
+                e.summary.push(format!(
+                    "without capacity in any zone, fall back on {}",
+                    fallbacks.join(", then ")
+                ));
+            }
+        }
         if let Some(lb) = self.aws.load_balancer_name() {
             e.summary.push(format!(
                 "register them with load balancer {lb} and wait until InService"
@@ -473,11 +466,18 @@ impl Action for DeployEc2Node {
     fn intent(&self, ctx: &Context) -> Vec<String> {
         let mut intent = self.describe().summary;
         if let Some(first) = intent.first_mut() {
-            first.push_str(&format!(
-                " with client token {} for run {}",
-                client_token(ctx.run_id(), ctx.step_name()),
-                ctx.run_id()
-            ));
+            let token = client_token(ctx.run_id(), ctx.step_name());
+            if self.aws.profile.subnet_ids().len() > 1 {
+                first.push_str(&format!(
+                    " with one client token per Availability Zone (zone_client_token) for run {}, step client token {token}",
+                    ctx.run_id()
+                ));
+            } else {
+                first.push_str(&format!(
+                    " with client token {token} for run {}",
+                    ctx.run_id()
+                ));
+            }
         }
         intent
     }

@@ -102,6 +102,21 @@ pub struct Instance {
     pub launched_at: Option<DateTime<Utc>>,
     /// Its tags.
     pub tags: BTreeMap<String, String>,
+    /// Its Availability Zone (`us-east-1a`, from `Placement.AvailabilityZone`).
+    pub availability_zone: Option<String>,
+    /// The subnet it was launched into.
+    pub subnet_id: Option<String>,
+    /// Its instance type (`t3.small`).
+    pub instance_type: Option<String>,
+}
+
+/// A VPC subnet, as far as placing instances goes: which Availability Zone it is in.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Subnet {
+    /// The subnet id (`subnet-0abc...`).
+    pub id: String,
+    /// Its Availability Zone (`us-east-1a`).
+    pub availability_zone: String,
 }
 
 /// What to launch, in one RunInstances call.
@@ -192,6 +207,14 @@ pub trait Ec2: Send + Sync {
     /// # Errors
     /// The API's refusal, classified.
     async fn terminate(&self, instance_ids: &[String]) -> Result<(), AwsError>;
+
+    /// The subnets with these ids, each with its Availability Zone
+    /// (DescribeSubnets): where a launch over several subnets places its nodes.
+    ///
+    /// # Errors
+    /// `InvalidSubnetID.NotFound` (kind `InvalidInput`, naming the subnet)
+    /// when one does not exist; the API's refusal, classified.
+    async fn describe_subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, AwsError>;
 }
 
 /// [`Ec2`] on the EC2 API, with aws-sdk-ec2.
@@ -239,6 +262,9 @@ fn instance_from_sdk(i: &aws_sdk_ec2::types::Instance) -> Instance {
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
             .collect(),
+        availability_zone: non_empty(i.placement().and_then(|p| p.availability_zone())),
+        subnet_id: non_empty(i.subnet_id()),
+        instance_type: non_empty(i.instance_type().map(InstanceType::as_str)),
     }
 }
 
@@ -385,6 +411,31 @@ impl Ec2 for SdkEc2 {
                 )
             })?;
         Ok(())
+    }
+
+    async fn describe_subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, AwsError> {
+        if subnet_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let subjects = Subjects {
+            subnet_id: Some(subnet_ids.join(", ")),
+            ..Subjects::default()
+        };
+        let request = self
+            .client
+            .describe_subnets()
+            .set_subnet_ids(Some(subnet_ids.to_vec()));
+        let out = call("EC2", "DescribeSubnets", &subjects, request.send()).await?;
+        Ok(out
+            .subnets()
+            .iter()
+            .filter_map(|s| {
+                Some(Subnet {
+                    id: s.subnet_id()?.to_owned(),
+                    availability_zone: s.availability_zone()?.to_owned(),
+                })
+            })
+            .collect())
     }
 }
 

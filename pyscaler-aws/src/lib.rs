@@ -45,18 +45,18 @@ pub use cleanup::Ec2RunCleanup;
 pub use client::{ClientConfig, StaticCredentials};
 #[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{CloudWatchMetric, CloudWatchSource, CloudWatchSourceBuilder, Statistic};
-pub use deploy::{client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
+pub use deploy::{client_token, zone_client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
 pub use ec2::MockEc2;
-pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2};
+pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2, Subnet};
 #[cfg(any(test, feature = "mocks"))]
 pub use elb::MockLoadBalancer;
 pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
 #[cfg(feature = "elbv2")]
 pub use elbv2::TargetGroups;
 pub use error::{kind_of_code, AwsError};
-pub use node::{TAG_CLUSTER, TAG_RUN, TAG_STEP};
+pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
 pub use sweep::{Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome};

@@ -10,6 +10,20 @@ pub const TAG_CLUSTER: &str = "pyscaler:cluster";
 pub const TAG_RUN: &str = "pyscaler:run";
 /// The tag naming the pipeline step that launched an instance.
 pub const TAG_STEP: &str = "pyscaler:step";
+/// The node tag holding the node's Availability Zone (`us-east-1a`).
+///
+/// Not an EC2 tag: every node made from an instance ([`DeployEc2Node`](crate::DeployEc2Node),
+/// [`discover`](crate::discover)) gets it from EC2's `Placement.AvailabilityZone`,
+/// beside the copies of the instance's EC2 tags. A launch over several
+/// subnets counts the cluster's nodes per zone by it, and `RemoveEc2Node`
+/// keeps the zones balanced by it. A node without it (made by hand) counts
+/// as a zone of its own.
+pub const TAG_AZ: &str = "pyscaler:az";
+
+/// The Availability Zone of `node` ([`TAG_AZ`]), when known.
+pub(crate) fn zone_of(node: &Node) -> Option<&str> {
+    node.tags.get(TAG_AZ).map(String::as_str)
+}
 
 /// The next free number of `<cluster>-NN` node names (1 for an empty cluster).
 pub(crate) fn next_free_number(cluster: &Cluster) -> u32 {
@@ -79,6 +93,9 @@ pub(crate) fn node_of(instance: &Instance, profile: &Ec2Profile) -> Node {
     }
     for (k, v) in &instance.tags {
         node = node.with_tag(k.clone(), v.clone());
+    }
+    if let Some(zone) = &instance.availability_zone {
+        node = node.with_tag(TAG_AZ, zone.clone());
     }
     node
 }

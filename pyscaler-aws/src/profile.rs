@@ -2,95 +2,21 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use pyscaler_core::NodeAddress;
 use serde::{Deserialize, Serialize};
 
-use crate::{AwsError, Instance};
+use crate::AwsError;
 
-/// Which address of an instance pyscaler connects to over SSH.
-///
-/// A node behind a bastion (jump host) is reached by its private address
-/// through pyscaler-ssh's `SshConfig::proxy_command`
-/// (`ssh -W %h:%p ops@bastion`): keep `PrivateIp` here.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum SshVia {
-    /// The private IP (the controller runs in the same VPC, or reaches it
-    /// through a bastion's proxy command).
-    #[default]
-    PrivateIp,
-    /// The public IP.
-    PublicIp,
-    /// The public DNS name.
-    PublicDns,
-    /// A fixed address for every node, whatever EC2 reports: one port forward
-    /// to a single node, or a test stack where one loopback sshd stands in for
-    /// every VM. Every node gets the same address, so this is no jump host:
-    /// for a bastion in front of many nodes use `PrivateIp` and a proxy command.
-    /// The port is the profile's `ssh.port`, as for every other address.
-    Fixed {
-        /// Host name or IP address.
-        host: String,
-    },
-}
+mod builder;
+mod ssh;
+mod validate;
 
-/// How nodes are reached over SSH.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SshAccess {
-    /// Which address to use.
-    #[serde(default)]
-    pub via: SshVia,
-    /// The SSH user (`ec2-user` by default).
-    #[serde(default = "default_user")]
-    pub user: String,
-    /// The SSH port of every node the profile launches, whichever address
-    /// `via` picks (22 by default): the one place the port is set. (An
-    /// `SshConfig`'s own port is only for nodes whose address names none,
-    /// such as nodes an application makes itself.)
-    #[serde(default = "default_port")]
-    pub port: u16,
-}
+pub use builder::Ec2ProfileBuilder;
+pub use ssh::{SshAccess, SshVia};
+use validate::validate;
 
-fn default_user() -> String {
-    "ec2-user".to_owned()
-}
-
-fn default_port() -> u16 {
-    22
-}
-
-impl Default for SshAccess {
-    fn default() -> Self {
-        Self {
-            via: SshVia::default(),
-            user: default_user(),
-            port: default_port(),
-        }
-    }
-}
-
-impl SshAccess {
-    /// The address of `instance` as this says, if the instance has one.
-    ///
-    /// # Errors
-    /// [`AwsError::NoAddress`] when the instance lacks that kind of address.
-    pub fn address_of(&self, instance: &Instance) -> Result<NodeAddress, AwsError> {
-        let (host, wanted) = match &self.via {
-            SshVia::PrivateIp => (instance.private_ip.clone(), "private IP"),
-            SshVia::PublicIp => (instance.public_ip.clone(), "public IP"),
-            SshVia::PublicDns => (instance.public_dns.clone(), "public DNS name"),
-            SshVia::Fixed { host } => (Some(host.clone()), "fixed address"),
-        };
-        host.map(|h| NodeAddress::new(h).with_port(self.port))
-            .ok_or_else(|| AwsError::NoAddress {
-                instance_id: instance.id.clone(),
-                wanted,
-            })
-    }
-}
+/// The profile as written. Both spellings of the instance types and of the
+/// subnets load; an [`Ec2Profile`] holds only the lists (`instance_types`,
+/// `subnet_ids`), and writes a list of one with the single key.
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,13 +25,18 @@ struct Fields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     endpoint_url: Option<String>,
     image_id: String,
-    instance_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    instance_types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     security_group_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     subnet_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subnet_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     user_data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,9 +61,11 @@ impl std::fmt::Debug for Fields {
             .field("endpoint_url", &self.endpoint_url)
             .field("image_id", &self.image_id)
             .field("instance_type", &self.instance_type)
+            .field("instance_types", &self.instance_types)
             .field("key_name", &self.key_name)
             .field("security_group_ids", &self.security_group_ids)
             .field("subnet_id", &self.subnet_id)
+            .field("subnet_ids", &self.subnet_ids)
             .field(
                 "user_data",
                 &self
@@ -164,10 +97,12 @@ impl std::fmt::Debug for Fields {
 /// | `region` | yes | the AWS region (`eu-west-1`) |
 /// | `endpoint_url` | no | another endpoint than AWS's (moto, LocalStack) |
 /// | `image_id` | yes | the AMI (`ami-...`) |
-/// | `instance_type` | yes | the instance type (`t3.small`) |
+/// | `instance_type` | yes, or `instance_types` | the instance type (`t3.small`) |
+/// | `instance_types` | instead of `instance_type` | instance types in order of preference (`["t3.small", "t3a.small"]`): when EC2 has no capacity for one in any of the subnets' Availability Zones (`InsufficientInstanceCapacity`, `Unsupported`, `InstanceLimitExceeded`), the next is tried |
 /// | `key_name` | no | the EC2 key pair to install |
 /// | `security_group_ids` | no | security groups (`["sg-..."]`) |
-/// | `subnet_id` | no | the subnet to launch into |
+/// | `subnet_id` | no | the subnet to launch into (a list of one) |
+/// | `subnet_ids` | no, instead of `subnet_id` | subnets in several Availability Zones (`["subnet-a", "subnet-b"]`): each new node goes to the zone with the fewest running nodes of the cluster (ties: this order), one RunInstances call per zone; a zone without capacity passes its share to the next |
 /// | `user_data` | no | user data, plain text (encoded for the API; never logged) |
 /// | `iam_instance_profile` | no | an instance profile, by name or ARN |
 /// | `tags` | no | extra tags every instance carries (`{ team = "web" }`) |
@@ -212,175 +147,57 @@ impl std::fmt::Debug for Ec2Profile {
 impl TryFrom<Fields> for Ec2Profile {
     type Error = AwsError;
     fn try_from(f: Fields) -> Result<Self, AwsError> {
+        let f = normalize(f)?;
         validate(&f)?;
         Ok(Self { f })
     }
 }
 
 impl From<Ec2Profile> for Fields {
+    /// Writes a list of one with the single key (`instance_type`, `subnet_id`),
+    /// as profiles written before the lists existed read.
     fn from(p: Ec2Profile) -> Self {
-        p.f
+        let mut f = p.f;
+        if f.instance_types.len() == 1 {
+            f.instance_type = f.instance_types.pop();
+        }
+        if f.subnet_ids.len() == 1 {
+            f.subnet_id = f.subnet_ids.pop();
+        }
+        f
     }
 }
 
-/// The largest user data EC2 accepts, once base64-encoded.
-const MAX_USER_DATA_ENCODED: usize = 16 * 1024;
-
-fn validate(f: &Fields) -> Result<(), AwsError> {
-    let bad = |field: &str, message: String| AwsError::invalid(field, message);
-    let is_id = |s: &str, prefix: &str| {
-        s.strip_prefix(prefix)
-            .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphanumeric()))
-    };
-    if f.region.is_empty()
-        || !f
-            .region
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
-        return Err(bad(
-            "region",
-            format!("`{}` is not a region name like us-east-1", f.region),
-        ));
-    }
-    if let Some(url) = &f.endpoint_url {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(bad(
-                "endpoint_url",
-                format!("`{url}` is not an http(s) URL"),
-            ));
-        }
-    }
-    if !is_id(&f.image_id, "ami-") {
-        return Err(bad(
-            "image_id",
-            format!("`{}` is not an AMI id like ami-0abc123", f.image_id),
-        ));
-    }
-    let (family, size) = f.instance_type.split_once('.').unwrap_or(("", ""));
-    let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !word(family) || !word(size) {
-        return Err(bad(
-            "instance_type",
-            format!(
-                "`{}` is not an instance type like t3.small",
-                f.instance_type
-            ),
-        ));
-    }
-    if f.key_name.as_deref().is_some_and(|k| k.trim().is_empty()) {
-        return Err(bad("key_name", "is empty".to_owned()));
-    }
-    if let Some(sg) = f.security_group_ids.iter().find(|g| !is_id(g, "sg-")) {
-        return Err(bad(
-            "security_group_ids",
-            format!("`{sg}` is not a security group id like sg-0abc123"),
-        ));
-    }
-    if let Some(subnet) = f.subnet_id.as_ref().filter(|s| !is_id(s, "subnet-")) {
-        return Err(bad(
-            "subnet_id",
-            format!("`{subnet}` is not a subnet id like subnet-0abc123"),
-        ));
-    }
-    if let Some(data) = &f.user_data {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(data).len();
-        if encoded > MAX_USER_DATA_ENCODED {
-            return Err(bad(
-                "user_data",
-                format!("is {encoded} bytes once base64-encoded; EC2 takes at most {MAX_USER_DATA_ENCODED}"),
-            ));
-        }
-    }
-    if f.iam_instance_profile
-        .as_deref()
-        .is_some_and(|p| p.trim().is_empty())
-    {
-        return Err(bad("iam_instance_profile", "is empty".to_owned()));
-    }
-    for (k, v) in &f.tags {
-        if k.is_empty() || k.len() > 128 || v.len() > 256 {
-            return Err(bad(
-                "tags",
-                format!("`{k}`: keys are 1-128 characters, values at most 256"),
-            ));
-        }
-        if k.starts_with("aws:") || k == "Name" || k.starts_with("pyscaler:") {
-            return Err(bad(
-                "tags",
-                format!(
-                    "`{k}` is reserved (aws:*, Name and pyscaler:* are set by pyscaler or AWS)"
-                ),
-            ));
-        }
-    }
-    // 50 tags per resource; pyscaler adds 4 (Name, pyscaler:cluster, :run, :step).
-    if f.tags.len() > 46 {
-        return Err(bad(
-            "tags",
-            format!("{} tags; at most 46 (pyscaler adds 4)", f.tags.len()),
-        ));
-    }
-    if let Some(lb) = &f.load_balancer {
-        if lb.is_empty()
-            || lb.len() > 32
-            || !lb.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(bad(
-                "load_balancer",
-                format!(
-                    "`{lb}` is not a classic load balancer name (1-32 letters, digits, hyphens)"
-                ),
-            ));
-        }
-    }
-    if let Some(arn) = &f.target_group {
-        if !cfg!(feature = "elbv2") {
-            return Err(bad(
-                "target_group",
-                "needs pyscaler-aws's `elbv2` feature (on by default)".to_owned(),
-            ));
-        }
-        if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
-            return Err(bad(
-                "target_group",
-                format!("`{arn}` is not a target group ARN (arn:aws:elasticloadbalancing:...:targetgroup/...)"),
-            ));
-        }
-        if let Some(lb) = &f.load_balancer {
-            return Err(bad(
-                "target_group",
-                format!(
-                    "names a target group beside the classic load balancer `{lb}`: one of the two"
-                ),
-            ));
-        }
-    }
-    match (f.target_port, &f.target_group) {
-        (Some(0), _) => return Err(bad("target_port", "is 0".to_owned())),
-        (Some(_), None) => {
-            return Err(bad(
-                "target_port",
-                "is set without a `target_group`".to_owned(),
+/// One list of instance types and one of subnets, whichever spelling the
+/// profile used; both spellings at once are refused, naming them.
+fn normalize(mut f: Fields) -> Result<Fields, AwsError> {
+    match (f.instance_type.take(), f.instance_types.is_empty()) {
+        (Some(one), true) => f.instance_types.push(one),
+        (Some(_), false) => {
+            return Err(AwsError::invalid(
+                "instance_types",
+                "is set beside `instance_type`: one of the two",
             ))
         }
-        _ => {}
-    }
-    if f.ssh.user.is_empty() || f.ssh.user.chars().any(char::is_whitespace) {
-        return Err(bad(
-            "ssh.user",
-            format!("`{}` is not a user name", f.ssh.user),
-        ));
-    }
-    if f.ssh.port == 0 {
-        return Err(bad("ssh.port", "is 0".to_owned()));
-    }
-    if let SshVia::Fixed { host } = &f.ssh.via {
-        if host.trim().is_empty() {
-            return Err(bad("ssh.via.fixed.host", "is empty".to_owned()));
+        (None, true) => {
+            return Err(AwsError::invalid(
+                "instance_type",
+                "is missing: set `instance_type`, or `instance_types` in order of preference",
+            ))
         }
+        (None, false) => {}
     }
-    Ok(())
+    match (f.subnet_id.take(), f.subnet_ids.is_empty()) {
+        (Some(one), true) => f.subnet_ids.push(one),
+        (Some(_), false) => {
+            return Err(AwsError::invalid(
+                "subnet_ids",
+                "is set beside `subnet_id`: one of the two",
+            ))
+        }
+        (None, _) => {}
+    }
+    Ok(f)
 }
 
 impl Ec2Profile {
@@ -395,10 +212,12 @@ impl Ec2Profile {
                 region: region.into(),
                 endpoint_url: None,
                 image_id: image_id.into(),
-                instance_type: instance_type.into(),
+                instance_type: Some(instance_type.into()),
+                instance_types: Vec::new(),
                 key_name: None,
                 security_group_ids: Vec::new(),
                 subnet_id: None,
+                subnet_ids: Vec::new(),
                 user_data: None,
                 iam_instance_profile: None,
                 tags: BTreeMap::new(),
@@ -431,9 +250,15 @@ impl Ec2Profile {
     pub fn image_id(&self) -> &str {
         &self.f.image_id
     }
-    /// The instance type.
+    /// The instance type new nodes get: the first of
+    /// [`instance_types`](Self::instance_types).
     pub fn instance_type(&self) -> &str {
-        &self.f.instance_type
+        self.f.instance_types.first().map_or("", String::as_str)
+    }
+    /// The instance types, in order of preference (at least one): the next
+    /// is tried when EC2 has no capacity for one in any subnet's zone.
+    pub fn instance_types(&self) -> &[String] {
+        &self.f.instance_types
     }
     /// The key pair.
     pub fn key_name(&self) -> Option<&str> {
@@ -443,9 +268,9 @@ impl Ec2Profile {
     pub fn security_group_ids(&self) -> &[String] {
         &self.f.security_group_ids
     }
-    /// The subnet.
-    pub fn subnet_id(&self) -> Option<&str> {
-        self.f.subnet_id.as_deref()
+    /// The subnets new nodes are spread over (none: EC2's default subnet).
+    pub fn subnet_ids(&self) -> &[String] {
+        &self.f.subnet_ids
     }
     /// The user data, in plain text.
     pub fn user_data(&self) -> Option<&str> {
@@ -479,89 +304,6 @@ impl Ec2Profile {
     /// How nodes are reached over SSH.
     pub fn ssh(&self) -> &SshAccess {
         &self.f.ssh
-    }
-}
-
-/// Builds an [`Ec2Profile`]; setters cannot fail, [`Ec2ProfileBuilder::build`] reports the first problem.
-#[derive(Debug, Clone)]
-pub struct Ec2ProfileBuilder {
-    f: Fields,
-}
-
-impl Ec2ProfileBuilder {
-    /// Another endpoint for the AWS API (LocalStack, moto).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.f.endpoint_url = Some(url.into());
-        self
-    }
-    /// The key pair to install.
-    pub fn key_name(mut self, name: impl Into<String>) -> Self {
-        self.f.key_name = Some(name.into());
-        self
-    }
-    /// Adds a security group.
-    pub fn security_group(mut self, id: impl Into<String>) -> Self {
-        self.f.security_group_ids.push(id.into());
-        self
-    }
-    /// The subnet.
-    pub fn subnet_id(mut self, id: impl Into<String>) -> Self {
-        self.f.subnet_id = Some(id.into());
-        self
-    }
-    /// User data in plain text (encoded when sent).
-    pub fn user_data(mut self, text: impl Into<String>) -> Self {
-        self.f.user_data = Some(text.into());
-        self
-    }
-    /// An IAM instance profile, by name or ARN.
-    pub fn iam_instance_profile(mut self, name_or_arn: impl Into<String>) -> Self {
-        self.f.iam_instance_profile = Some(name_or_arn.into());
-        self
-    }
-    /// Adds a tag for every instance.
-    pub fn tag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.f.tags.insert(key.into(), value.into());
-        self
-    }
-    /// The classic load balancer new nodes join.
-    pub fn load_balancer(mut self, name: impl Into<String>) -> Self {
-        self.f.load_balancer = Some(name.into());
-        self
-    }
-    /// The ALB/NLB target group new nodes join, by ARN (instead of a classic
-    /// load balancer).
-    pub fn target_group(mut self, arn: impl Into<String>) -> Self {
-        self.f.target_group = Some(arn.into());
-        self
-    }
-    /// The port the target group sends new nodes traffic to, instead of its own.
-    pub fn target_port(mut self, port: u16) -> Self {
-        self.f.target_port = Some(port);
-        self
-    }
-    /// Which address to reach nodes at.
-    pub fn ssh_via(mut self, via: SshVia) -> Self {
-        self.f.ssh.via = via;
-        self
-    }
-    /// The SSH user.
-    pub fn ssh_user(mut self, user: impl Into<String>) -> Self {
-        self.f.ssh.user = user.into();
-        self
-    }
-    /// The SSH port.
-    pub fn ssh_port(mut self, port: u16) -> Self {
-        self.f.ssh.port = port;
-        self
-    }
-
-    /// Validates and builds the profile.
-    ///
-    /// # Errors
-    /// [`AwsError::InvalidSetting`] naming the first bad field and its value.
-    pub fn build(self) -> Result<Ec2Profile, AwsError> {
-        Ec2Profile::try_from(self.f)
     }
 }
 

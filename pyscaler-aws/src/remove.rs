@@ -11,6 +11,10 @@ use crate::terminate::{terminate_and_wait, until_drained, DRAINING_MARGIN, MAX_D
 use crate::wait::{default_poll, Backoff};
 use crate::{Aws, AwsError, LoadBalancer};
 
+mod victims;
+
+use victims::{victims, Order};
+
 /// How long a classic ELB is given to drain, unless set.
 const CLASSIC_DRAINING: Duration = Duration::from_secs(30);
 
@@ -20,10 +24,14 @@ const CLASSIC_DRAINING: Duration = Duration::from_secs(30);
 pub enum Pick {
     /// The step's target nodes, all of them.
     Target,
-    /// The most recently launched nodes of the cluster.
+    /// The most recently launched nodes of the cluster, keeping its
+    /// Availability Zones balanced first: the zone with the most nodes loses
+    /// one, its newest, and again ([`TAG_AZ`](crate::TAG_AZ); nodes without
+    /// a zone count as one zone of their own).
     #[default]
     Newest,
-    /// The longest-running nodes of the cluster.
+    /// The longest-running nodes of the cluster, keeping its Availability
+    /// Zones balanced first, as for [`Pick::Newest`].
     Oldest,
 }
 
@@ -188,30 +196,25 @@ impl RemoveEc2Node {
     }
 
     /// The nodes to remove: the step's targets, or the newest / oldest of
-    /// the unprotected EC2 nodes, as many as the scaler's decision asked
-    /// for ([`TriggerInfo::nodes`](pyscaler_core::TriggerInfo::nodes)) or
-    /// the step's count. A protected node ([`Node::is_protected`]) is never
-    /// picked.
+    /// the unprotected EC2 nodes with the zones kept balanced first
+    /// ([`victims`]), as many as the scaler's decision asked for
+    /// ([`TriggerInfo::nodes`](pyscaler_core::TriggerInfo::nodes)) or the
+    /// step's count. A protected node ([`Node::is_protected`]) is never
+    /// picked, nor counted in its zone.
     fn choose(&self, ctx: &Context) -> Vec<Node> {
-        match self.pick {
-            Pick::Target => ctx.targets().to_vec(),
-            Pick::Newest | Pick::Oldest => {
-                let mut nodes: Vec<Node> = ctx
-                    .cluster()
-                    .nodes()
-                    .iter()
-                    .filter(|n| n.instance_id.is_some() && !n.is_protected())
-                    .cloned()
-                    .collect();
-                // Oldest first; nodes with no launch time count as oldest.
-                nodes.sort_by(|a, b| a.launched_at.cmp(&b.launched_at).then(a.name.cmp(&b.name)));
-                if self.pick == Pick::Newest {
-                    nodes.reverse();
-                }
-                nodes.truncate(ctx.trigger().nodes.unwrap_or(self.count));
-                nodes
-            }
-        }
+        let order = match self.pick {
+            Pick::Target => return ctx.targets().to_vec(),
+            Pick::Newest => Order::Newest,
+            Pick::Oldest => Order::Oldest,
+        };
+        let nodes: Vec<Node> = ctx
+            .cluster()
+            .nodes()
+            .iter()
+            .filter(|n| n.instance_id.is_some() && !n.is_protected())
+            .cloned()
+            .collect();
+        victims(nodes, ctx.trigger().nodes.unwrap_or(self.count), order)
     }
 }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pyscaler_aws::{
     discover, instances_of_run, Aws, AwsError, ClassicElb, ClientConfig, DeployEc2Node, Ec2,
     Ec2Profile, Ec2RunCleanup, HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec,
-    LoadBalancer, Pick, RemoveEc2Node, SdkEc2, StaticCredentials,
+    LoadBalancer, Pick, RemoveEc2Node, SdkEc2, StaticCredentials, Subnet,
 };
 use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{
@@ -64,6 +64,10 @@ impl<T: Ec2> Ec2 for Counting<T> {
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
         self.counts.add("TerminateInstances");
         self.inner.terminate(ids).await
+    }
+    async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, AwsError> {
+        self.counts.add("DescribeSubnets");
+        self.inner.describe_subnets(ids).await
     }
 }
 

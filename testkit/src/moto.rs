@@ -131,6 +131,39 @@ impl MotoServer {
             .to_owned()
     }
 
+    /// Creates a subnet of the default VPC in Availability Zone `zone`
+    /// (`us-east-1b`), with the `n`th of the /24 blocks the harness keeps
+    /// for its subnets (172.31.200.0/24 and on, clear of moto's default
+    /// subnets), as an operator would before a launch over several zones;
+    /// returns its id.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_subnet(&self, zone: &str, n: u8) -> String {
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
+        let vpcs = ec2.describe_vpcs().send().await.expect("list moto's VPCs");
+        let vpc = vpcs
+            .vpcs()
+            .iter()
+            .find(|v| v.is_default() == Some(true))
+            .and_then(|v| v.vpc_id())
+            .expect("moto's default VPC")
+            .to_owned();
+        let block = 200u8.saturating_add(n);
+        let out = ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .availability_zone(zone)
+            .cidr_block(format!("172.31.{block}.0/24"))
+            .send()
+            .await
+            .expect("create the subnet in moto");
+        out.subnet()
+            .and_then(|s| s.subnet_id())
+            .expect("the new subnet's id")
+            .to_owned()
+    }
+
     /// The server's log file (one line per request).
     pub fn log(&self) -> &Path {
         &self.process.log

@@ -16,35 +16,50 @@ pub(super) const REGISTER_ATTEMPTS: u32 = 3;
 
 impl DeployEc2Node {
     /// Waits until the launched instances run (and answer on SSH), registers them
-    /// and waits until InService: the nodes, and a summary for the report.
+    /// and waits until InService: the nodes, each with a summary for the
+    /// report (`running (t3.small in us-east-1a), InService in web-lb`).
     pub(super) async fn make_ready(
         &self,
         ctx: &mut Context,
         step: &str,
         ids: &[String],
-    ) -> Result<(Vec<Node>, String)> {
+    ) -> Result<Vec<(Node, String)>> {
         let running = self.wait_running(ctx, ids).await?;
         let mut nodes = Vec::with_capacity(running.len());
+        let mut placements = Vec::with_capacity(running.len());
         for instance in &running {
             // The address the profile asks for must exist once running.
             self.aws.profile.ssh().address_of(instance)?;
             nodes.push(node_of(instance, &self.aws.profile));
+            let instance_type = instance
+                .instance_type
+                .as_deref()
+                .unwrap_or(self.aws.profile.instance_type());
+            placements.push(match &instance.availability_zone {
+                Some(zone) => format!("{instance_type} in {zone}"),
+                None => instance_type.to_owned(),
+            });
         }
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
 
         if let Some(within) = self.ssh_within {
             self.wait_ssh(ctx, &nodes, within).await?;
         }
 
-        let mut summary = format!("running ({})", self.aws.profile.instance_type());
+        let mut registered = String::new();
         if let Some((elb, lb)) = self.aws.load_balancer() {
             ctx.step_output_mut::<Launched>().load_balancer = Some(lb.to_owned());
             self.register(ctx, elb, lb, ids).await?;
             info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
             self.wait_in_service(ctx, elb, lb, ids).await?;
-            summary.push_str(&format!(", InService in {lb}"));
+            registered = format!(", InService in {lb}");
         }
-        Ok((nodes, summary))
+        let mut ready: Vec<(Node, String)> = nodes
+            .into_iter()
+            .zip(placements)
+            .map(|(node, placed)| (node, format!("running ({placed}){registered}")))
+            .collect();
+        ready.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(ready)
     }
 
     async fn wait_running(&self, ctx: &Context, ids: &[String]) -> Result<Vec<Instance>> {

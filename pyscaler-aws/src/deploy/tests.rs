@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyscaler_core::{
-    ActionExt, Cluster, ErrorKind, MockAction, Pipeline, RetryPolicy, RunId, RunStatus, StepStatus,
-    Target, TriggerInfo,
+    ActionExt, Cluster, Error, ErrorKind, MockAction, Pipeline, RetryPolicy, RunId, RunStatus,
+    StepStatus, Target, TriggerInfo,
 };
 
 use super::*;
@@ -15,8 +15,8 @@ use crate::test_support::{
 };
 use crate::wait::Backoff;
 use crate::{
-    Ec2, Ec2Profile, HealthState, Instance, InstanceHealth, LoadBalancer, MockEc2,
-    MockLoadBalancer, SshVia,
+    Ec2, Ec2Profile, HealthState, Instance, InstanceHealth, LaunchSpec, LoadBalancer, MockEc2,
+    MockLoadBalancer, SshVia, TAG_CLUSTER, TAG_RUN, TAG_STEP,
 };
 use pyscaler_core::NodeAddress;
 
@@ -479,6 +479,9 @@ impl Ec2 for SilentLaunch {
     }
     async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
         self.0.terminate(ids).await
+    }
+    async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<crate::Subnet>, AwsError> {
+        self.0.describe_subnets(ids).await
     }
 }
 

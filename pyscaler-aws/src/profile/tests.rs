@@ -1,6 +1,8 @@
 //! Ec2Profile's unit tests.
 
 use super::*;
+use crate::Instance;
+use pyscaler_core::NodeAddress;
 
 fn base() -> Ec2ProfileBuilder {
     Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
@@ -185,4 +187,64 @@ fn a_target_group_is_named_by_its_arn_and_excludes_a_classic_load_balancer() {
     assert!(err(base().target_group(arn).load_balancer("web-lb")).contains("one of the two"));
     assert!(err(base().target_port(8080)).contains("without a `target_group`"));
     assert!(err(base().target_group(arn).target_port(0)).contains("target_port"));
+}
+
+#[test]
+fn subnets_and_instance_types_load_in_either_spelling_and_not_both() {
+    let head = "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\n";
+    let load = |rest: &str| Ec2Profile::from_toml(&format!("{head}{rest}"));
+
+    // The single keys are lists of one.
+    let one = load("instance_type = \"t3.small\"\nsubnet_id = \"subnet-a1\"\n").expect("old keys");
+    assert_eq!(one.instance_types(), ["t3.small"]);
+    assert_eq!(one.subnet_ids(), ["subnet-a1"]);
+    let none = load("instance_type = \"t3.small\"\n").expect("no subnet");
+    assert!(none.subnet_ids().is_empty());
+
+    let many = load(
+        "instance_types = [\"t3.small\", \"t3a.small\"]\nsubnet_ids = [\"subnet-a1\", \"subnet-b2\"]\n",
+    )
+    .expect("lists");
+    assert_eq!(many.instance_type(), "t3.small");
+    assert_eq!(many.instance_types(), ["t3.small", "t3a.small"]);
+    assert_eq!(many.subnet_ids(), ["subnet-a1", "subnet-b2"]);
+    // Written back, each reads the same; a list of one keeps its old key.
+    for p in [&one, &many] {
+        let text = toml::to_string(p).expect("serialize");
+        assert_eq!(&Ec2Profile::from_toml(&text).expect("parse"), p, "{text}");
+    }
+    let text = toml::to_string(&one).expect("serialize");
+    assert!(text.contains("subnet_id = \"subnet-a1\""), "{text}");
+    assert!(text.contains("instance_type = \"t3.small\""), "{text}");
+
+    // The builder says the same.
+    let built = base()
+        .fallback_instance_type("t3a.small")
+        .subnet_ids(["subnet-a1", "subnet-b2"])
+        .build()
+        .expect("built");
+    assert_eq!(built, many);
+
+    let refused = |rest: &str| field_of(load(rest).map(|_| ()).expect_err(rest));
+    assert!(refused(
+        "instance_type = \"t3.small\"\nsubnet_id = \"subnet-a1\"\nsubnet_ids = [\"subnet-b2\"]\n"
+    )
+    .contains("invalid subnet_ids: is set beside `subnet_id`"));
+    assert!(
+        refused("instance_type = \"t3.small\"\ninstance_types = [\"t3a.small\"]\n")
+            .contains("invalid instance_types: is set beside `instance_type`")
+    );
+    assert!(refused("subnet_id = \"subnet-a1\"\n").contains("invalid instance_type: is missing"));
+    assert!(refused("instance_types = [\"t3.small\", \"large\"]\n")
+        .contains("instance_types: `large` is not an instance type"));
+    assert!(refused("instance_types = [\"t3.small\", \"t3.small\"]\n")
+        .contains("names `t3.small` twice"));
+    assert!(
+        refused("instance_type = \"t3.small\"\nsubnet_ids = [\"subnet-a1\", \"sub-2\"]\n")
+            .contains("subnet_ids: `sub-2` is not a subnet id")
+    );
+    assert!(
+        refused("instance_type = \"t3.small\"\nsubnet_ids = [\"subnet-a1\", \"subnet-a1\"]\n")
+            .contains("names `subnet-a1` twice")
+    );
 }

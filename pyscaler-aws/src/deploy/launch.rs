@@ -1,0 +1,215 @@
+//! The launch itself: the zones of the profile's subnets, each zone's share
+//! of the new nodes ([`spread`]), and one RunInstances call per zone used,
+//! each with its own ClientToken ([`zone_client_token`]).
+
+use pyscaler_core::{Classify, Cluster, Context, Error, ErrorKind, NodeState, Result};
+use tracing::info;
+
+use super::placement::spread;
+use super::{zone_client_token, DeployEc2Node, Launched};
+use crate::node::{name_tag, next_free_number, zone_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
+use crate::{AwsError, Instance, LaunchSpec};
+
+/// One place a launch can go: an Availability Zone and the subnet used there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Zone {
+    /// The Availability Zone, when looked up (a profile with several subnets).
+    pub(super) name: Option<String>,
+    /// The subnet to launch into; none: EC2's default subnet.
+    pub(super) subnet_id: Option<String>,
+}
+
+impl Zone {
+    /// How the report names it: `us-east-1a (subnet-a)`, or the subnet alone.
+    pub(super) fn label(&self) -> String {
+        match (&self.name, &self.subnet_id) {
+            (Some(zone), Some(subnet)) => format!("{zone} ({subnet})"),
+            (Some(zone), None) => zone.clone(),
+            (None, Some(subnet)) => subnet.clone(),
+            (None, None) => "the default subnet".to_owned(),
+        }
+    }
+
+    /// How many live nodes of `cluster` run in this zone (none is known for
+    /// a zone that was not looked up: there is no other to balance with).
+    fn nodes_in(&self, cluster: &Cluster) -> usize {
+        let Some(name) = &self.name else {
+            return 0;
+        };
+        cluster
+            .nodes()
+            .iter()
+            .filter(|n| {
+                !matches!(
+                    n.state,
+                    NodeState::Stopping | NodeState::Stopped | NodeState::Terminated
+                )
+            })
+            .filter(|n| zone_of(n) == Some(name.as_str()))
+            .count()
+    }
+}
+
+/// One RunInstances call of a launch.
+struct Call<'a> {
+    zone: &'a Zone,
+    instance_type: &'a str,
+    /// The number of its first node's name.
+    first: u32,
+    /// MaxCount.
+    share: u32,
+    /// MinCount.
+    min: u32,
+    client_token: String,
+}
+
+/// What the calls of one launch started, in call order.
+#[derive(Debug, Default)]
+pub(super) struct Placed {
+    /// The instances, as RunInstances answered.
+    pub(super) instances: Vec<Instance>,
+}
+
+impl DeployEc2Node {
+    /// The zones new nodes can go to, in the profile's order: one per
+    /// Availability Zone of its subnets (the first subnet named in each),
+    /// read with one DescribeSubnets call. A profile with one subnet or none
+    /// has one zone, not looked up.
+    ///
+    /// # Errors
+    /// [`AwsError::InvalidSetting`] for a subnet EC2 does not know; the
+    /// API's refusal (`InvalidSubnetID.NotFound` names the subnets).
+    pub(super) async fn zones(&self) -> Result<Vec<Zone>> {
+        let subnets = self.aws.profile.subnet_ids();
+        if subnets.len() < 2 {
+            return Ok(vec![Zone {
+                name: None,
+                subnet_id: subnets.first().cloned(),
+            }]);
+        }
+        let found = self.aws.ec2.describe_subnets(subnets).await?;
+        let mut zones: Vec<Zone> = Vec::new();
+        for id in subnets {
+            let Some(subnet) = found.iter().find(|s| &s.id == id) else {
+                return Err(AwsError::invalid(
+                    "subnet_ids",
+                    format!("EC2 does not know subnet `{id}`"),
+                )
+                .into());
+            };
+            let zone = Some(subnet.availability_zone.clone());
+            if !zones.iter().any(|z| z.name == zone) {
+                zones.push(Zone {
+                    name: zone,
+                    subnet_id: Some(id.clone()),
+                });
+            }
+        }
+        Ok(zones)
+    }
+
+    /// Launches this run's count of instances over `zones`: each zone's share
+    /// as [`spread`] says from the cluster's live nodes per zone, one call per
+    /// zone used. The step's record ([`Launched`]) follows every call, so
+    /// compensation finds what earlier calls started when a later one fails.
+    ///
+    /// # Errors
+    /// The first call refused, or never answered (the record then says so).
+    pub(super) async fn launch_over(&self, ctx: &mut Context, zones: &[Zone]) -> Result<Placed> {
+        let total = self.count(ctx) as usize;
+        // How many instances may be missing (a partial launch allowed).
+        let mut slack = total - self.min_count(ctx) as usize;
+        let base = next_free_number(ctx.cluster());
+        let mut current: Vec<usize> = zones.iter().map(|z| z.nodes_in(ctx.cluster())).collect();
+        let mut calls_in = vec![0u32; zones.len()];
+        let mut placed = Placed::default();
+        let instance_type = self.aws.profile.instance_type();
+        let shares = spread(&current, total);
+        for (z, share) in shares.into_iter().enumerate() {
+            if share == 0 {
+                continue;
+            }
+            let zone = &zones[z];
+            let call = Call {
+                zone,
+                instance_type,
+                first: base.saturating_add(u32::try_from(placed.instances.len()).unwrap_or(0)),
+                share: u32::try_from(share).unwrap_or(u32::MAX),
+                min: u32::try_from((share - share.min(slack)).max(1)).unwrap_or(1),
+                client_token: zone_client_token(
+                    ctx.run_id(),
+                    ctx.step_name(),
+                    zone.name.as_deref(),
+                    calls_in[z],
+                ),
+            };
+            calls_in[z] += 1;
+            let got = self.launch_one(ctx, &call).await?;
+            let short = share.saturating_sub(got.len());
+            slack -= short.min(slack);
+            current[z] += got.len();
+            placed.instances.extend(got);
+            let ids = placed.instances.iter().map(|i| i.id.clone()).collect();
+            let record = ctx.step_output_mut::<Launched>();
+            record.instance_ids = ids;
+            record.in_flight = false;
+        }
+        Ok(placed)
+    }
+
+    /// One RunInstances call; the record says whether it is in flight, and,
+    /// when it is refused, whether EC2 answered.
+    async fn launch_one(&self, ctx: &mut Context, call: &Call<'_>) -> Result<Vec<Instance>> {
+        let spec = self.spec(ctx, call);
+        info!(step = %ctx.step_name(), zone = %call.zone.label(), count = call.share,
+            instance_type = call.instance_type, client_token = %call.client_token,
+            "Launching instances.");
+        ctx.step_output_mut::<Launched>().in_flight = true;
+        match self.aws.ec2.launch(&spec).await {
+            Ok(got) if got.is_empty() => {
+                ctx.step_output_mut::<Launched>().in_flight = false;
+                Err(Error::other(
+                    ErrorKind::Unexpected,
+                    "EC2 RunInstances answered without instances",
+                ))
+            }
+            Ok(got) => Ok(got),
+            Err(e) => {
+                // A definitive refusal (bad input, permissions, token conflict) means
+                // nothing was started. After a passing fault an earlier SDK attempt may
+                // have launched without us hearing back: compensation searches the tags.
+                let record = ctx.step_output_mut::<Launched>();
+                record.answered = e.code().is_some() && !e.is_retryable();
+                // No code: no answer from EC2 at all (a timeout, a dropped connection).
+                record.in_flight = e.code().is_none();
+                Err(e.into())
+            }
+        }
+    }
+
+    fn spec(&self, ctx: &Context, call: &Call<'_>) -> LaunchSpec {
+        let cluster = ctx.cluster().name();
+        let profile = &self.aws.profile;
+        let mut tags = profile.tags().clone();
+        tags.insert("Name".into(), name_tag(cluster, call.first, call.share));
+        tags.insert(TAG_CLUSTER.into(), cluster.to_owned());
+        tags.insert(TAG_RUN.into(), ctx.run_id().to_string());
+        tags.insert(TAG_STEP.into(), ctx.step_name().to_owned());
+        LaunchSpec {
+            image_id: profile.image_id().to_owned(),
+            instance_type: call.instance_type.to_owned(),
+            key_name: profile.key_name().map(str::to_owned),
+            security_group_ids: profile.security_group_ids().to_vec(),
+            subnet_id: call.zone.subnet_id.clone(),
+            user_data: profile.user_data().map(str::to_owned),
+            iam_instance_profile: profile.iam_instance_profile().map(str::to_owned),
+            tags,
+            min_count: call.min,
+            max_count: call.share,
+            client_token: call.client_token.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,296 @@
+//! Launches over several Availability Zones, against a mocked EC2: the
+//! shares per zone, one call per zone with its own token, the capacity
+//! fallback, and what the report says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use pyscaler_core::{ActionExt, Cluster, Context, Node, NodeState, RunId, RunStatus, Target};
+
+use crate::test_support::{api_err, pipeline_of};
+use crate::{
+    zone_client_token, Aws, DeployEc2Node, Ec2Profile, Instance, InstanceState, LaunchSpec,
+    MockEc2, Subnet, TAG_AZ,
+};
+
+const RUN: &str = "run-20261127T000000Z-0000beef";
+
+/// The zone of each of the tests' subnets.
+fn zone_of_subnet(subnet: &str) -> &'static str {
+    match subnet {
+        "subnet-a" => "us-east-1a",
+        "subnet-b" => "us-east-1b",
+        "subnet-c" => "us-east-1a",
+        _ => "us-east-1z",
+    }
+}
+
+/// What the mock saw launched: each call's spec.
+type Launches = Arc<Mutex<Vec<LaunchSpec>>>;
+
+/// A refusal for a launch, by the spec it was for.
+type Refuse = Box<dyn Fn(&LaunchSpec) -> Option<&'static str> + Send + Sync>;
+
+/// An EC2 with subnets a and c in us-east-1a and b in us-east-1b, whose
+/// launches start pending instances in the subnet's zone (unless `refuse`
+/// names a code for that spec), whose instances run at once, and whose
+/// terminations (noted in `terminated`) take effect at once.
+fn ec2_in_zones(launches: &Launches, refuse: Refuse) -> MockEc2 {
+    ec2_terminating_in_zones(launches, refuse, &Terminations::default())
+}
+
+/// The instances terminated, in order.
+type Terminations = Arc<Mutex<Vec<String>>>;
+
+fn ec2_terminating_in_zones(
+    launches: &Launches,
+    refuse: Refuse,
+    terminated: &Terminations,
+) -> MockEc2 {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_describe_subnets().times(1).returning(|ids| {
+        Ok(ids
+            .iter()
+            .map(|id| Subnet {
+                id: id.clone(),
+                availability_zone: zone_of_subnet(id).to_owned(),
+            })
+            .collect())
+    });
+    let known: Arc<Mutex<BTreeMap<String, Instance>>> = Arc::default();
+    let (seen, k) = (launches.clone(), known.clone());
+    ec2.expect_launch().returning(move |spec| {
+        seen.lock().expect("launches").push(spec.clone());
+        if let Some(code) = refuse(spec) {
+            return Err(api_err(code));
+        }
+        let call = seen.lock().expect("launches").len();
+        let subnet = spec.subnet_id.clone().unwrap_or_default();
+        let instances: Vec<Instance> = (0..spec.max_count)
+            .map(|i| Instance {
+                id: format!("i-{call}{i}"),
+                state: InstanceState::Pending,
+                launch_index: i,
+                private_ip: Some(format!("10.0.{call}.{i}")),
+                tags: spec.tags.clone(),
+                availability_zone: Some(zone_of_subnet(&subnet).to_owned()),
+                subnet_id: Some(subnet.clone()),
+                instance_type: Some(spec.instance_type.clone()),
+                ..Instance::default()
+            })
+            .collect();
+        let mut k = k.lock().expect("known");
+        for i in &instances {
+            k.insert(i.id.clone(), i.clone());
+        }
+        Ok(instances)
+    });
+    let (k, gone) = (known.clone(), terminated.clone());
+    let state_of = move |i: Instance| {
+        let state = if gone.lock().expect("terminated").contains(&i.id) {
+            InstanceState::Terminated
+        } else {
+            InstanceState::Running
+        };
+        Instance { state, ..i }
+    };
+    let state = state_of.clone();
+    ec2.expect_describe().returning(move |ids| {
+        let k = k.lock().expect("known");
+        Ok(ids
+            .iter()
+            .filter_map(|id| k.get(id).cloned())
+            .map(&state)
+            .collect())
+    });
+    ec2.expect_find_by_tags().returning(move |_, _| {
+        Ok(known
+            .lock()
+            .expect("known")
+            .values()
+            .cloned()
+            .map(&state_of)
+            .filter(|i| !i.state.is_gone())
+            .collect())
+    });
+    let gone = terminated.clone();
+    ec2.expect_terminate().returning(move |ids| {
+        gone.lock().expect("terminated").extend(ids.iter().cloned());
+        Ok(())
+    });
+    ec2
+}
+
+fn profile() -> Ec2Profile {
+    Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .subnet_ids(["subnet-a", "subnet-b"])
+        .build()
+        .expect("profile")
+}
+
+fn deploy(ec2: MockEc2, profile: Ec2Profile, count: u32) -> DeployEc2Node {
+    DeployEc2Node::builder(&Aws::new(Arc::new(ec2), None, profile).expect("aws"))
+        .count(count)
+        .build()
+        .expect("action")
+}
+
+/// A cluster with `a` running nodes in us-east-1a and `b` in us-east-1b.
+fn cluster(a: usize, b: usize) -> Cluster {
+    let nodes = (0..a + b).map(|i| {
+        let zone = if i < a { "us-east-1a" } else { "us-east-1b" };
+        Node::new(format!("i-old{i}"), format!("web-{:02}", i + 1))
+            .with_instance_id(format!("i-old{i}"))
+            .with_state(NodeState::Running)
+            .with_tag(TAG_AZ, zone)
+    });
+    Cluster::new("web").with_nodes(nodes)
+}
+
+/// Per launch call: (subnet, MaxCount).
+fn shares(launches: &Launches) -> Vec<(String, u32)> {
+    launches
+        .lock()
+        .expect("launches")
+        .iter()
+        .map(|s| (s.subnet_id.clone().unwrap_or_default(), s.max_count))
+        .collect()
+}
+
+fn never_refuse() -> Refuse {
+    Box::new(|_| None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn six_nodes_over_two_zones_make_one_call_per_zone_each_with_its_token() {
+    let launches = Launches::default();
+    let action = deploy(ec2_in_zones(&launches, never_refuse()), profile(), 6);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        shares(&launches),
+        [("subnet-a".to_owned(), 3), ("subnet-b".to_owned(), 3)]
+    );
+    let specs = launches.lock().expect("launches").clone();
+    let run = RunId::new(RUN);
+    assert_eq!(
+        specs[0].client_token,
+        zone_client_token(&run, "deploy-ec2-node", Some("us-east-1a"), 0)
+    );
+    assert_eq!(
+        specs[1].client_token,
+        zone_client_token(&run, "deploy-ec2-node", Some("us-east-1b"), 0)
+    );
+    assert_ne!(specs[0].client_token, specs[1].client_token);
+    assert!(specs.iter().all(|s| s.client_token.len() <= 64));
+    // Each call names its own range, so every node has its own name.
+    assert_eq!(
+        specs[0].tags.get("Name").map(String::as_str),
+        Some("web-01..03")
+    );
+    assert_eq!(
+        specs[1].tags.get("Name").map(String::as_str),
+        Some("web-04..06")
+    );
+    let names: Vec<&str> = ctx.new_nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web-01", "web-02", "web-03", "web-04", "web-05", "web-06"]
+    );
+    // Every node knows its zone, and the report says where each went.
+    let zones: Vec<&str> = ctx
+        .new_nodes()
+        .iter()
+        .filter_map(|n| n.tags.get(TAG_AZ).map(String::as_str))
+        .collect();
+    assert_eq!(
+        zones,
+        [
+            "us-east-1a",
+            "us-east-1a",
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1b",
+            "us-east-1b"
+        ]
+    );
+    let outcomes = &report.steps[0].nodes;
+    assert!(
+        outcomes[5]
+            .summary
+            .contains("running (t3.small in us-east-1b)"),
+        "{}",
+        outcomes[5].summary
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbalanced_cluster_gets_its_smaller_zone_filled_first() {
+    let launches = Launches::default();
+    let action = deploy(ec2_in_zones(&launches, never_refuse()), profile(), 4);
+    // Three in a, one in b: b takes three of the four, a one.
+    let mut ctx = Context::new(cluster(3, 1)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        shares(&launches),
+        [("subnet-a".to_owned(), 1), ("subnet-b".to_owned(), 3)]
+    );
+    // Named after the cluster's four.
+    let specs = launches.lock().expect("launches").clone();
+    assert_eq!(
+        specs[0].tags.get("Name").map(String::as_str),
+        Some("web-05")
+    );
+    assert_eq!(
+        specs[1].tags.get("Name").map(String::as_str),
+        Some("web-06..08")
+    );
+
+    // When the smaller zone can take all of them, only it is called.
+    let launches = Launches::default();
+    let action = deploy(ec2_in_zones(&launches, never_refuse()), profile(), 2);
+    let mut ctx = Context::new(cluster(3, 1)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(shares(&launches), [("subnet-b".to_owned(), 2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_subnets_of_one_zone_are_one_zone_and_the_first_is_used() {
+    let launches = Launches::default();
+    let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .subnet_ids(["subnet-a", "subnet-c", "subnet-b"])
+        .build()
+        .expect("profile");
+    let action = deploy(ec2_in_zones(&launches, never_refuse()), profile, 4);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        shares(&launches),
+        [("subnet-a".to_owned(), 2), ("subnet-b".to_owned(), 2)]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_subnet_ec2_does_not_know_is_refused_before_anything_launches() {
+    let mut ec2 = MockEc2::new();
+    ec2.expect_describe_subnets().times(1).returning(|_| {
+        Ok(vec![Subnet {
+            id: "subnet-a".into(),
+            availability_zone: "us-east-1a".into(),
+        }])
+    });
+    ec2.expect_launch().never();
+    // The step's undo looks for instances of the run: there are none.
+    ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
+    let action = deploy(ec2, profile(), 2);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("error");
+    assert!(err.message.contains("subnet_ids"), "{}", err.message);
+    assert!(err.message.contains("`subnet-b`"), "{}", err.message);
+}
