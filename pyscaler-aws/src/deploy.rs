@@ -341,14 +341,21 @@ impl DeployEc2Node {
             Vec::new()
         };
         let adopting = !adopted.is_empty();
-        let instances = if !adopting {
+        let (instances, moved_on) = if !adopting {
             // The subnets' zones are read once per launch, before it.
             let zones = self.zones().await?;
-            self.launch_over(ctx, &zones).await?.instances
+            let placed = self.launch_over(ctx, &zones).await?;
+            (placed.instances, placed.notes)
         } else {
             info!(step = %step, instances = ?adopted.iter().map(|i| &i.id).collect::<Vec<_>>(),
                 "Taking over the instances an earlier attempt of this step launched.");
-            adopted
+            (adopted, Vec::new())
+        };
+        // Each launch call refused for capacity, and where its share went.
+        let moved_on = if moved_on.is_empty() {
+            String::new()
+        } else {
+            format!("; placed after: {}", moved_on.join("; "))
         };
         // The SDK sent a RunInstances more than once: a server that did not
         // replay the ClientToken started a set for each.
@@ -397,7 +404,7 @@ impl DeployEc2Node {
                     ctx.record_node(
                         NodeOutcome::ok(
                             node.name.clone(),
-                            format!("launched {}: {summary}{retries}", node.id),
+                            format!("launched {}: {summary}{moved_on}{retries}", node.id),
                         )
                         .with_duration(took),
                     );
@@ -412,7 +419,7 @@ impl DeployEc2Node {
                     ctx.record_node(
                         NodeOutcome::failed(
                             node_name(instance),
-                            format!("{}: {e}{retries}", instance.id),
+                            format!("{}: {e}{moved_on}{retries}", instance.id),
                         )
                         .with_duration(took),
                     );

@@ -96,6 +96,18 @@ pub enum AwsError {
         #[source]
         source: Box<AwsError>,
     },
+    /// EC2 had no capacity for the launch in any Availability Zone of the
+    /// profile's subnets, with any of its instance types.
+    #[error("EC2 had no capacity for {missing} of {wanted} instance(s) in any zone with any instance type: {}",
+        attempts.join("; "))]
+    NoCapacity {
+        /// How many instances the launch asked for.
+        wanted: usize,
+        /// How many could not be launched.
+        missing: usize,
+        /// Each refused call: type, zone and EC2's code.
+        attempts: Vec<String>,
+    },
     /// Removing nodes would take the cluster below its minimum size.
     #[error("removing {removing} node(s) from cluster {cluster} of {size} would go below its minimum of {minimum}")]
     BelowMinimum {
@@ -171,6 +183,13 @@ impl AwsError {
         ]
         .iter()
         .any(|c| self.has_code(c))
+    }
+
+    /// Whether EC2 refused a launch for want of capacity where and as it was
+    /// asked for, so that another Availability Zone or instance type may
+    /// take it ([`is_capacity_code`]).
+    pub fn is_capacity_refusal(&self) -> bool {
+        self.code().is_some_and(is_capacity_code)
     }
 
     /// Whether this is an API error with this code.
@@ -295,6 +314,20 @@ impl Subjects {
     }
 }
 
+/// Whether an EC2 RunInstances error code says "not here, not this type"
+/// rather than "not at all": the launch may go to another Availability Zone
+/// or instance type. The one place these codes are listed.
+pub fn is_capacity_code(code: &str) -> bool {
+    // `InsufficientInstanceCapacity`: no capacity for the type in the zone now.
+    // `Unsupported`: the type (or the request) is not offered in the zone.
+    // `InstanceLimitExceeded`: the account's limit of running instances of
+    // the type's family; another type may be of another family.
+    matches!(
+        code,
+        "InsufficientInstanceCapacity" | "Unsupported" | "InstanceLimitExceeded"
+    )
+}
+
 /// The kind of an EC2, ELB or CloudWatch error code. The one place codes are mapped.
 ///
 /// EC2 errors reach the Rust SDK as unhandled variants, so the code is read from
@@ -325,6 +358,13 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         "InternalServiceError" | "InternalServiceFault" | "InvalidNextToken" => {
             ErrorKind::Transient
         }
+        // EC2 `Unsupported`: not offered in this zone (a launch falls back on
+        // another zone or type first, [`is_capacity_code`]); as is, never.
+        "Unsupported" => ErrorKind::InvalidInput,
+        // EC2 `InstanceLimitExceeded`: the account's instance quota is used up;
+        // it does not pass by itself, so it is not retried (a launch falls back
+        // on another type first).
+        "InstanceLimitExceeded" => ErrorKind::Conflict,
         // EC2 `InvalidAMIID.NotFound` / `.Malformed` / `.Unavailable`: a bad image id.
         c if c.starts_with("InvalidAMIID.") => ErrorKind::InvalidInput,
         // EC2 `InvalidInstanceType` (and moto's `InvalidInstanceType.NotFound`).
@@ -385,6 +425,8 @@ impl Classify for AwsError {
             Self::Api { kind, .. } => *kind,
             // Retrying with the same ClientToken would return the same lost instances.
             Self::InstanceLost { .. } | Self::NoAddress { .. } => ErrorKind::Unexpected,
+            // Capacity comes back: as `InsufficientInstanceCapacity`, a passing fault.
+            Self::NoCapacity { .. } => ErrorKind::Transient,
             Self::WaitTimedOut { .. } => ErrorKind::Timeout,
             #[cfg(feature = "cloudwatch")]
             Self::NoData { .. } => ErrorKind::NotFound,
@@ -430,6 +472,8 @@ mod tests {
             ("RequestLimitExceeded", ErrorKind::Throttled, true),
             ("Throttling", ErrorKind::Throttled, true),
             ("InsufficientInstanceCapacity", ErrorKind::Transient, true),
+            ("Unsupported", ErrorKind::InvalidInput, false),
+            ("InstanceLimitExceeded", ErrorKind::Conflict, false),
             ("Unavailable", ErrorKind::Transient, true),
             ("InternalError", ErrorKind::Transient, true),
             ("InvalidAMIID.NotFound", ErrorKind::InvalidInput, false),
@@ -507,5 +551,24 @@ mod tests {
         assert_eq!(Classify::node(&lost), Some("i-1"));
         let core: pyscaler_core::Error = lost.into();
         assert_eq!(core.node(), Some("i-1"));
+    }
+
+    #[test]
+    fn capacity_codes_are_the_three_the_fallback_moves_on_for() {
+        for code in [
+            "InsufficientInstanceCapacity",
+            "Unsupported",
+            "InstanceLimitExceeded",
+        ] {
+            assert!(is_capacity_code(code), "{code}");
+        }
+        for code in [
+            "InvalidAMIID.NotFound",
+            "InvalidParameterValue",
+            "RequestLimitExceeded",
+            "InvalidInstanceType",
+        ] {
+            assert!(!is_capacity_code(code), "{code}");
+        }
     }
 }

@@ -55,7 +55,7 @@ pub use elb::MockLoadBalancer;
 pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
 #[cfg(feature = "elbv2")]
 pub use elbv2::TargetGroups;
-pub use error::{kind_of_code, AwsError};
+pub use error::{is_capacity_code, kind_of_code, AwsError};
 pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};

@@ -13,9 +13,10 @@ use pyscaler_aws::{
     SdkEc2, StaticCredentials, TAG_AZ,
 };
 use pyscaler_core::{
-    ActionExt, Cluster, Context, Pipeline, RunRecord, RunReport, RunState, RunStatus, Target,
+    ActionExt, Cluster, Context, Pipeline, RetryPolicy, RunRecord, RunReport, RunState, RunStatus,
+    Target,
 };
-use pyscaler_testkit::fault_proxy::FaultProxy;
+use pyscaler_testkit::fault_proxy::{Fault, FaultProxy};
 use pyscaler_testkit::moto::{MotoServer, ACCESS_KEY_ID, AMI, REGION, SECRET_ACCESS_KEY};
 
 const LB: &str = "web-lb";
@@ -42,6 +43,7 @@ struct Seen {
     id: String,
     state: String,
     zone: String,
+    instance_type: String,
 }
 
 impl Stack {
@@ -132,6 +134,10 @@ impl Stack {
                     .and_then(|p| p.availability_zone())
                     .unwrap_or_default()
                     .to_owned(),
+                instance_type: i
+                    .instance_type()
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -306,4 +312,195 @@ async fn a_second_scale_out_onto_an_unbalanced_cluster_fills_the_smaller_zone_fi
     assert_eq!(stack.per_zone().await, zones(&[(ZONE_A, 3), (ZONE_B, 2)]));
     let names: Vec<&str> = ctx.new_nodes().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["web-03", "web-04", "web-05"]);
+}
+
+#[tokio::test]
+async fn a_zone_without_capacity_passes_its_share_to_the_other_and_nothing_leaks() {
+    let stack = Stack::start(1).await;
+    stack.proxy.inject(
+        Fault::error("RunInstances", "InsufficientInstanceCapacity")
+            .matching("SubnetId", stack.subnet_a.clone())
+            .always(),
+    );
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack
+                .deploy(stack.profile(&["t3.small"]), 6)
+                .on(Target::None),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    // Zone a was refused; zone b took all six, in one instance set.
+    assert_eq!(stack.proxy.count("RunInstances"), 2);
+    assert_eq!(stack.proxy.executed("RunInstances"), 1);
+    assert_eq!(stack.per_zone().await, zones(&[(ZONE_B, 6)]));
+    // Nothing of the run runs but what the step accounts for.
+    assert_eq!(stack.instances().await.len(), 6);
+    assert_eq!(new_ids(&ctx), ids(&stack.live().await));
+    for o in &report.steps[0].nodes {
+        assert!(
+            o.summary.contains(&format!(
+                "t3.small in {ZONE_A} ({}) refused (InsufficientInstanceCapacity)",
+                stack.subnet_a
+            )),
+            "{}",
+            o.summary
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_capacity_for_the_first_type_anywhere_moves_to_the_second_type() {
+    let stack = Stack::start(1).await;
+    stack.proxy.inject(
+        Fault::error("RunInstances", "InsufficientInstanceCapacity")
+            .matching("InstanceType", "t3.small")
+            .always(),
+    );
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack
+                .deploy(stack.profile(&["t3.small", "t3a.small"]), 4)
+                .on(Target::None),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    let launches: Vec<(u16, bool)> = stack
+        .proxy
+        .calls()
+        .iter()
+        .filter(|c| c.action == "RunInstances")
+        .map(|c| (c.status, c.executed))
+        .collect();
+    // t3.small refused in a, then (a's share moved) in b; t3a.small in both.
+    assert_eq!(
+        launches,
+        [(500, false), (500, false), (200, true), (200, true)]
+    );
+    let live = stack.live().await;
+    assert_eq!(live.len(), 4);
+    assert!(
+        live.iter().all(|i| i.instance_type == "t3a.small"),
+        "{live:?}"
+    );
+    assert_eq!(stack.per_zone().await, zones(&[(ZONE_A, 2), (ZONE_B, 2)]));
+    assert_eq!(new_ids(&ctx), ids(&live));
+    let summary = &report.steps[0].nodes[0].summary;
+    assert!(
+        summary.contains("running (t3a.small in us-east-1a)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("no zone left for t3.small; trying t3a.small"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_in_one_zone_resent_by_the_sdk_leaves_no_unaccounted_instance() {
+    // EC2 would replay the token; moto does not, and neither does the proxy here.
+    let stack = Stack::start(3).await;
+    stack.proxy.replay_client_tokens(false);
+    stack.proxy.inject(
+        Fault::error("RunInstances", "ServiceUnavailable")
+            .matching("SubnetId", stack.subnet_a.clone())
+            .after_execution(),
+    );
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack
+                .deploy(stack.profile(&["t3.small"]), 6)
+                .on(Target::None),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    // Zone a's call ran twice (two sets of three), zone b's once.
+    assert_eq!(stack.proxy.executed("RunInstances"), 3);
+    let live = stack.live().await;
+    assert_eq!(new_ids(&ctx), ids(&live));
+    assert_eq!(stack.per_zone().await, zones(&[(ZONE_A, 3), (ZONE_B, 3)]));
+    let terminated = stack
+        .instances()
+        .await
+        .into_iter()
+        .filter(|i| i.state == "terminated")
+        .count();
+    assert_eq!(terminated, 3);
+    let names: Vec<&str> = ctx.new_nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web-01", "web-02", "web-03", "web-04", "web-05", "web-06"]
+    );
+}
+
+#[tokio::test]
+async fn a_lost_answer_in_one_zone_that_fails_the_step_is_undone_whole() {
+    // No SDK retry: the step fails on the lost answer and is retried; it sees
+    // only zone a's set, will not launch beside it, and the undo takes it all.
+    let stack = Stack::start(1).await;
+    stack.proxy.replay_client_tokens(false);
+    stack.proxy.inject(
+        Fault::error("RunInstances", "ServiceUnavailable")
+            .matching("SubnetId", stack.subnet_a.clone())
+            .after_execution(),
+    );
+    let retry = RetryPolicy::attempts(2)
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(200));
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack
+                .deploy(stack.profile(&["t3.small"]), 6)
+                .on(Target::None)
+                .retry(retry),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Failed, "{report}");
+    assert!(report.undo_succeeded(), "{report}");
+    assert!(stack.live().await.is_empty(), "{:?}", stack.live().await);
+    assert!(ctx.new_nodes().is_empty());
+}
+
+#[tokio::test]
+async fn calls_per_scale_out_over_two_subnets() {
+    let stack = Stack::start(1).await;
+    let actions = [
+        "RunInstances",
+        "DescribeInstances",
+        "DescribeSubnets",
+        "DescribeLoadBalancers",
+        "RegisterInstancesWithLoadBalancer",
+        "DescribeInstanceHealth",
+    ];
+    println!("calls per scale-out over 2 subnets (classic ELB), from the fault proxy's log:");
+    println!("N    {}", actions.join("  "));
+    for n in [1usize, 6, 20] {
+        let from = stack.proxy.calls().len();
+        let (report, ctx) = stack
+            .run(
+                "scale-out",
+                stack
+                    .deploy(stack.profile(&["t3.small"]), u32::try_from(n).expect("n"))
+                    .on(Target::None),
+                Cluster::new("web"),
+            )
+            .await;
+        assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+        assert_eq!(ctx.new_nodes().len(), n);
+        let calls = stack.proxy.calls();
+        let count = |action: &str| calls[from..].iter().filter(|c| c.action == action).count();
+        let counts: Vec<String> = actions.iter().map(|a| count(a).to_string()).collect();
+        println!("{n:<4} {}", counts.join("  "));
+        assert_eq!(count("RunInstances"), n.min(2));
+        assert_eq!(count("DescribeSubnets"), 1);
+        assert_eq!(count("RegisterInstancesWithLoadBalancer"), 1);
+    }
 }

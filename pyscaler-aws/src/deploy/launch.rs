@@ -1,9 +1,11 @@
 //! The launch itself: the zones of the profile's subnets, each zone's share
-//! of the new nodes ([`spread`]), and one RunInstances call per zone used,
-//! each with its own ClientToken ([`zone_client_token`]).
+//! of the new nodes ([`spread`]), one RunInstances call per zone used, each
+//! with its own ClientToken ([`zone_client_token`]), and the capacity
+//! fallback: a zone refused for capacity passes its share to the next zone,
+//! and when every zone refused an instance type, the next type is tried.
 
 use pyscaler_core::{Classify, Cluster, Context, Error, ErrorKind, NodeState, Result};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::placement::spread;
 use super::{zone_client_token, DeployEc2Node, Launched};
@@ -63,11 +65,23 @@ struct Call<'a> {
     client_token: String,
 }
 
-/// What the calls of one launch started, in call order.
+/// What the calls of one launch started, in call order, and each attempt
+/// that moved on.
 #[derive(Debug, Default)]
 pub(super) struct Placed {
     /// The instances, as RunInstances answered.
     pub(super) instances: Vec<Instance>,
+    /// Each call refused for capacity, and where its share went, for the
+    /// report (`t3.small in us-east-1a (subnet-a): InsufficientInstanceCapacity; ...`).
+    pub(super) notes: Vec<String>,
+}
+
+/// How one call ended, when it did not fail the step.
+enum Answer {
+    /// EC2 started these.
+    Started(Vec<Instance>),
+    /// EC2 had no capacity there ([`AwsError::is_capacity_refusal`]).
+    NoCapacity(AwsError),
 }
 
 impl DeployEc2Node {
@@ -110,75 +124,139 @@ impl DeployEc2Node {
 
     /// Launches this run's count of instances over `zones`: each zone's share
     /// as [`spread`] says from the cluster's live nodes per zone, one call per
-    /// zone used. The step's record ([`Launched`]) follows every call, so
-    /// compensation finds what earlier calls started when a later one fails.
+    /// zone used. A zone refused for capacity passes what is left to the
+    /// zones still open (by the same rule); when every zone refused an
+    /// instance type, the profile's next type is tried in every zone. The
+    /// step's record ([`Launched`]) follows every call, so compensation finds
+    /// what earlier calls started when a later one fails.
     ///
     /// # Errors
-    /// The first call refused, or never answered (the record then says so).
+    /// The first call refused for another reason than capacity, or never
+    /// answered (the record then says so); [`AwsError::NoCapacity`] when
+    /// fewer than the minimum could be launched with every type in every zone.
     pub(super) async fn launch_over(&self, ctx: &mut Context, zones: &[Zone]) -> Result<Placed> {
         let total = self.count(ctx) as usize;
         // How many instances may be missing (a partial launch allowed).
         let mut slack = total - self.min_count(ctx) as usize;
+        // Of those, how many partial answers left out.
+        let mut missing = 0;
         let base = next_free_number(ctx.cluster());
         let mut current: Vec<usize> = zones.iter().map(|z| z.nodes_in(ctx.cluster())).collect();
         let mut calls_in = vec![0u32; zones.len()];
         let mut placed = Placed::default();
-        let instance_type = self.aws.profile.instance_type();
-        let shares = spread(&current, total);
-        for (z, share) in shares.into_iter().enumerate() {
-            if share == 0 {
-                continue;
+        let types = self.aws.profile.instance_types();
+        for (t, instance_type) in types.iter().enumerate() {
+            let mut refused = vec![false; zones.len()];
+            'plan: loop {
+                let left = total - placed.instances.len() - missing;
+                if left == 0 {
+                    return Ok(placed);
+                }
+                let open: Vec<usize> = (0..zones.len()).filter(|&z| !refused[z]).collect();
+                if open.is_empty() {
+                    break 'plan;
+                }
+                let counts: Vec<usize> = open.iter().map(|&z| current[z]).collect();
+                for (&z, share) in open.iter().zip(spread(&counts, left)) {
+                    if share == 0 {
+                        continue;
+                    }
+                    let zone = &zones[z];
+                    let call = Call {
+                        zone,
+                        instance_type,
+                        first: base
+                            .saturating_add(u32::try_from(placed.instances.len()).unwrap_or(0)),
+                        share: u32::try_from(share).unwrap_or(u32::MAX),
+                        min: u32::try_from((share - share.min(slack)).max(1)).unwrap_or(1),
+                        client_token: zone_client_token(
+                            ctx.run_id(),
+                            ctx.step_name(),
+                            zone.name.as_deref(),
+                            calls_in[z],
+                        ),
+                    };
+                    calls_in[z] += 1;
+                    match self.launch_one(ctx, &call).await? {
+                        Answer::Started(got) => {
+                            let short = share.saturating_sub(got.len());
+                            slack -= short.min(slack);
+                            missing += short;
+                            current[z] += got.len();
+                            placed.instances.extend(got);
+                            let ids = placed.instances.iter().map(|i| i.id.clone()).collect();
+                            ctx.step_output_mut::<Launched>().instance_ids = ids;
+                        }
+                        Answer::NoCapacity(e) => {
+                            refused[z] = true;
+                            let next = if open.len() > 1 {
+                                "its share goes to the other zones".to_owned()
+                            } else if let Some(next) = types.get(t + 1) {
+                                format!("no zone left for {instance_type}; trying {next}")
+                            } else {
+                                "no zone or instance type left".to_owned()
+                            };
+                            let code = e.code().unwrap_or("no capacity");
+                            let note = format!(
+                                "{instance_type} in {} refused ({code}): {next}",
+                                zone.label()
+                            );
+                            warn!(step = %ctx.step_name(), zone = %zone.label(), instance_type,
+                                count = share, error = %e, "No capacity; {next}.");
+                            placed.notes.push(note);
+                            continue 'plan;
+                        }
+                    }
+                }
             }
-            let zone = &zones[z];
-            let call = Call {
-                zone,
-                instance_type,
-                first: base.saturating_add(u32::try_from(placed.instances.len()).unwrap_or(0)),
-                share: u32::try_from(share).unwrap_or(u32::MAX),
-                min: u32::try_from((share - share.min(slack)).max(1)).unwrap_or(1),
-                client_token: zone_client_token(
-                    ctx.run_id(),
-                    ctx.step_name(),
-                    zone.name.as_deref(),
-                    calls_in[z],
-                ),
-            };
-            calls_in[z] += 1;
-            let got = self.launch_one(ctx, &call).await?;
-            let short = share.saturating_sub(got.len());
-            slack -= short.min(slack);
-            current[z] += got.len();
-            placed.instances.extend(got);
-            let ids = placed.instances.iter().map(|i| i.id.clone()).collect();
-            let record = ctx.step_output_mut::<Launched>();
-            record.instance_ids = ids;
-            record.in_flight = false;
         }
-        Ok(placed)
+        let left = total - placed.instances.len() - missing;
+        if left <= slack {
+            // As many as a partial launch allows.
+            return Ok(placed);
+        }
+        Err(AwsError::NoCapacity {
+            wanted: total,
+            missing: left,
+            attempts: placed.notes,
+        }
+        .into())
     }
 
     /// One RunInstances call; the record says whether it is in flight, and,
     /// when it is refused, whether EC2 answered.
-    async fn launch_one(&self, ctx: &mut Context, call: &Call<'_>) -> Result<Vec<Instance>> {
+    ///
+    /// # Errors
+    /// A refusal other than for capacity, or no answer.
+    async fn launch_one(&self, ctx: &mut Context, call: &Call<'_>) -> Result<Answer> {
         let spec = self.spec(ctx, call);
         info!(step = %ctx.step_name(), zone = %call.zone.label(), count = call.share,
             instance_type = call.instance_type, client_token = %call.client_token,
             "Launching instances.");
         ctx.step_output_mut::<Launched>().in_flight = true;
-        match self.aws.ec2.launch(&spec).await {
+        let answer = self.aws.ec2.launch(&spec).await;
+        let record = ctx.step_output_mut::<Launched>();
+        match answer {
             Ok(got) if got.is_empty() => {
-                ctx.step_output_mut::<Launched>().in_flight = false;
+                record.in_flight = false;
                 Err(Error::other(
                     ErrorKind::Unexpected,
                     "EC2 RunInstances answered without instances",
                 ))
             }
-            Ok(got) => Ok(got),
+            Ok(got) => {
+                record.in_flight = false;
+                Ok(Answer::Started(got))
+            }
+            // EC2 answered: nothing was started by this call.
+            Err(e) if e.is_capacity_refusal() => {
+                record.in_flight = false;
+                Ok(Answer::NoCapacity(e))
+            }
             Err(e) => {
                 // A definitive refusal (bad input, permissions, token conflict) means
                 // nothing was started. After a passing fault an earlier SDK attempt may
                 // have launched without us hearing back: compensation searches the tags.
-                let record = ctx.step_output_mut::<Launched>();
                 record.answered = e.code().is_some() && !e.is_retryable();
                 // No code: no answer from EC2 at all (a timeout, a dropped connection).
                 record.in_flight = e.code().is_none();

@@ -294,3 +294,171 @@ async fn a_subnet_ec2_does_not_know_is_refused_before_anything_launches() {
     assert!(err.message.contains("subnet_ids"), "{}", err.message);
     assert!(err.message.contains("`subnet-b`"), "{}", err.message);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_zone_without_capacity_passes_its_share_to_the_other_zone() {
+    let launches = Launches::default();
+    let refuse: Refuse = Box::new(|spec| {
+        (spec.subnet_id.as_deref() == Some("subnet-a")).then_some("InsufficientInstanceCapacity")
+    });
+    let action = deploy(ec2_in_zones(&launches, refuse), profile(), 6);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        shares(&launches),
+        [("subnet-a".to_owned(), 3), ("subnet-b".to_owned(), 6)]
+    );
+    assert_eq!(ctx.new_nodes().len(), 6);
+    // The report says what was refused and where the share went.
+    for outcome in &report.steps[0].nodes {
+        assert!(
+            outcome.summary.contains(
+                "t3.small in us-east-1a (subnet-a) refused (InsufficientInstanceCapacity): \
+                 its share goes to the other zones"
+            ),
+            "{}",
+            outcome.summary
+        );
+        assert!(
+            outcome.summary.contains("running (t3.small in us-east-1b)"),
+            "{}",
+            outcome.summary
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_zone_refusing_the_first_type_moves_to_the_next_type() {
+    let launches = Launches::default();
+    let refuse: Refuse =
+        Box::new(
+            |spec| match (spec.instance_type.as_str(), spec.subnet_id.as_deref()) {
+                ("t3.small", Some("subnet-a")) => Some("Unsupported"),
+                ("t3.small", _) => Some("InstanceLimitExceeded"),
+                _ => None,
+            },
+        );
+    let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .fallback_instance_type("t3a.small")
+        .subnet_ids(["subnet-a", "subnet-b"])
+        .build()
+        .expect("profile");
+    let action = deploy(ec2_in_zones(&launches, refuse), profile, 4);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    let specs = launches.lock().expect("launches").clone();
+    let calls: Vec<(&str, &str, u32)> = specs
+        .iter()
+        .map(|s| {
+            (
+                s.instance_type.as_str(),
+                s.subnet_id.as_deref().unwrap_or(""),
+                s.max_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("t3.small", "subnet-a", 2),
+            ("t3.small", "subnet-b", 4),
+            ("t3a.small", "subnet-a", 2),
+            ("t3a.small", "subnet-b", 2),
+        ]
+    );
+    // Every call had a token of its own: a zone called again gets the next.
+    let run = RunId::new(RUN);
+    assert_eq!(
+        specs[2].client_token,
+        zone_client_token(&run, "deploy-ec2-node", Some("us-east-1a"), 1)
+    );
+    let mut tokens: Vec<&str> = specs.iter().map(|s| s.client_token.as_str()).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), 4);
+    let summary = &report.steps[0].nodes[0].summary;
+    assert!(
+        summary.contains("running (t3a.small in us-east-1a)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("t3.small in us-east-1a (subnet-a) refused (Unsupported)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("t3.small in us-east-1b (subnet-b) refused (InstanceLimitExceeded): no zone left for t3.small; trying t3a.small"),
+        "{summary}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_capacity_anywhere_fails_naming_every_attempt_and_undoes_what_launched() {
+    let launches = Launches::default();
+    // Zone a takes its share, then nothing more anywhere.
+    let in_a = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let refuse: Refuse = Box::new(move |spec| {
+        let first_in_a = spec.subnet_id.as_deref() == Some("subnet-a")
+            && in_a.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        (!first_in_a).then_some("InsufficientInstanceCapacity")
+    });
+    let terminated = Terminations::default();
+    let ec2 = ec2_terminating_in_zones(&launches, refuse, &terminated);
+    let action = DeployEc2Node::builder(&Aws::new(Arc::new(ec2), None, profile()).expect("aws"))
+        .count(4)
+        .terminated_within(std::time::Duration::from_secs(5))
+        .build()
+        .expect("action");
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("error");
+    assert_eq!(err.kind, pyscaler_core::ErrorKind::Transient, "{err:?}");
+    assert!(
+        err.message
+            .contains("EC2 had no capacity for 2 of 4 instance(s)"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("t3.small in us-east-1b (subnet-b) refused"),
+        "{}",
+        err.message
+    );
+    // Zone a's two were launched, then zone b refused, then zone a again.
+    assert_eq!(
+        shares(&launches),
+        [
+            ("subnet-a".to_owned(), 2),
+            ("subnet-b".to_owned(), 2),
+            ("subnet-a".to_owned(), 2)
+        ]
+    );
+    // The undo terminated the two zone a started.
+    assert!(report.undo_succeeded(), "{report}");
+    let mut gone = terminated.lock().expect("terminated").clone();
+    gone.sort();
+    assert_eq!(gone, ["i-10", "i-11"]);
+    assert!(ctx.new_nodes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_input_fails_at_once_without_trying_another_zone_or_type() {
+    let launches = Launches::default();
+    let refuse: Refuse = Box::new(|_| Some("InvalidAMIID.NotFound"));
+    let ec2 = ec2_in_zones(&launches, refuse);
+    let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .fallback_instance_type("t3a.small")
+        .subnet_ids(["subnet-a", "subnet-b"])
+        .build()
+        .expect("profile");
+    let action = deploy(ec2, profile, 4);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("error");
+    assert_eq!(err.kind, pyscaler_core::ErrorKind::InvalidInput, "{err:?}");
+    assert_eq!(launches.lock().expect("launches").len(), 1);
+}
