@@ -17,6 +17,9 @@ pub(super) enum Order {
     Oldest,
 }
 
+/// A zone (none: not known) and its candidates, each with its rank in the order.
+type Zone = (Option<String>, VecDeque<(usize, Node)>);
+
 /// `n` nodes to remove from `candidates` (or all of them, when fewer):
 /// repeatedly the zone with the most candidates left loses one, its newest
 /// (or oldest) node. Between zones with as many left, the one whose next
@@ -31,7 +34,7 @@ pub(super) fn victims(candidates: Vec<Node>, n: usize, order: Order) -> Vec<Node
         sorted.reverse();
     }
     // Each zone's nodes, in that order, with their rank in it.
-    let mut zones: Vec<(Option<String>, VecDeque<(usize, Node)>)> = Vec::new();
+    let mut zones: Vec<Zone> = Vec::new();
     for (rank, node) in sorted.into_iter().enumerate() {
         let zone = zone_of(&node).map(str::to_owned);
         match zones.iter_mut().find(|(z, _)| *z == zone) {
