@@ -314,8 +314,10 @@ impl DeployEc2Node {
     async fn run_counted(&self, ctx: &mut Context, sdk: &SdkAttempts) -> Result<()> {
         let started = tokio::time::Instant::now();
         let step = ctx.step_name().to_owned();
-        // Nothing is launched for a load balancer that does not exist.
+        // Nothing is launched for a load balancer or a launch template that
+        // does not exist.
         self.check_load_balancer().await?;
+        self.check_launch_template().await?;
         let token = client_token(ctx.run_id(), &step);
         let before = ctx.step_output_mut::<Launched>().clone();
         {
@@ -437,15 +439,22 @@ impl Action for DeployEc2Node {
     }
 
     fn describe(&self) -> Effects {
+        let profile = &self.aws.profile;
+        let what = profile
+            .instance_type()
+            .map(|t| format!(" {t}"))
+            .unwrap_or_default();
+        let from = match (profile.launch_template(), profile.image_id()) {
+            (Some(t), Some(image)) => format!("launch template {t} with {image}"),
+            (Some(t), None) => format!("launch template {t}"),
+            (None, image) => image.unwrap_or_default().to_owned(),
+        };
         let mut e = Effects::says(format!(
-            "launch {} {} from {} in {}",
+            "launch {}{what} from {from} in {}",
             self.count,
-            self.aws.profile.instance_type(),
-            self.aws.profile.image_id(),
-            self.aws.profile.region()
+            profile.region()
         ))
         .adding(self.count as usize);
-        let profile = &self.aws.profile;
         if profile.subnet_ids().len() > 1 {
             e.summary.push(format!(
                 "spread them over the Availability Zones of {}, the zone with the fewest nodes first",

@@ -5,8 +5,8 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType, ResourceType, Tag,
-    TagSpecification,
+    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType,
+    LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attempts::{call, CountAttempts};
 use crate::error::Subjects;
-use crate::{AwsError, ClientConfig};
+use crate::{AwsError, ClientConfig, LaunchTemplate, TemplateInfo, TemplateRef};
 
 /// The life-cycle state of an EC2 instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -122,10 +122,12 @@ pub struct Subnet {
 /// What to launch, in one RunInstances call.
 #[derive(Clone, PartialEq)]
 pub struct LaunchSpec {
-    /// The image (`ami-...`).
-    pub image_id: String,
-    /// The instance type (`t3.small`).
-    pub instance_type: String,
+    /// The launch template to start from: what this spec sets overrides it.
+    pub launch_template: Option<LaunchTemplate>,
+    /// The image (`ami-...`; none: the launch template's).
+    pub image_id: Option<String>,
+    /// The instance type (`t3.small`; none: the launch template's).
+    pub instance_type: Option<String>,
     /// The key pair to install.
     pub key_name: Option<String>,
     /// Security groups.
@@ -150,6 +152,7 @@ impl fmt::Debug for LaunchSpec {
     // User data may hold secrets: only its size is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LaunchSpec")
+            .field("launch_template", &self.launch_template)
             .field("image_id", &self.image_id)
             .field("instance_type", &self.instance_type)
             .field("key_name", &self.key_name)
@@ -215,6 +218,17 @@ pub trait Ec2: Send + Sync {
     /// `InvalidSubnetID.NotFound` (kind `InvalidInput`, naming the subnet)
     /// when one does not exist; the API's refusal, classified.
     async fn describe_subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, AwsError>;
+
+    /// The launch template `template` names, when it exists
+    /// (DescribeLaunchTemplates): a launch from it is checked first.
+    ///
+    /// # Errors
+    /// The API's refusal, classified; a template that does not exist is
+    /// `Ok(None)`, not an error.
+    async fn describe_launch_template(
+        &self,
+        template: &LaunchTemplate,
+    ) -> Result<Option<TemplateInfo>, AwsError>;
 }
 
 /// [`Ec2`] on the EC2 API, with aws-sdk-ec2.
@@ -284,11 +298,19 @@ impl Ec2 for SdkEc2 {
                 b.name(p).build()
             }
         });
+        let template = spec.launch_template.as_ref().map(|t| {
+            let b = LaunchTemplateSpecification::builder().version(t.version.as_api());
+            match &t.template {
+                TemplateRef::Id(id) => b.launch_template_id(id).build(),
+                TemplateRef::Name(name) => b.launch_template_name(name).build(),
+            }
+        });
         let request = self
             .client
             .run_instances()
-            .image_id(&spec.image_id)
-            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .set_launch_template(template)
+            .set_image_id(spec.image_id.clone())
+            .set_instance_type(spec.instance_type.as_deref().map(InstanceType::from))
             .min_count(i32::try_from(spec.min_count).unwrap_or(i32::MAX))
             .max_count(i32::try_from(spec.max_count).unwrap_or(i32::MAX))
             .client_token(&spec.client_token)
@@ -310,8 +332,9 @@ impl Ec2 for SdkEc2 {
                     .build(),
             );
         let subjects = Subjects {
-            image_id: Some(spec.image_id.clone()),
-            instance_type: Some(spec.instance_type.clone()),
+            image_id: spec.image_id.clone(),
+            instance_type: spec.instance_type.clone(),
+            launch_template: spec.launch_template.as_ref().map(ToString::to_string),
             key_name: spec.key_name.clone(),
             security_groups: spec.security_group_ids.clone(),
             subnet_id: spec.subnet_id.clone(),
@@ -436,6 +459,41 @@ impl Ec2 for SdkEc2 {
                 })
             })
             .collect())
+    }
+
+    async fn describe_launch_template(
+        &self,
+        template: &LaunchTemplate,
+    ) -> Result<Option<TemplateInfo>, AwsError> {
+        let request = self.client.describe_launch_templates();
+        let request = match &template.template {
+            TemplateRef::Id(id) => request.launch_template_ids(id),
+            TemplateRef::Name(name) => request.launch_template_names(name),
+        };
+        let subjects = Subjects {
+            launch_template: Some(template.to_string()),
+            ..Subjects::default()
+        };
+        let out = match call("EC2", "DescribeLaunchTemplates", &subjects, request.send()).await {
+            Ok(out) => out,
+            // EC2 `InvalidLaunchTemplateName.NotFoundException`,
+            // `InvalidLaunchTemplateId.NotFound`: no such template.
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    c.starts_with("InvalidLaunchTemplate") && c.contains("NotFound")
+                }) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(e),
+        };
+        let version = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        Ok(out.launch_templates().first().map(|t| TemplateInfo {
+            id: t.launch_template_id().unwrap_or_default().to_owned(),
+            name: t.launch_template_name().unwrap_or_default().to_owned(),
+            default_version: version(t.default_version_number()),
+            latest_version: version(t.latest_version_number()),
+        }))
     }
 }
 

@@ -80,6 +80,16 @@ pub enum AwsError {
         /// The load balancer.
         load_balancer: String,
     },
+    /// The launch template the profile names does not exist, or not at
+    /// that version: found out before anything was launched.
+    #[error("launch template {template} does not exist{}",
+        latest.map(|n| format!(" (its latest version is {n})")).unwrap_or_default())]
+    LaunchTemplateNotFound {
+        /// The template and version, as the profile names them.
+        template: String,
+        /// The template's latest version, when the template exists.
+        latest: Option<u64>,
+    },
     /// Registering new instances with a load balancer failed, after the
     /// registration itself was retried. Not retryable as a step: the instances
     /// exist, and repeating the step would only repeat the registration.
@@ -266,6 +276,7 @@ pub(crate) struct Subjects {
     pub(crate) key_name: Option<String>,
     pub(crate) security_groups: Vec<String>,
     pub(crate) subnet_id: Option<String>,
+    pub(crate) launch_template: Option<String>,
     pub(crate) load_balancer: Option<String>,
     pub(crate) instance_ids: Vec<String>,
     /// A CloudWatch query (`metric AWS/EC2 CPUUtilization`): every error
@@ -304,6 +315,8 @@ impl Subjects {
             many("security group(s)", &self.security_groups)
         } else if code.starts_with("InvalidSubnet") {
             one("subnet", &self.subnet_id)
+        } else if code.starts_with("InvalidLaunchTemplate") {
+            one("launch template", &self.launch_template)
         } else if code == "LoadBalancerNotFound" || code == "TargetGroupNotFound" {
             one("load balancer", &self.load_balancer)
         } else if code.starts_with("InvalidInstance") || code == "InvalidTarget" {
@@ -386,6 +399,10 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         "InvalidKeyPair.NotFound" | "InvalidGroup.NotFound" | "InvalidSubnetID.NotFound" => {
             ErrorKind::InvalidInput
         }
+        // EC2 `InvalidLaunchTemplateName.NotFoundException`, `.MalformedException`,
+        // `InvalidLaunchTemplateId.NotFound`, `.Malformed`, `.VersionNotFound`:
+        // the profile's launch template (or its version) does not exist.
+        c if c.starts_with("InvalidLaunchTemplate") => ErrorKind::InvalidInput,
         // ELB `LoadBalancerNotFound` (Rust variant `AccessPointNotFoundException`): the
         // profile's load balancer does not exist. Bad input, never retried.
         "LoadBalancerNotFound" => ErrorKind::InvalidInput,
@@ -420,7 +437,8 @@ impl Classify for AwsError {
         match self {
             Self::InvalidSetting { .. }
             | Self::BelowMinimum { .. }
-            | Self::LoadBalancerNotFound { .. } => ErrorKind::InvalidInput,
+            | Self::LoadBalancerNotFound { .. }
+            | Self::LaunchTemplateNotFound { .. } => ErrorKind::InvalidInput,
             Self::RegistrationFailed { source, .. } => source.kind(),
             Self::Api { kind, .. } => *kind,
             // Retrying with the same ClientToken would return the same lost instances.
@@ -478,6 +496,16 @@ mod tests {
             ("InternalError", ErrorKind::Transient, true),
             ("InvalidAMIID.NotFound", ErrorKind::InvalidInput, false),
             ("InvalidAMIID.Malformed", ErrorKind::InvalidInput, false),
+            (
+                "InvalidLaunchTemplateName.NotFoundException",
+                ErrorKind::InvalidInput,
+                false,
+            ),
+            (
+                "InvalidLaunchTemplateId.VersionNotFound",
+                ErrorKind::InvalidInput,
+                false,
+            ),
             ("InvalidInstanceType", ErrorKind::InvalidInput, false),
             ("InvalidParameterValue", ErrorKind::InvalidInput, false),
             ("InvalidKeyPair.NotFound", ErrorKind::InvalidInput, false),

@@ -35,6 +35,7 @@ mod node;
 mod profile;
 mod remove;
 mod sweep;
+mod template;
 mod terminate;
 #[cfg(test)]
 mod test_support;
@@ -60,4 +61,5 @@ pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
 pub use sweep::{Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome};
+pub use template::{LaunchTemplate, TemplateInfo, TemplateRef, TemplateVersion};
 pub use wait::Backoff;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::AwsError;
+use crate::{AwsError, LaunchTemplate};
 
 mod builder;
 mod ssh;
@@ -24,7 +24,10 @@ struct Fields {
     region: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     endpoint_url: Option<String>,
-    image_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    launch_template: Option<LaunchTemplate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Fields {
         f.debug_struct("Ec2Profile")
             .field("region", &self.region)
             .field("endpoint_url", &self.endpoint_url)
+            .field("launch_template", &self.launch_template)
             .field("image_id", &self.image_id)
             .field("instance_type", &self.instance_type)
             .field("instance_types", &self.instance_types)
@@ -96,8 +100,9 @@ impl std::fmt::Debug for Fields {
 /// |---|---|---|
 /// | `region` | yes | the AWS region (`eu-west-1`) |
 /// | `endpoint_url` | no | another endpoint than AWS's (moto, LocalStack) |
-/// | `image_id` | yes | the AMI (`ami-...`) |
-/// | `instance_type` | yes, or `instance_types` | the instance type (`t3.small`) |
+/// | `launch_template` | no | launch from an EC2 launch template: `{ id = "lt-..." }` or `{ name = "web" }`, with `version = "$Default"` (the default), `"$Latest"` or `"3"` ([`LaunchTemplate`]); checked to exist before a launch; every other key set here overrides the template's |
+/// | `image_id` | yes, unless `launch_template` | the AMI (`ami-...`) |
+/// | `instance_type` | yes (or `instance_types`), unless `launch_template` | the instance type (`t3.small`) |
 /// | `instance_types` | instead of `instance_type` | instance types in order of preference (`["t3.small", "t3a.small"]`): when EC2 has no capacity for one in any of the subnets' Availability Zones (`InsufficientInstanceCapacity`, `Unsupported`, `InstanceLimitExceeded`), the next is tried |
 /// | `key_name` | no | the EC2 key pair to install |
 /// | `security_group_ids` | no | security groups (`["sg-..."]`) |
@@ -128,7 +133,7 @@ impl std::fmt::Debug for Fields {
 ///     via = "public_ip"
 ///     user = "admin"
 /// "##)?;
-/// assert_eq!(profile.instance_type(), "t3.small");
+/// assert_eq!(profile.instance_type(), Some("t3.small"));
 /// # Ok(())
 /// # }
 /// ```
@@ -179,6 +184,8 @@ fn normalize(mut f: Fields) -> Result<Fields, AwsError> {
                 "is set beside `instance_type`: one of the two",
             ))
         }
+        // A launch template says which type.
+        (None, true) if f.launch_template.is_some() => {}
         (None, true) => {
             return Err(AwsError::invalid(
                 "instance_type",
@@ -211,7 +218,8 @@ impl Ec2Profile {
             f: Fields {
                 region: region.into(),
                 endpoint_url: None,
-                image_id: image_id.into(),
+                launch_template: None,
+                image_id: Some(image_id.into()),
                 instance_type: Some(instance_type.into()),
                 instance_types: Vec::new(),
                 key_name: None,
@@ -227,6 +235,17 @@ impl Ec2Profile {
                 ssh: SshAccess::default(),
             },
         }
+    }
+
+    /// Starts a profile that launches from `template`: the image and the
+    /// instance type are the template's unless set
+    /// ([`Ec2ProfileBuilder::image_id`], [`Ec2ProfileBuilder::fallback_instance_type`]).
+    pub fn from_template(region: impl Into<String>, template: LaunchTemplate) -> Ec2ProfileBuilder {
+        let mut b = Self::builder(region, "", "");
+        b.f.image_id = None;
+        b.f.instance_type = None;
+        b.f.launch_template = Some(template);
+        b
     }
 
     /// Reads and validates a profile from TOML.
@@ -246,17 +265,22 @@ impl Ec2Profile {
     pub fn endpoint_url(&self) -> Option<&str> {
         self.f.endpoint_url.as_deref()
     }
-    /// The image.
-    pub fn image_id(&self) -> &str {
-        &self.f.image_id
+    /// The launch template new instances start from, when the profile names one.
+    pub fn launch_template(&self) -> Option<&LaunchTemplate> {
+        self.f.launch_template.as_ref()
+    }
+    /// The image (none: the launch template's).
+    pub fn image_id(&self) -> Option<&str> {
+        self.f.image_id.as_deref()
     }
     /// The instance type new nodes get: the first of
-    /// [`instance_types`](Self::instance_types).
-    pub fn instance_type(&self) -> &str {
-        self.f.instance_types.first().map_or("", String::as_str)
+    /// [`instance_types`](Self::instance_types) (none: the launch template's).
+    pub fn instance_type(&self) -> Option<&str> {
+        self.f.instance_types.first().map(String::as_str)
     }
-    /// The instance types, in order of preference (at least one): the next
-    /// is tried when EC2 has no capacity for one in any subnet's zone.
+    /// The instance types, in order of preference (at least one, unless the
+    /// profile names a launch template): the next is tried when EC2 has no
+    /// capacity for one in any subnet's zone.
     pub fn instance_types(&self) -> &[String] {
         &self.f.instance_types
     }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use pyscaler_aws::{
     discover, instances_of_run, Aws, AwsError, ClassicElb, ClientConfig, DeployEc2Node, Ec2,
     Ec2Profile, Ec2RunCleanup, HealthState, Instance, InstanceHealth, InstanceState, LaunchSpec,
-    LoadBalancer, Pick, RemoveEc2Node, SdkEc2, StaticCredentials, Subnet,
+    LaunchTemplate, LoadBalancer, Pick, RemoveEc2Node, SdkEc2, StaticCredentials, Subnet,
+    TemplateInfo,
 };
 use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{
@@ -68,6 +69,13 @@ impl<T: Ec2> Ec2 for Counting<T> {
     async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<Subnet>, AwsError> {
         self.counts.add("DescribeSubnets");
         self.inner.describe_subnets(ids).await
+    }
+    async fn describe_launch_template(
+        &self,
+        template: &LaunchTemplate,
+    ) -> Result<Option<TemplateInfo>, AwsError> {
+        self.counts.add("DescribeLaunchTemplates");
+        self.inner.describe_launch_template(template).await
     }
 }
 

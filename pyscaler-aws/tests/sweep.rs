@@ -18,8 +18,9 @@ const LB: &str = "web-lb";
 
 async fn launch(ec2: &SdkEc2, tags: &[(&str, &str)]) -> String {
     let spec = LaunchSpec {
-        image_id: AMI.into(),
-        instance_type: "t3.small".into(),
+        launch_template: None,
+        image_id: Some(AMI.into()),
+        instance_type: Some("t3.small".into()),
         key_name: None,
         security_group_ids: Vec::new(),
         subnet_id: None,

@@ -164,6 +164,31 @@ impl MotoServer {
             .to_owned()
     }
 
+    /// Creates a launch template `name` with moto's AMI and `instance_type`
+    /// (one version), as an operator would; returns its id.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_launch_template(&self, name: &str, instance_type: &str) -> String {
+        use aws_sdk_ec2::types::{InstanceType, RequestLaunchTemplateData};
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(AMI)
+            .instance_type(InstanceType::from(instance_type))
+            .build();
+        let out = ec2
+            .create_launch_template()
+            .launch_template_name(name)
+            .launch_template_data(data)
+            .send()
+            .await
+            .expect("create the launch template in moto");
+        out.launch_template()
+            .and_then(|t| t.launch_template_id())
+            .expect("the new launch template's id")
+            .to_owned()
+    }
+
     /// The server's log file (one line per request).
     pub fn log(&self) -> &Path {
         &self.process.log

@@ -55,7 +55,8 @@ impl Zone {
 /// One RunInstances call of a launch.
 struct Call<'a> {
     zone: &'a Zone,
-    instance_type: &'a str,
+    /// None: the launch template's.
+    instance_type: Option<&'a str>,
     /// The number of its first node's name.
     first: u32,
     /// MaxCount.
@@ -144,8 +145,19 @@ impl DeployEc2Node {
         let mut current: Vec<usize> = zones.iter().map(|z| z.nodes_in(ctx.cluster())).collect();
         let mut calls_in = vec![0u32; zones.len()];
         let mut placed = Placed::default();
-        let types = self.aws.profile.instance_types();
-        for (t, instance_type) in types.iter().enumerate() {
+        // No type in a profile with a launch template: the template's.
+        let mut types: Vec<Option<&str>> = self
+            .aws
+            .profile
+            .instance_types()
+            .iter()
+            .map(|t| Some(t.as_str()))
+            .collect();
+        if types.is_empty() {
+            types.push(None);
+        }
+        for (t, &instance_type) in types.iter().enumerate() {
+            let type_label = instance_type.unwrap_or("the template's instance type");
             let mut refused = vec![false; zones.len()];
             'plan: loop {
                 let left = total - placed.instances.len() - missing;
@@ -191,17 +203,17 @@ impl DeployEc2Node {
                             refused[z] = true;
                             let next = if open.len() > 1 {
                                 "its share goes to the other zones".to_owned()
-                            } else if let Some(next) = types.get(t + 1) {
-                                format!("no zone left for {instance_type}; trying {next}")
+                            } else if let Some(Some(next)) = types.get(t + 1) {
+                                format!("no zone left for {type_label}; trying {next}")
                             } else {
                                 "no zone or instance type left".to_owned()
                             };
                             let code = e.code().unwrap_or("no capacity");
                             let note = format!(
-                                "{instance_type} in {} refused ({code}): {next}",
+                                "{type_label} in {} refused ({code}): {next}",
                                 zone.label()
                             );
-                            warn!(step = %ctx.step_name(), zone = %zone.label(), instance_type,
+                            warn!(step = %ctx.step_name(), zone = %zone.label(), instance_type = type_label,
                                 count = share, error = %e, "No capacity; {next}.");
                             placed.notes.push(note);
                             continue 'plan;
@@ -231,7 +243,8 @@ impl DeployEc2Node {
     async fn launch_one(&self, ctx: &mut Context, call: &Call<'_>) -> Result<Answer> {
         let spec = self.spec(ctx, call);
         info!(step = %ctx.step_name(), zone = %call.zone.label(), count = call.share,
-            instance_type = call.instance_type, client_token = %call.client_token,
+            instance_type = call.instance_type.unwrap_or("the template's"),
+            client_token = %call.client_token,
             "Launching instances.");
         ctx.step_output_mut::<Launched>().in_flight = true;
         let answer = self.aws.ec2.launch(&spec).await;
@@ -274,8 +287,9 @@ impl DeployEc2Node {
         tags.insert(TAG_RUN.into(), ctx.run_id().to_string());
         tags.insert(TAG_STEP.into(), ctx.step_name().to_owned());
         LaunchSpec {
-            image_id: profile.image_id().to_owned(),
-            instance_type: call.instance_type.to_owned(),
+            launch_template: profile.launch_template().cloned(),
+            image_id: profile.image_id().map(str::to_owned),
+            instance_type: call.instance_type.map(str::to_owned),
             key_name: profile.key_name().map(str::to_owned),
             security_group_ids: profile.security_group_ids().to_vec(),
             subnet_id: call.zone.subnet_id.clone(),

@@ -34,7 +34,8 @@ impl DeployEc2Node {
             let instance_type = instance
                 .instance_type
                 .as_deref()
-                .unwrap_or(self.aws.profile.instance_type());
+                .or(self.aws.profile.instance_type())
+                .unwrap_or("the template's instance type");
             placements.push(match &instance.availability_zone {
                 Some(zone) => format!("{instance_type} in {zone}"),
                 None => instance_type.to_owned(),
@@ -181,6 +182,30 @@ impl DeployEc2Node {
             after: poller.within(),
         }
         .into())
+    }
+
+    /// Checks, before anything is launched, that the launch template the
+    /// profile names exists at its version (DescribeLaunchTemplates).
+    ///
+    /// # Errors
+    /// [`AwsError::LaunchTemplateNotFound`] naming it; the API's refusal.
+    pub(super) async fn check_launch_template(&self) -> Result<()> {
+        let Some(template) = self.aws.profile.launch_template() else {
+            return Ok(());
+        };
+        let not_found = |latest| AwsError::LaunchTemplateNotFound {
+            template: template.to_string(),
+            latest,
+        };
+        match self.aws.ec2.describe_launch_template(template).await? {
+            None => Err(not_found(None).into()),
+            Some(info) => match template.version {
+                crate::TemplateVersion::Number(n) if n > info.latest_version => {
+                    Err(not_found(Some(info.latest_version)).into())
+                }
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Checks, before anything is launched, that the load balancer the profile

@@ -483,6 +483,12 @@ impl Ec2 for SilentLaunch {
     async fn describe_subnets(&self, ids: &[String]) -> Result<Vec<crate::Subnet>, AwsError> {
         self.0.describe_subnets(ids).await
     }
+    async fn describe_launch_template(
+        &self,
+        template: &crate::LaunchTemplate,
+    ) -> Result<Option<crate::TemplateInfo>, AwsError> {
+        self.0.describe_launch_template(template).await
+    }
 }
 
 #[tokio::test(start_paused = true)]

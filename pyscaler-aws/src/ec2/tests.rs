@@ -16,8 +16,9 @@ use super::*;
 
 fn spec() -> LaunchSpec {
     LaunchSpec {
-        image_id: "ami-0abc".into(),
-        instance_type: "t3.small".into(),
+        launch_template: None,
+        image_id: Some("ami-0abc".into()),
+        instance_type: Some("t3.small".into()),
         key_name: Some("ops".into()),
         security_group_ids: vec!["sg-1".into()],
         subnet_id: None,

@@ -41,8 +41,21 @@ impl Ec2ProfileBuilder {
         self.f.subnet_ids = ids.into_iter().map(Into::into).collect();
         self
     }
+    /// Launches from this launch template: what the profile sets overrides
+    /// the template's.
+    pub fn launch_template(mut self, template: crate::LaunchTemplate) -> Self {
+        self.f.launch_template = Some(template);
+        self
+    }
+    /// The image, instead of the launch template's.
+    pub fn image_id(mut self, id: impl Into<String>) -> Self {
+        self.f.image_id = Some(id.into());
+        self
+    }
     /// Adds an instance type to fall back on, after the ones before it: it is
-    /// tried when EC2 has no capacity for those in any subnet's zone.
+    /// tried when EC2 has no capacity for those in any subnet's zone. (On a
+    /// profile [from a template](Ec2Profile::from_template) with no type
+    /// yet, the first is the type that overrides the template's.)
     pub fn fallback_instance_type(mut self, instance_type: impl Into<String>) -> Self {
         if let Some(first) = self.f.instance_type.take() {
             self.f.instance_types.push(first);

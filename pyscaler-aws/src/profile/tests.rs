@@ -205,7 +205,7 @@ fn subnets_and_instance_types_load_in_either_spelling_and_not_both() {
         "instance_types = [\"t3.small\", \"t3a.small\"]\nsubnet_ids = [\"subnet-a1\", \"subnet-b2\"]\n",
     )
     .expect("lists");
-    assert_eq!(many.instance_type(), "t3.small");
+    assert_eq!(many.instance_type(), Some("t3.small"));
     assert_eq!(many.instance_types(), ["t3.small", "t3a.small"]);
     assert_eq!(many.subnet_ids(), ["subnet-a1", "subnet-b2"]);
     // Written back, each reads the same; a list of one keeps its old key.
@@ -247,4 +247,40 @@ fn subnets_and_instance_types_load_in_either_spelling_and_not_both() {
         refused("instance_type = \"t3.small\"\nsubnet_ids = [\"subnet-a1\", \"subnet-a1\"]\n")
             .contains("names `subnet-a1` twice")
     );
+}
+
+#[test]
+fn a_launch_template_stands_in_for_the_image_and_the_type() {
+    let p = Ec2Profile::from_toml(
+        "region = \"us-east-1\"\nlaunch_template = { name = \"web\", version = \"$Latest\" }\n",
+    )
+    .expect("a template alone");
+    assert_eq!(
+        p.launch_template(),
+        Some(&crate::LaunchTemplate::by_name("web").version(crate::TemplateVersion::Latest))
+    );
+    assert_eq!(p.image_id(), None);
+    assert!(p.instance_types().is_empty());
+    let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
+    assert_eq!(again, p);
+    // With overrides.
+    let p = Ec2Profile::from_toml(
+        "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\n\
+         launch_template = { id = \"lt-0abc123\" }\n",
+    )
+    .expect("a template with overrides");
+    assert_eq!(p.image_id(), Some("ami-03cf127a"));
+    assert_eq!(p.instance_type(), Some("t3.small"));
+
+    let e = Ec2Profile::from_toml("region = \"us-east-1\"\ninstance_type = \"t3.small\"\n")
+        .expect_err("no image");
+    assert!(
+        e.to_string().contains("invalid image_id: is missing"),
+        "{e}"
+    );
+    let e = Ec2Profile::from_toml(
+        "region = \"us-east-1\"\nlaunch_template = { id = \"lt-0abc123\", name = \"web\" }\n",
+    )
+    .expect_err("both");
+    assert!(e.to_string().contains("one of the two"), "{e}");
 }

@@ -33,11 +33,24 @@ pub(super) fn validate(f: &Fields) -> Result<(), AwsError> {
             ));
         }
     }
-    if !is_id(&f.image_id, "ami-") {
-        return Err(bad(
-            "image_id",
-            format!("`{}` is not an AMI id like ami-0abc123", f.image_id),
-        ));
+    match (&f.image_id, &f.launch_template) {
+        (Some(image), _) if !is_id(image, "ami-") => {
+            return Err(bad(
+                "image_id",
+                format!("`{image}` is not an AMI id like ami-0abc123"),
+            ));
+        }
+        (None, None) => {
+            return Err(bad(
+                "image_id",
+                "is missing: set `image_id`, or a `launch_template` that names the image"
+                    .to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(template) = &f.launch_template {
+        template.validate()?;
     }
     // A list of one is named as the profile most likely spelled it.
     let types_field = if f.instance_types.len() > 1 {

@@ -5,12 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use pyscaler_core::{ActionExt, Cluster, Context, Node, NodeState, RunId, RunStatus, Target};
+use pyscaler_core::{
+    Action, ActionExt, Cluster, Context, Node, NodeState, RunId, RunStatus, Target,
+};
 
 use crate::test_support::{api_err, pipeline_of};
 use crate::{
     zone_client_token, Aws, DeployEc2Node, Ec2Profile, Instance, InstanceState, LaunchSpec,
-    MockEc2, Subnet, TAG_AZ,
+    LaunchTemplate, MockEc2, Subnet, TemplateInfo, TemplateRef, TemplateVersion, TAG_AZ,
 };
 
 const RUN: &str = "run-20261127T000000Z-0000beef";
@@ -75,7 +77,7 @@ fn ec2_terminating_in_zones(
                 tags: spec.tags.clone(),
                 availability_zone: Some(zone_of_subnet(&subnet).to_owned()),
                 subnet_id: Some(subnet.clone()),
-                instance_type: Some(spec.instance_type.clone()),
+                instance_type: spec.instance_type.clone(),
                 ..Instance::default()
             })
             .collect();
@@ -333,9 +335,9 @@ async fn every_zone_refusing_the_first_type_moves_to_the_next_type() {
     let launches = Launches::default();
     let refuse: Refuse =
         Box::new(
-            |spec| match (spec.instance_type.as_str(), spec.subnet_id.as_deref()) {
-                ("t3.small", Some("subnet-a")) => Some("Unsupported"),
-                ("t3.small", _) => Some("InstanceLimitExceeded"),
+            |spec| match (spec.instance_type.as_deref(), spec.subnet_id.as_deref()) {
+                (Some("t3.small"), Some("subnet-a")) => Some("Unsupported"),
+                (Some("t3.small"), _) => Some("InstanceLimitExceeded"),
                 _ => None,
             },
         );
@@ -353,7 +355,7 @@ async fn every_zone_refusing_the_first_type_moves_to_the_next_type() {
         .iter()
         .map(|s| {
             (
-                s.instance_type.as_str(),
+                s.instance_type.as_deref().unwrap_or(""),
                 s.subnet_id.as_deref().unwrap_or(""),
                 s.max_count,
             )
@@ -461,4 +463,136 @@ async fn bad_input_fails_at_once_without_trying_another_zone_or_type() {
     let err = report.error.clone().expect("error");
     assert_eq!(err.kind, pyscaler_core::ErrorKind::InvalidInput, "{err:?}");
     assert_eq!(launches.lock().expect("launches").len(), 1);
+}
+
+/// A profile launching from template `web` (latest version 3) with only a
+/// region, and an EC2 that says so.
+fn template_ec2(launches: &Launches) -> MockEc2 {
+    let mut ec2 = MockEc2::new();
+    let seen = launches.clone();
+    ec2.expect_launch().returning(move |spec| {
+        seen.lock().expect("launches").push(spec.clone());
+        Ok(vec![Instance {
+            id: "i-t0".into(),
+            state: InstanceState::Running,
+            private_ip: Some("10.0.9.9".into()),
+            tags: spec.tags.clone(),
+            instance_type: Some("t3.micro".into()),
+            ..Instance::default()
+        }])
+    });
+    ec2.expect_describe().returning(|ids| {
+        Ok(ids
+            .iter()
+            .map(|id| Instance {
+                id: id.clone(),
+                state: InstanceState::Running,
+                private_ip: Some("10.0.9.9".into()),
+                instance_type: Some("t3.micro".into()),
+                ..Instance::default()
+            })
+            .collect())
+    });
+    // The step's undo looks for instances of the run: there are none.
+    ec2.expect_find_by_tags().returning(|_, _| Ok(Vec::new()));
+    ec2.expect_describe_launch_template()
+        .times(1)
+        .returning(|t| {
+            Ok(
+                matches!(&t.template, TemplateRef::Name(n) if n == "web").then(|| TemplateInfo {
+                    id: "lt-0abc".into(),
+                    name: "web".into(),
+                    default_version: 1,
+                    latest_version: 3,
+                }),
+            )
+        });
+    ec2
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_template_is_checked_first_and_named_in_the_launch() {
+    let launches = Launches::default();
+    let template = LaunchTemplate::by_name("web").version(TemplateVersion::Latest);
+    let profile = Ec2Profile::from_template("us-east-1", template.clone())
+        .build()
+        .expect("profile");
+    assert_eq!(profile.image_id(), None);
+    assert_eq!(profile.instance_type(), None);
+    let action = deploy(template_ec2(&launches), profile, 1);
+    assert!(
+        action.describe().summary[0]
+            .starts_with("launch 1 from launch template `web` version $Latest in us-east-1"),
+        "{:?}",
+        action.describe().summary
+    );
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    let specs = launches.lock().expect("launches").clone();
+    assert_eq!(specs.len(), 1);
+    assert_eq!(specs[0].launch_template, Some(template));
+    // The template decides the image and the type.
+    assert_eq!(specs[0].image_id, None);
+    assert_eq!(specs[0].instance_type, None);
+    assert!(
+        report.steps[0].nodes[0]
+            .summary
+            .contains("running (t3.micro)"),
+        "{}",
+        report.steps[0].nodes[0].summary
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn profile_fields_override_the_template() {
+    let launches = Launches::default();
+    let profile = Ec2Profile::from_template("us-east-1", LaunchTemplate::by_name("web"))
+        .image_id("ami-03cf127a")
+        .fallback_instance_type("t3.small")
+        .key_name("ops")
+        .build()
+        .expect("profile");
+    let action = deploy(template_ec2(&launches), profile, 1);
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    let spec = launches.lock().expect("launches")[0].clone();
+    assert_eq!(spec.image_id.as_deref(), Some("ami-03cf127a"));
+    assert_eq!(spec.instance_type.as_deref(), Some("t3.small"));
+    assert_eq!(spec.key_name.as_deref(), Some("ops"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_template_or_version_launches_nothing() {
+    for (template, wanted) in [
+        (
+            LaunchTemplate::by_name("nope"),
+            "launch template `nope` version $Default does not exist",
+        ),
+        (
+            LaunchTemplate::by_name("web").version(TemplateVersion::Number(9)),
+            "launch template `web` version 9 does not exist (its latest version is 3)",
+        ),
+    ] {
+        let launches = Launches::default();
+        let profile = Ec2Profile::from_template("us-east-1", template)
+            .build()
+            .expect("profile");
+        let action = deploy(template_ec2(&launches), profile, 2);
+        let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+        let report = pipeline_of(
+            action
+                .on(Target::None)
+                .retry(pyscaler_core::RetryPolicy::attempts(3)),
+        )
+        .run(&mut ctx)
+        .await;
+        assert_eq!(report.status, RunStatus::Failed);
+        let err = report.error.clone().expect("error");
+        assert_eq!(err.kind, pyscaler_core::ErrorKind::InvalidInput, "{err:?}");
+        assert!(err.message.contains(wanted), "{}", err.message);
+        assert_eq!(report.steps[0].attempts, 1, "bad input is not retried");
+        assert!(launches.lock().expect("launches").is_empty());
+    }
 }
