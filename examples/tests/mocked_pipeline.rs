@@ -73,6 +73,7 @@ fn instance(state: InstanceState) -> Instance {
         availability_zone: Some("us-east-1a".into()),
         subnet_id: None,
         instance_type: Some("t3.small".into()),
+        market: pyscaler_aws::Market::OnDemand,
     }
 }
 

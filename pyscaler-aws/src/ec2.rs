@@ -5,8 +5,9 @@ use std::fmt;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::{
-    Filter, IamInstanceProfileSpecification, InstanceStateName, InstanceType,
-    LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
+    Filter, IamInstanceProfileSpecification, InstanceInterruptionBehavior, InstanceLifecycleType,
+    InstanceMarketOptionsRequest, InstanceStateName, InstanceType, LaunchTemplateSpecification,
+    MarketType, ResourceType, SpotInstanceType, SpotMarketOptions, Tag, TagSpecification,
 };
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attempts::{call, CountAttempts};
 use crate::error::Subjects;
-use crate::{AwsError, ClientConfig, LaunchTemplate, TemplateInfo, TemplateRef};
+use crate::{AwsError, ClientConfig, LaunchTemplate, Market, TemplateInfo, TemplateRef};
 
 /// The life-cycle state of an EC2 instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -108,6 +109,8 @@ pub struct Instance {
     pub subnet_id: Option<String>,
     /// Its instance type (`t3.small`).
     pub instance_type: Option<String>,
+    /// How it was bought (`InstanceLifecycle`: Spot, else On-Demand).
+    pub market: Market,
 }
 
 /// A VPC subnet, as far as placing instances goes: which Availability Zone it is in.
@@ -146,6 +149,8 @@ pub struct LaunchSpec {
     pub max_count: u32,
     /// The idempotency token: the same token never starts a second set of instances.
     pub client_token: String,
+    /// On-Demand, or one-time Spot Instances.
+    pub market: Market,
 }
 
 impl fmt::Debug for LaunchSpec {
@@ -170,6 +175,7 @@ impl fmt::Debug for LaunchSpec {
             .field("min_count", &self.min_count)
             .field("max_count", &self.max_count)
             .field("client_token", &self.client_token)
+            .field("market", &self.market)
             .finish()
     }
 }
@@ -279,6 +285,10 @@ fn instance_from_sdk(i: &aws_sdk_ec2::types::Instance) -> Instance {
         availability_zone: non_empty(i.placement().and_then(|p| p.availability_zone())),
         subnet_id: non_empty(i.subnet_id()),
         instance_type: non_empty(i.instance_type().map(InstanceType::as_str)),
+        market: match i.instance_lifecycle() {
+            Some(InstanceLifecycleType::Spot) => Market::Spot,
+            _ => Market::OnDemand,
+        },
     }
 }
 
@@ -305,9 +315,21 @@ impl Ec2 for SdkEc2 {
                 TemplateRef::Name(name) => b.launch_template_name(name).build(),
             }
         });
+        let market = (spec.market == Market::Spot).then(|| {
+            InstanceMarketOptionsRequest::builder()
+                .market_type(MarketType::Spot)
+                .spot_options(
+                    SpotMarketOptions::builder()
+                        .spot_instance_type(SpotInstanceType::OneTime)
+                        .instance_interruption_behavior(InstanceInterruptionBehavior::Terminate)
+                        .build(),
+                )
+                .build()
+        });
         let request = self
             .client
             .run_instances()
+            .set_instance_market_options(market)
             .set_launch_template(template)
             .set_image_id(spec.image_id.clone())
             .set_instance_type(spec.instance_type.as_deref().map(InstanceType::from))

@@ -335,9 +335,16 @@ pub fn is_capacity_code(code: &str) -> bool {
     // `Unsupported`: the type (or the request) is not offered in the zone.
     // `InstanceLimitExceeded`: the account's limit of running instances of
     // the type's family; another type may be of another family.
+    // `SpotMaxPriceTooLow`: the Spot price in the zone is above the maximum;
+    // `MaxSpotInstanceCountExceeded`: the account's Spot limit (a Spot
+    // launch with `spot_fallback = "on-demand"` goes On-Demand).
     matches!(
         code,
-        "InsufficientInstanceCapacity" | "Unsupported" | "InstanceLimitExceeded"
+        "InsufficientInstanceCapacity"
+            | "Unsupported"
+            | "InstanceLimitExceeded"
+            | "SpotMaxPriceTooLow"
+            | "MaxSpotInstanceCountExceeded"
     )
 }
 
@@ -378,6 +385,11 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         // it does not pass by itself, so it is not retried (a launch falls back
         // on another type first).
         "InstanceLimitExceeded" => ErrorKind::Conflict,
+        // EC2 `SpotMaxPriceTooLow`: the maximum price is below the Spot price;
+        // `MaxSpotInstanceCountExceeded`: the account's Spot quota. Not retried
+        // as they are (a launch falls back on another zone, or On-Demand, first).
+        "SpotMaxPriceTooLow" => ErrorKind::InvalidInput,
+        "MaxSpotInstanceCountExceeded" => ErrorKind::Conflict,
         // EC2 `InvalidAMIID.NotFound` / `.Malformed` / `.Unavailable`: a bad image id.
         c if c.starts_with("InvalidAMIID.") => ErrorKind::InvalidInput,
         // EC2 `InvalidInstanceType` (and moto's `InvalidInstanceType.NotFound`).

@@ -31,6 +31,7 @@ mod elb;
 #[cfg(feature = "elbv2")]
 mod elbv2;
 mod error;
+mod market;
 mod node;
 mod profile;
 mod remove;
@@ -57,6 +58,7 @@ pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
 #[cfg(feature = "elbv2")]
 pub use elbv2::TargetGroups;
 pub use error::{is_capacity_code, kind_of_code, AwsError};
+pub use market::{Market, SpotFallback};
 pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};

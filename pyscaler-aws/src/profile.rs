@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AwsError, LaunchTemplate};
+use crate::{AwsError, LaunchTemplate, Market, SpotFallback};
 
 mod builder;
 mod ssh;
@@ -52,8 +52,16 @@ struct Fields {
     target_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     target_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    market: Market,
+    #[serde(default, skip_serializing_if = "is_default")]
+    spot_fallback: SpotFallback,
     #[serde(default)]
     ssh: SshAccess,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl std::fmt::Debug for Fields {
@@ -82,6 +90,8 @@ impl std::fmt::Debug for Fields {
             .field("load_balancer", &self.load_balancer)
             .field("target_group", &self.target_group)
             .field("target_port", &self.target_port)
+            .field("market", &self.market)
+            .field("spot_fallback", &self.spot_fallback)
             .field("ssh", &self.ssh)
             .finish()
     }
@@ -114,6 +124,8 @@ impl std::fmt::Debug for Fields {
 /// | `load_balancer` | no | the classic ELB the nodes join; checked to exist before a launch |
 /// | `target_group` | no | instead, the ALB/NLB target group the nodes join (its ARN; feature `elbv2`); checked to exist before a launch |
 /// | `target_port` | no | the port the target group sends the nodes traffic to, when not its own |
+/// | `market` | no | `"on-demand"` (default) or `"spot"`: one-time Spot Instances, terminated when EC2 takes them back ([`Market`]) |
+/// | `spot_fallback` | no, with `market = "spot"` | `"on-demand"`: a zone's call EC2 refuses for Spot capacity is made again for On-Demand there; `"none"` (default): the zone counts as refused ([`SpotFallback`]) |
 /// | `ssh.via` | no | which address to connect to: `"private_ip"` (default), `"public_ip"`, `"public_dns"`, or `{ fixed = { host = "127.0.0.1" } }` ([`SshVia`]) |
 /// | `ssh.user` | no | the SSH user (`ec2-user`) |
 /// | `ssh.port` | no | the SSH port of every node (22), whichever address `via` picks |
@@ -232,6 +244,8 @@ impl Ec2Profile {
                 load_balancer: None,
                 target_group: None,
                 target_port: None,
+                market: Market::default(),
+                spot_fallback: SpotFallback::default(),
                 ssh: SshAccess::default(),
             },
         }
@@ -324,6 +338,14 @@ impl Ec2Profile {
     /// balancer's name or the target group's ARN.
     pub fn balancer(&self) -> Option<&str> {
         self.load_balancer().or(self.target_group())
+    }
+    /// How new instances are bought.
+    pub fn market(&self) -> Market {
+        self.f.market
+    }
+    /// What a Spot launch does without Spot capacity.
+    pub fn spot_fallback(&self) -> SpotFallback {
+        self.f.spot_fallback
     }
     /// How nodes are reached over SSH.
     pub fn ssh(&self) -> &SshAccess {

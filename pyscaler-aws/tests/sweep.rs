@@ -33,6 +33,7 @@ async fn launch(ec2: &SdkEc2, tags: &[(&str, &str)]) -> String {
         min_count: 1,
         max_count: 1,
         client_token: format!("sweep-test-{}", RunId::generate()),
+        market: Default::default(),
     };
     ec2.launch(&spec).await.expect("launch")[0].id.clone()
 }

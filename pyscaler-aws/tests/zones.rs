@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyscaler_aws::{
-    discover, Aws, ClassicElb, ClientConfig, DeployEc2Node, Ec2Profile, Pick, RemoveEc2Node,
-    SdkEc2, StaticCredentials, TAG_AZ,
+    discover, Aws, ClassicElb, ClientConfig, DeployEc2Node, Ec2Profile, Market, Pick,
+    RemoveEc2Node, SdkEc2, SpotFallback, StaticCredentials, TAG_AZ,
 };
 use pyscaler_core::{
     ActionExt, Cluster, Context, Pipeline, RetryPolicy, RunRecord, RunReport, RunState, RunStatus,
@@ -44,6 +44,7 @@ struct Seen {
     state: String,
     zone: String,
     instance_type: String,
+    spot: bool,
 }
 
 impl Stack {
@@ -138,6 +139,8 @@ impl Stack {
                     .instance_type()
                     .map(|t| t.as_str().to_owned())
                     .unwrap_or_default(),
+                spot: i.instance_lifecycle()
+                    == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot),
             })
             .collect()
     }
@@ -503,4 +506,64 @@ async fn calls_per_scale_out_over_two_subnets() {
         assert_eq!(count("DescribeSubnets"), 1);
         assert_eq!(count("RegisterInstancesWithLoadBalancer"), 1);
     }
+}
+
+#[tokio::test]
+async fn spot_nodes_are_spot_and_a_zone_without_spot_capacity_goes_on_demand() {
+    let stack = Stack::start(1).await;
+    stack.proxy.inject(
+        Fault::error("RunInstances", "InsufficientInstanceCapacity")
+            .matching("InstanceMarketOptions.MarketType", "spot")
+            .matching("SubnetId", stack.subnet_a.clone())
+            .always(),
+    );
+    let profile = Ec2Profile::builder(REGION, AMI, "t3.small")
+        .endpoint_url(stack.proxy.endpoint_url())
+        .load_balancer(LB)
+        .subnet_ids([stack.subnet_a.clone(), stack.subnet_b.clone()])
+        .market(Market::Spot)
+        .spot_fallback(SpotFallback::OnDemand)
+        .build()
+        .expect("profile");
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack.deploy(profile, 4).on(Target::None),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    // Zone b's are Spot; zone a's, refused Spot, On-Demand.
+    let live = stack.live().await;
+    assert_eq!(new_ids(&ctx), ids(&live));
+    let by_zone: Vec<(String, bool)> = {
+        let mut v: Vec<(String, bool)> = live.iter().map(|i| (i.zone.clone(), i.spot)).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        by_zone,
+        [
+            (ZONE_A.to_owned(), false),
+            (ZONE_A.to_owned(), false),
+            (ZONE_B.to_owned(), true),
+            (ZONE_B.to_owned(), true)
+        ]
+    );
+    assert_eq!(stack.proxy.count("RunInstances"), 3);
+    let summaries: Vec<&str> = report.steps[0]
+        .nodes
+        .iter()
+        .map(|o| o.summary.as_str())
+        .collect();
+    assert!(
+        summaries[0].contains("running (t3.small in us-east-1a, on-demand)"),
+        "{}",
+        summaries[0]
+    );
+    assert!(
+        summaries[3].contains("running (t3.small in us-east-1b, spot)"),
+        "{}",
+        summaries[3]
+    );
 }

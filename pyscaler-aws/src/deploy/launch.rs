@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::placement::spread;
 use super::{zone_client_token, DeployEc2Node, Launched};
 use crate::node::{name_tag, next_free_number, zone_of, TAG_CLUSTER, TAG_RUN, TAG_STEP};
-use crate::{AwsError, Instance, LaunchSpec};
+use crate::{AwsError, Instance, LaunchSpec, Market, SpotFallback};
 
 /// One place a launch can go: an Availability Zone and the subnet used there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,7 @@ struct Call<'a> {
     zone: &'a Zone,
     /// None: the launch template's.
     instance_type: Option<&'a str>,
+    market: Market,
     /// The number of its first node's name.
     first: u32,
     /// MaxCount.
@@ -177,6 +178,7 @@ impl DeployEc2Node {
                     let call = Call {
                         zone,
                         instance_type,
+                        market: self.aws.profile.market(),
                         first: base
                             .saturating_add(u32::try_from(placed.instances.len()).unwrap_or(0)),
                         share: u32::try_from(share).unwrap_or(u32::MAX),
@@ -189,7 +191,41 @@ impl DeployEc2Node {
                         ),
                     };
                     calls_in[z] += 1;
-                    match self.launch_one(ctx, &call).await? {
+                    let mut answer = self.launch_one(ctx, &call).await?;
+                    let mut market = call.market;
+                    let spot_refused = match &answer {
+                        Answer::NoCapacity(e)
+                            if market == Market::Spot
+                                && self.aws.profile.spot_fallback() == SpotFallback::OnDemand =>
+                        {
+                            Some(e.code().unwrap_or("no capacity").to_owned())
+                        }
+                        _ => None,
+                    };
+                    if let Some(code) = spot_refused {
+                        // The same call again, On-Demand, in the same zone.
+                        let note = format!(
+                            "spot {type_label} in {} refused ({code}): on-demand there instead",
+                            zone.label()
+                        );
+                        warn!(step = %ctx.step_name(), zone = %zone.label(), instance_type = type_label,
+                            count = share, code = %code, "No Spot capacity; launching On-Demand instead.");
+                        placed.notes.push(note);
+                        market = Market::OnDemand;
+                        let on_demand = Call {
+                            market,
+                            client_token: zone_client_token(
+                                ctx.run_id(),
+                                ctx.step_name(),
+                                zone.name.as_deref(),
+                                calls_in[z],
+                            ),
+                            ..call
+                        };
+                        calls_in[z] += 1;
+                        answer = self.launch_one(ctx, &on_demand).await?;
+                    }
+                    match answer {
                         Answer::Started(got) => {
                             let short = share.saturating_sub(got.len());
                             slack -= short.min(slack);
@@ -209,8 +245,9 @@ impl DeployEc2Node {
                                 "no zone or instance type left".to_owned()
                             };
                             let code = e.code().unwrap_or("no capacity");
+                            let spot = if market == Market::Spot { "spot " } else { "" };
                             let note = format!(
-                                "{type_label} in {} refused ({code}): {next}",
+                                "{spot}{type_label} in {} refused ({code}): {next}",
                                 zone.label()
                             );
                             warn!(step = %ctx.step_name(), zone = %zone.label(), instance_type = type_label,
@@ -299,6 +336,7 @@ impl DeployEc2Node {
             min_count: call.min,
             max_count: call.share,
             client_token: call.client_token.clone(),
+            market: call.market,
         }
     }
 }

@@ -36,10 +36,15 @@ impl DeployEc2Node {
                 .as_deref()
                 .or(self.aws.profile.instance_type())
                 .unwrap_or("the template's instance type");
-            placements.push(match &instance.availability_zone {
+            let mut placed = match &instance.availability_zone {
                 Some(zone) => format!("{instance_type} in {zone}"),
                 None => instance_type.to_owned(),
-            });
+            };
+            // A Spot profile says which each node got.
+            if self.aws.profile.market() == crate::Market::Spot {
+                placed.push_str(&format!(", {}", instance.market));
+            }
+            placements.push(placed);
         }
 
         if let Some(within) = self.ssh_within {

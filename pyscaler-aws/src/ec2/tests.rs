@@ -32,6 +32,7 @@ fn spec() -> LaunchSpec {
         min_count: 2,
         max_count: 2,
         client_token: "run-1-00ff".into(),
+        market: Default::default(),
     }
 }
 

@@ -94,6 +94,17 @@ impl Ec2ProfileBuilder {
         self.f.target_port = Some(port);
         self
     }
+    /// How new instances are bought (On-Demand by default).
+    pub fn market(mut self, market: crate::Market) -> Self {
+        self.f.market = market;
+        self
+    }
+    /// What a Spot launch does without Spot capacity (only with
+    /// [`Market::Spot`](crate::Market::Spot)).
+    pub fn spot_fallback(mut self, fallback: crate::SpotFallback) -> Self {
+        self.f.spot_fallback = fallback;
+        self
+    }
     /// Which address to reach nodes at.
     pub fn ssh_via(mut self, via: SshVia) -> Self {
         self.f.ssh.via = via;

@@ -284,3 +284,32 @@ fn a_launch_template_stands_in_for_the_image_and_the_type() {
     .expect_err("both");
     assert!(e.to_string().contains("one of the two"), "{e}");
 }
+
+#[test]
+fn spot_is_a_market_and_its_fallback_needs_it() {
+    let head =
+        "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\n";
+    let p = Ec2Profile::from_toml(&format!(
+        "{head}market = \"spot\"\nspot_fallback = \"on-demand\"\n"
+    ))
+    .expect("spot");
+    assert_eq!(p.market(), crate::Market::Spot);
+    assert_eq!(p.spot_fallback(), crate::SpotFallback::OnDemand);
+    let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
+    assert_eq!(again, p);
+    let plain = Ec2Profile::from_toml(head).expect("on-demand");
+    assert_eq!(plain.market(), crate::Market::OnDemand);
+    assert!(!toml::to_string(&plain)
+        .expect("serialize")
+        .contains("market"));
+
+    let e = Ec2Profile::from_toml(&format!("{head}spot_fallback = \"on-demand\"\n"))
+        .expect_err("fallback without spot");
+    assert!(
+        e.to_string()
+            .contains("spot_fallback: is set without `market = \"spot\"`"),
+        "{e}"
+    );
+    let e = Ec2Profile::from_toml(&format!("{head}market = \"reserved\"\n")).expect_err("market");
+    assert!(e.to_string().contains("reserved"), "{e}");
+}

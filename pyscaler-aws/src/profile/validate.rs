@@ -177,6 +177,12 @@ pub(super) fn validate(f: &Fields) -> Result<(), AwsError> {
         }
         _ => {}
     }
+    if f.spot_fallback != crate::SpotFallback::None && f.market != crate::Market::Spot {
+        return Err(bad(
+            "spot_fallback",
+            "is set without `market = \"spot\"`".to_owned(),
+        ));
+    }
     if f.ssh.user.is_empty() || f.ssh.user.chars().any(char::is_whitespace) {
         return Err(bad(
             "ssh.user",

@@ -12,7 +12,8 @@ use pyscaler_core::{
 use crate::test_support::{api_err, pipeline_of};
 use crate::{
     zone_client_token, Aws, DeployEc2Node, Ec2Profile, Instance, InstanceState, LaunchSpec,
-    LaunchTemplate, MockEc2, Subnet, TemplateInfo, TemplateRef, TemplateVersion, TAG_AZ,
+    LaunchTemplate, Market, MockEc2, SpotFallback, Subnet, TemplateInfo, TemplateRef,
+    TemplateVersion, TAG_AZ,
 };
 
 const RUN: &str = "run-20261127T000000Z-0000beef";
@@ -78,6 +79,7 @@ fn ec2_terminating_in_zones(
                 availability_zone: Some(zone_of_subnet(&subnet).to_owned()),
                 subnet_id: Some(subnet.clone()),
                 instance_type: spec.instance_type.clone(),
+                market: spec.market,
                 ..Instance::default()
             })
             .collect();
@@ -595,4 +597,113 @@ async fn a_missing_template_or_version_launches_nothing() {
         assert_eq!(report.steps[0].attempts, 1, "bad input is not retried");
         assert!(launches.lock().expect("launches").is_empty());
     }
+}
+
+fn spot_profile(fallback: SpotFallback) -> Ec2Profile {
+    Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .subnet_ids(["subnet-a", "subnet-b"])
+        .market(Market::Spot)
+        .spot_fallback(fallback)
+        .build()
+        .expect("profile")
+}
+
+/// Per launch call: (subnet, market, MaxCount).
+fn markets(launches: &Launches) -> Vec<(String, Market, u32)> {
+    launches
+        .lock()
+        .expect("launches")
+        .iter()
+        .map(|s| {
+            (
+                s.subnet_id.clone().unwrap_or_default(),
+                s.market,
+                s.max_count,
+            )
+        })
+        .collect()
+}
+
+/// No Spot capacity in subnet a.
+fn no_spot_in_a() -> Refuse {
+    Box::new(|spec| {
+        (spec.market == Market::Spot && spec.subnet_id.as_deref() == Some("subnet-a"))
+            .then_some("InsufficientInstanceCapacity")
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn spot_without_capacity_goes_on_demand_in_the_same_zone_when_allowed() {
+    let launches = Launches::default();
+    let action = deploy(
+        ec2_in_zones(&launches, no_spot_in_a()),
+        spot_profile(SpotFallback::OnDemand),
+        2,
+    );
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        markets(&launches),
+        [
+            ("subnet-a".to_owned(), Market::Spot, 1),
+            ("subnet-a".to_owned(), Market::OnDemand, 1),
+            ("subnet-b".to_owned(), Market::Spot, 1),
+        ]
+    );
+    let specs = launches.lock().expect("launches").clone();
+    assert_ne!(specs[0].client_token, specs[1].client_token);
+    // Each node outcome says which it got.
+    let summaries: Vec<&str> = report.steps[0]
+        .nodes
+        .iter()
+        .map(|o| o.summary.as_str())
+        .collect();
+    assert!(
+        summaries[0].contains("running (t3.small in us-east-1a, on-demand)"),
+        "{}",
+        summaries[0]
+    );
+    assert!(
+        summaries[1].contains("running (t3.small in us-east-1b, spot)"),
+        "{}",
+        summaries[1]
+    );
+    assert!(
+        summaries[0].contains(
+            "spot t3.small in us-east-1a (subnet-a) refused (InsufficientInstanceCapacity): \
+             on-demand there instead"
+        ),
+        "{}",
+        summaries[0]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn spot_without_capacity_and_no_fallback_goes_to_the_other_zone() {
+    let launches = Launches::default();
+    let action = deploy(
+        ec2_in_zones(&launches, no_spot_in_a()),
+        spot_profile(SpotFallback::None),
+        2,
+    );
+    let mut ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(
+        markets(&launches),
+        [
+            ("subnet-a".to_owned(), Market::Spot, 1),
+            ("subnet-b".to_owned(), Market::Spot, 2),
+        ]
+    );
+    let summary = &report.steps[0].nodes[0].summary;
+    assert!(
+        summary.contains("running (t3.small in us-east-1b, spot)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("spot t3.small in us-east-1a (subnet-a) refused (InsufficientInstanceCapacity): its share goes to the other zones"),
+        "{summary}"
+    );
 }
