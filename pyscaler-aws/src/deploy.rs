@@ -469,6 +469,15 @@ impl Action for DeployEc2Node {
                 ));
             }
         }
+        if profile.market() == crate::Market::Spot {
+            e.summary.push(match profile.spot_fallback() {
+                crate::SpotFallback::OnDemand => {
+                    "as one-time Spot Instances, On-Demand where a zone has no Spot capacity"
+                        .to_owned()
+                }
+                _ => "as one-time Spot Instances".to_owned(),
+            });
+        }
         if let Some(lb) = self.aws.load_balancer_name() {
             e.summary.push(format!(
                 "register them with load balancer {lb} and wait until InService"
@@ -485,7 +494,8 @@ impl Action for DeployEc2Node {
             let token = client_token(ctx.run_id(), ctx.step_name());
             if self.aws.profile.subnet_ids().len() > 1 {
                 first.push_str(&format!(
-                    " with one client token per Availability Zone (zone_client_token) for run {}, step client token {token}",
+                    " with a client token per Availability Zone, derived from the run, the step \
+                     and the zone (the step's own is {token}), for run {}",
                     ctx.run_id()
                 ));
             } else {

@@ -110,6 +110,7 @@ pub struct Instance {
     /// Its instance type (`t3.small`).
     pub instance_type: Option<String>,
     /// How it was bought (`InstanceLifecycle`: Spot, else On-Demand).
+    #[serde(default)]
     pub market: Market,
 }
 
@@ -180,7 +181,8 @@ impl fmt::Debug for LaunchSpec {
     }
 }
 
-/// The EC2 role: launch, describe, find by tags, terminate.
+/// The EC2 role: launch, describe, find by tags, terminate, and the two
+/// look-ups a launch makes first (the subnets' zones, the launch template).
 ///
 /// [`SdkEc2`] implements it against the EC2 API; `MockEc2` (feature `mocks`)
 /// stands in for it in tests.

@@ -227,8 +227,14 @@ impl Action for RemoveEc2Node {
     fn describe(&self) -> Effects {
         let which = match self.pick {
             Pick::Target => "the step's target nodes".to_owned(),
-            Pick::Newest => format!("the {} newest node(s)", self.count),
-            Pick::Oldest => format!("the {} oldest node(s)", self.count),
+            Pick::Newest => format!(
+                "the {} newest node(s), the Availability Zones kept balanced first",
+                self.count
+            ),
+            Pick::Oldest => format!(
+                "the {} oldest node(s), the Availability Zones kept balanced first",
+                self.count
+            ),
         };
         let lb = self
             .aws

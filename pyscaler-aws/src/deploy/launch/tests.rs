@@ -707,3 +707,31 @@ async fn spot_without_capacity_and_no_fallback_goes_to_the_other_zone() {
         "{summary}"
     );
 }
+
+#[test]
+fn the_plan_and_the_journal_intent_say_how_a_launch_over_zones_goes() {
+    let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .subnet_ids(["subnet-a", "subnet-b"])
+        .fallback_instance_type("t3a.small")
+        .market(Market::Spot)
+        .build()
+        .expect("profile");
+    let action = deploy(MockEc2::new(), profile, 4);
+    let summary = action.describe().summary;
+    assert_eq!(
+        summary,
+        [
+            "launch 4 t3.small from ami-03cf127a in us-east-1",
+            "spread them over the Availability Zones of subnet-a, subnet-b, the zone with the fewest nodes first",
+            "without capacity in any zone, fall back on t3a.small",
+            "as one-time Spot Instances",
+        ]
+    );
+    let ctx = Context::new(cluster(0, 0)).with_run_id(RunId::new(RUN));
+    let intent = action.intent(&ctx);
+    assert!(
+        intent[0].contains("with a client token per Availability Zone"),
+        "{intent:?}"
+    );
+    assert!(intent[0].ends_with(&format!("for run {RUN}")), "{intent:?}");
+}
