@@ -567,3 +567,47 @@ async fn spot_nodes_are_spot_and_a_zone_without_spot_capacity_goes_on_demand() {
         summaries[3]
     );
 }
+
+#[tokio::test]
+async fn a_step_retried_after_its_last_zones_answer_was_lost_takes_over_both_zones_sets() {
+    // Zone a answered; zone b's call ran but its answer was lost, and the
+    // step fails. Its retry finds all six by the run's tags and takes them
+    // over instead of launching again.
+    let stack = Stack::start(1).await;
+    stack.proxy.replay_client_tokens(false);
+    stack.proxy.inject(
+        Fault::error("RunInstances", "ServiceUnavailable")
+            .matching("SubnetId", stack.subnet_b.clone())
+            .after_execution(),
+    );
+    let retry = RetryPolicy::attempts(2)
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(200));
+    let (report, ctx) = stack
+        .run(
+            "scale-out",
+            stack
+                .deploy(stack.profile(&["t3.small"]), 6)
+                .on(Target::None)
+                .retry(retry),
+            Cluster::new("web"),
+        )
+        .await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(report.steps[0].attempts, 2);
+    assert_eq!(
+        stack.proxy.count("RunInstances"),
+        2,
+        "no launch on the retry"
+    );
+    let live = stack.live().await;
+    assert_eq!(live.len(), 6);
+    assert_eq!(new_ids(&ctx), ids(&live));
+    assert_eq!(stack.per_zone().await, zones(&[(ZONE_A, 3), (ZONE_B, 3)]));
+    assert_eq!(stack.proxy.count("RegisterInstancesWithLoadBalancer"), 1);
+    let names: Vec<&str> = ctx.new_nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web-01", "web-02", "web-03", "web-04", "web-05", "web-06"]
+    );
+}
