@@ -243,6 +243,11 @@ async fn a_scale_in_needs_every_scale_in_trigger_to_agree() {
                     .unwrap();
                 assert_eq!(taken.triggers, ["cpu-low", "queue-low"]);
                 assert_eq!((taken.value, taken.threshold), (Some(0.5), Some(1.0)));
+                let ScalerOutcome::Ran(report) = &outcomes[0] else {
+                    panic!("no run: {:?}", skips(&outcomes));
+                };
+                let reason = &report.trigger.reason;
+                assert!(reason.ends_with("(agreed: cpu-low, queue-low)"), "{reason}");
             }
         }
     }

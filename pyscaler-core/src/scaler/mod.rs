@@ -190,11 +190,16 @@ impl Scaler {
                 }
             };
             info!(trigger = %fire.trigger, reason = %fire.reason, %direction, nodes = ?go.nodes, pipeline = pipeline.name(), "Starting a run.");
-            let mut decision = self.decision(&fire, direction, Verdict::Scale, &fire.reason, &view);
+            // The run's report says which triggers decided, when more than one did.
+            let reason = match go.triggers.as_slice() {
+                [_, _, ..] => format!("{} (agreed: {})", fire.reason, go.triggers.join(", ")),
+                _ => fire.reason.clone(),
+            };
+            let mut decision = self.decision(&fire, direction, Verdict::Scale, &reason, &view);
             decision.change = go.nodes.unwrap_or(0);
             decision.triggers = go.triggers;
             let _ = self.events.send(Event::Decided(Box::new(decision)));
-            let mut trigger = TriggerInfo::new(&fire.trigger, &fire.reason);
+            let mut trigger = TriggerInfo::new(&fire.trigger, reason);
             trigger.nodes = go.nodes;
             let mut ctx = Context::new(self.cluster.clone())
                 .with_trigger(trigger)
