@@ -24,6 +24,7 @@ mod cleanup;
 mod client;
 #[cfg(feature = "cloudwatch")]
 mod cloudwatch;
+mod codes;
 mod deploy;
 mod discover;
 mod ec2;
@@ -47,6 +48,7 @@ pub use cleanup::Ec2RunCleanup;
 pub use client::{ClientConfig, StaticCredentials};
 #[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{CloudWatchMetric, CloudWatchSource, CloudWatchSourceBuilder, Statistic};
+pub use codes::{is_capacity_code, kind_of_code};
 pub use deploy::{client_token, zone_client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
@@ -57,7 +59,7 @@ pub use elb::MockLoadBalancer;
 pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
 #[cfg(feature = "elbv2")]
 pub use elbv2::TargetGroups;
-pub use error::{is_capacity_code, kind_of_code, AwsError};
+pub use error::AwsError;
 pub use market::{Market, SpotFallback};
 pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
 pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
