@@ -27,7 +27,7 @@ pub struct Ec2RunCleanup {
 impl fmt::Debug for Ec2RunCleanup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ec2RunCleanup")
-            .field("load_balancer", &self.aws.load_balancer_name())
+            .field("load_balancers", &self.aws.load_balancer_names())
             .field("terminated_within", &self.terminated_within)
             .finish_non_exhaustive()
     }
@@ -83,12 +83,14 @@ impl Ec2RunCleanup {
                 e.kind(),
                 format!(
                     "terminated {named}, but deregistering them from {} failed: {e}",
-                    self.aws.load_balancer_name().unwrap_or("the load balancer")
+                    self.aws
+                        .load_balancers_text()
+                        .unwrap_or_else(|| "the load balancer".to_owned())
                 ),
             ));
         }
         let mut undone = Vec::new();
-        if let Some(lb) = self.aws.load_balancer_name() {
+        if let Some(lb) = self.aws.load_balancers_text() {
             undone.push(format!("deregistered {named} from {lb}"));
         }
         undone.push(format!("terminated {named}"));

@@ -37,8 +37,9 @@ pub struct Launched {
     pub in_flight: bool,
     /// The instances started.
     pub instance_ids: Vec<String>,
-    /// The load balancer they were (or were being) registered with.
-    pub load_balancer: Option<String>,
+    /// The load balancers they were (or were being) registered with: set
+    /// before the first registration call.
+    pub load_balancers: Vec<String>,
     /// The instances the withdrawal of a failed run ([`Action::withdraw`])
     /// took out of the load balancer already: compensation does not
     /// deregister them again.
@@ -316,7 +317,7 @@ impl DeployEc2Node {
         let step = ctx.step_name().to_owned();
         // Nothing is launched for a load balancer or a launch template that
         // does not exist.
-        self.check_load_balancer().await?;
+        self.check_load_balancers().await?;
         self.check_launch_template().await?;
         let token = client_token(ctx.run_id(), &step);
         let before = ctx.step_output_mut::<Launched>().clone();
@@ -364,7 +365,7 @@ impl DeployEc2Node {
         let launches = sdk.of("RunInstances");
         let sdk_repeated = launches.attempts > launches.calls;
         let (instances, surplus) = if repeated || sdk_repeated {
-            let registered_before = ctx.is_resumed() || before.load_balancer.is_some();
+            let registered_before = ctx.is_resumed() || !before.load_balancers.is_empty();
             // What was taken over is what a search just found.
             let found = adopting.then(|| instances.clone());
             self.reconcile(ctx, &step, instances, found, registered_before)
@@ -478,9 +479,14 @@ impl Action for DeployEc2Node {
                 _ => "as one-time Spot Instances".to_owned(),
             });
         }
-        if let Some(lb) = self.aws.load_balancer_name() {
+        if let Some(lb) = self.aws.load_balancers_text() {
+            let noun = if self.aws.elbs.len() > 1 {
+                "load balancers"
+            } else {
+                "load balancer"
+            };
             e.summary.push(format!(
-                "register them with load balancer {lb} and wait until InService"
+                "register them with {noun} {lb} and wait until InService"
             ));
         }
         e
@@ -556,7 +562,7 @@ impl Action for DeployEc2Node {
         // withdrawal took them all out already.
         let registered = match &record {
             Some(r) if ids.iter().all(|id| r.withdrawn.contains(id)) => false,
-            Some(r) if r.answered => r.load_balancer.is_some(),
+            Some(r) if r.answered => !r.load_balancers.is_empty(),
             _ => true,
         };
         // Taken out by the withdrawal: still drained before they go.

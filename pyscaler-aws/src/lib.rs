@@ -1,15 +1,16 @@
 //! # pyscaler-aws
 //!
-//! EC2 and classic Elastic Load Balancer providers for pyscaler, and the actions
+//! EC2 and load balancer providers for pyscaler, and the actions
 //! built on them: [`DeployEc2Node`] launches instances and puts them behind the
-//! load balancer (the first two steps of a scale-out), [`RemoveEc2Node`] takes
+//! load balancers (the first two steps of a scale-out), [`RemoveEc2Node`] takes
 //! nodes out and terminates them, and [`discover`] rebuilds a cluster from
 //! EC2's tags. [`Ec2RunCleanup`] lets the core's `Recovery` undo what a run
 //! left on EC2 when its controller died.
 //!
 //! Providers are roles with our own types in and out: [`Ec2`] ([`SdkEc2`]) and
-//! [`LoadBalancer`] ([`ClassicElb`], and `TargetGroups` for ALB/NLB target
-//! groups with the `elbv2` feature, on by default), configured by a
+//! [`LoadBalancer`] (`TargetGroups` for ALB/NLB target groups, feature
+//! `elbv2`, and `ClassicElb` for classic ELBs, feature `classic-elb`; both on
+//! by default, each one more SDK crate to build), configured by a
 //! [`ClientConfig`]. With the `cloudwatch` feature (off by default: one more
 //! large SDK crate to build), `CloudWatchSource` is a metric source for
 //! pyscaler's threshold triggers over CloudWatch's `GetMetricData`. Their
@@ -28,10 +29,12 @@ mod codes;
 mod deploy;
 mod discover;
 mod ec2;
+#[cfg(feature = "classic-elb")]
 mod elb;
 #[cfg(feature = "elbv2")]
 mod elbv2;
 mod error;
+mod load_balancer;
 mod market;
 mod node;
 mod profile;
@@ -54,15 +57,17 @@ pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
 pub use ec2::MockEc2;
 pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2, Subnet};
-#[cfg(any(test, feature = "mocks"))]
-pub use elb::MockLoadBalancer;
-pub use elb::{ClassicElb, HealthState, InstanceHealth, LoadBalancer};
+#[cfg(feature = "classic-elb")]
+pub use elb::ClassicElb;
 #[cfg(feature = "elbv2")]
 pub use elbv2::TargetGroups;
 pub use error::AwsError;
+#[cfg(any(test, feature = "mocks"))]
+pub use load_balancer::MockLoadBalancer;
+pub use load_balancer::{HealthState, InstanceHealth, LoadBalancer};
 pub use market::{Market, SpotFallback};
 pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
-pub use profile::{Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
+pub use profile::{Balancer, Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
 pub use sweep::{Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome};
 pub use template::{LaunchTemplate, TemplateInfo, TemplateRef, TemplateVersion};

@@ -6,17 +6,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AwsError, LaunchTemplate, Market, SpotFallback};
 
+mod balancer;
 mod builder;
 mod ssh;
 mod validate;
 
+pub use balancer::Balancer;
 pub use builder::Ec2ProfileBuilder;
 pub use ssh::{SshAccess, SshVia};
 use validate::validate;
 
-/// The profile as written. Both spellings of the instance types and of the
-/// subnets load; an [`Ec2Profile`] holds only the lists (`instance_types`,
-/// `subnet_ids`), and writes a list of one with the single key.
+/// The profile as written. Both spellings of the instance types, the
+/// subnets and the load balancers load; an [`Ec2Profile`] holds only the
+/// lists (`instance_types`, `subnet_ids`, `load_balancers`), and writes a
+/// list of one with the single key (a single classic load balancer as
+/// `load_balancer`).
 
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +52,8 @@ struct Fields {
     tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     load_balancer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    load_balancers: Vec<Balancer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     target_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,9 +93,7 @@ impl std::fmt::Debug for Fields {
             )
             .field("iam_instance_profile", &self.iam_instance_profile)
             .field("tags", &self.tags)
-            .field("load_balancer", &self.load_balancer)
-            .field("target_group", &self.target_group)
-            .field("target_port", &self.target_port)
+            .field("load_balancers", &self.load_balancers)
             .field("market", &self.market)
             .field("spot_fallback", &self.spot_fallback)
             .field("ssh", &self.ssh)
@@ -121,9 +125,9 @@ impl std::fmt::Debug for Fields {
 /// | `user_data` | no | user data, plain text (encoded for the API; never logged) |
 /// | `iam_instance_profile` | no | an instance profile, by name or ARN |
 /// | `tags` | no | extra tags every instance carries (`{ team = "web" }`) |
-/// | `load_balancer` | no | the classic ELB the nodes join; checked to exist before a launch |
-/// | `target_group` | no | instead, the ALB/NLB target group the nodes join (its ARN; feature `elbv2`); checked to exist before a launch |
-/// | `target_port` | no | the port the target group sends the nodes traffic to, when not its own |
+/// | `load_balancers` | no | the load balancers every node joins, one or more ([`Balancer`]): `[{ target_group = "arn:...", port = 8080 }, { classic = "web-lb" }]`; a target group by ARN (feature `elbv2`), with `port` when the nodes get traffic on another port than the group's own; a classic ELB by name (feature `classic-elb`); each is checked to exist before a launch, a node is registered with each (one call per load balancer for all the new nodes) and must be healthy in each |
+/// | `load_balancer` | no, instead of `load_balancers` | one classic ELB (`load_balancer = "web-lb"`, as profiles written before the list read) |
+/// | `target_group`, `target_port` | no, instead of `load_balancers` | one target group by ARN, and its port |
 /// | `market` | no | `"on-demand"` (default) or `"spot"`: one-time Spot Instances, terminated when EC2 takes them back ([`Market`]) |
 /// | `spot_fallback` | no, with `market = "spot"` | `"on-demand"`: a zone's call EC2 refuses for Spot capacity is made again for On-Demand there; `"none"` (default): the zone counts as refused ([`SpotFallback`]) |
 /// | `ssh.via` | no | which address to connect to: `"private_ip"` (default), `"public_ip"`, `"public_dns"`, or `{ fixed = { host = "127.0.0.1" } }` ([`SshVia`]) |
@@ -181,6 +185,10 @@ impl From<Ec2Profile> for Fields {
         if f.subnet_ids.len() == 1 {
             f.subnet_id = f.subnet_ids.pop();
         }
+        if let [Balancer::Classic { name }] = f.load_balancers.as_slice() {
+            f.load_balancer = Some(name.clone());
+            f.load_balancers.clear();
+        }
         f
     }
 }
@@ -216,6 +224,31 @@ fn normalize(mut f: Fields) -> Result<Fields, AwsError> {
         }
         (None, _) => {}
     }
+    let old = [f.load_balancer.is_some(), f.target_group.is_some()];
+    if old.contains(&true) && !f.load_balancers.is_empty() {
+        let key = if old[0] {
+            "load_balancer"
+        } else {
+            "target_group"
+        };
+        return Err(AwsError::invalid(
+            "load_balancers",
+            format!("is set beside `{key}`: name every load balancer in `load_balancers`"),
+        ));
+    }
+    if let Some(name) = f.load_balancer.take() {
+        f.load_balancers.push(Balancer::classic(name));
+    }
+    match (f.target_group.take(), f.target_port.take()) {
+        (Some(arn), port) => f.load_balancers.push(Balancer::TargetGroup { arn, port }),
+        (None, Some(_)) => {
+            return Err(AwsError::invalid(
+                "target_port",
+                "is set without a `target_group`",
+            ))
+        }
+        (None, None) => {}
+    }
     Ok(f)
 }
 
@@ -242,6 +275,7 @@ impl Ec2Profile {
                 iam_instance_profile: None,
                 tags: BTreeMap::new(),
                 load_balancer: None,
+                load_balancers: Vec::new(),
                 target_group: None,
                 target_port: None,
                 market: Market::default(),
@@ -322,22 +356,29 @@ impl Ec2Profile {
     pub fn tags(&self) -> &BTreeMap<String, String> {
         &self.f.tags
     }
-    /// The classic load balancer new nodes join.
+    /// The load balancers new nodes join, in the profile's order: each
+    /// node is registered with every one.
+    pub fn load_balancers(&self) -> &[Balancer] {
+        &self.f.load_balancers
+    }
+    /// The first classic load balancer of [`load_balancers`](Self::load_balancers).
     pub fn load_balancer(&self) -> Option<&str> {
-        self.f.load_balancer.as_deref()
+        self.f
+            .load_balancers
+            .iter()
+            .find(|b| b.is_classic())
+            .map(Balancer::name)
     }
-    /// The ALB/NLB target group new nodes join (its ARN).
+    /// The first ALB/NLB target group of [`load_balancers`](Self::load_balancers) (its ARN).
     pub fn target_group(&self) -> Option<&str> {
-        self.f.target_group.as_deref()
+        self.first_target_group().map(Balancer::name)
     }
-    /// The port the target group sends traffic to, when not its own.
+    /// The port the first target group sends traffic to, when not its own.
     pub fn target_port(&self) -> Option<u16> {
-        self.f.target_port
+        self.first_target_group().and_then(Balancer::port)
     }
-    /// What new nodes are registered with, whichever kind: the classic load
-    /// balancer's name or the target group's ARN.
-    pub fn balancer(&self) -> Option<&str> {
-        self.load_balancer().or(self.target_group())
+    fn first_target_group(&self) -> Option<&Balancer> {
+        self.f.load_balancers.iter().find(|b| !b.is_classic())
     }
     /// How new instances are bought.
     pub fn market(&self) -> Market {

@@ -40,7 +40,8 @@ pub enum Pick {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Removal {
     instance_ids: Vec<String>,
-    load_balancer: Option<String>,
+    /// The load balancers the nodes were (being) deregistered from.
+    load_balancers: Vec<String>,
     terminating: bool,
 }
 
@@ -65,7 +66,7 @@ pub struct RemoveEc2Node {
 impl fmt::Debug for RemoveEc2Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoveEc2Node")
-            .field("load_balancer", &self.aws.load_balancer_name())
+            .field("load_balancers", &self.aws.load_balancer_names())
             .field("pick", &self.pick)
             .field("count", &self.count)
             .field("min_nodes", &self.min_nodes)
@@ -238,7 +239,7 @@ impl Action for RemoveEc2Node {
         };
         let lb = self
             .aws
-            .load_balancer_name()
+            .load_balancers_text()
             .map(|lb| format!(", deregistered from {lb}"))
             .unwrap_or_default();
         let effects = Effects::says(format!(
@@ -302,11 +303,14 @@ impl Action for RemoveEc2Node {
             ..Removal::default()
         };
 
-        if let Some((elb, lb)) = self.aws.load_balancer() {
-            record.load_balancer = Some(lb.to_owned());
+        // Out of every load balancer first, so they drain side by side.
+        for (elb, lb) in self.aws.load_balancers() {
+            record.load_balancers.push(lb.to_owned());
             *ctx.step_output_mut::<Removal>() = record.clone();
             elb.deregister(lb, &ids).await?;
             info!(step = %step, load_balancer = %lb, instances = ?ids, "Deregistered; draining.");
+        }
+        for (elb, lb) in self.aws.load_balancers() {
             self.drain(ctx, elb, lb, &ids).await?;
         }
 
@@ -325,7 +329,7 @@ impl Action for RemoveEc2Node {
             info!(step = %step, node = %node, "Terminated and removed from the cluster.");
             let lb = self
                 .aws
-                .load_balancer_name()
+                .load_balancers_text()
                 .map(|lb| format!("deregistered from {lb}, "))
                 .unwrap_or_default();
             ctx.record_node(
@@ -352,9 +356,11 @@ impl Action for RemoveEc2Node {
             warn!(step = %step, instances = ?record.instance_ids, "Terminated instances cannot be brought back.");
             return Ok(());
         }
-        if let (Some((elb, _)), Some(lb)) = (self.aws.load_balancer(), &record.load_balancer) {
-            elb.register(lb, &record.instance_ids).await?;
-            info!(step = %step, load_balancer = %lb, instances = ?record.instance_ids, "Registered again.");
+        for (elb, lb) in self.aws.load_balancers() {
+            if record.load_balancers.iter().any(|l| l == lb) {
+                elb.register(lb, &record.instance_ids).await?;
+                info!(step = %step, load_balancer = %lb, instances = ?record.instance_ids, "Registered again.");
+            }
         }
         // Done: a second undo has nothing left to register.
         *ctx.step_output_mut::<Removal>() = Removal::default();

@@ -121,7 +121,7 @@ impl fmt::Debug for SweepOrphans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SweepOrphans")
             .field("cluster", &self.cluster)
-            .field("load_balancer", &self.aws.load_balancer_name())
+            .field("load_balancers", &self.aws.load_balancer_names())
             .field("journal", &self.journal)
             .field("grace", &self.grace)
             .field("terminated_within", &self.terminated_within)
@@ -225,7 +225,9 @@ impl SweepOrphans {
                 format!(
                     "terminated {}, but deregistering them from {} failed: {e}",
                     doomed.join(", "),
-                    self.aws.load_balancer_name().unwrap_or("the load balancer")
+                    self.aws
+                        .load_balancers_text()
+                        .unwrap_or_else(|| "the load balancer".to_owned())
                 ),
             ));
         }
@@ -290,7 +292,7 @@ impl SweepOrphans {
             SweepOutcome::Terminated => {
                 let lb = self
                     .aws
-                    .load_balancer_name()
+                    .load_balancers_text()
                     .map(|lb| format!("deregistered from {lb}, "))
                     .unwrap_or_default();
                 format!("{lb}terminated {} ({run}: {})", o.instance_id, o.reason)

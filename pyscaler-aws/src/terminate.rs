@@ -149,11 +149,11 @@ pub(crate) async fn deregister_all(
     }
 }
 
-/// Takes instances out of `load_balancer` (when given), then terminates them
-/// and waits until they are gone. A failed deregistration never keeps a VM
-/// running: the instances are terminated all the same, and the
+/// Takes instances out of `load_balancers` (each of them), then terminates
+/// them and waits until they are gone. A failed deregistration never keeps a VM
+/// running: the instances are terminated all the same, and the first
 /// deregistration's error comes back as `Ok(Some(error))` (they are gone, but
-/// the load balancer may still point at them until it notices). A load
+/// that load balancer may still point at them until it notices). A load
 /// balancer or registration that is already gone is no error: when the
 /// refusal names no error code, the load balancer's existence is checked.
 /// With `deregister` false the instances are out already (a withdrawal took
@@ -164,7 +164,7 @@ pub(crate) async fn deregister_all(
 /// When terminating, or waiting for it, failed.
 pub(crate) async fn deregister_and_terminate(
     ec2: &dyn Ec2,
-    load_balancer: Option<(&dyn crate::LoadBalancer, &str)>,
+    load_balancers: &[(&dyn crate::LoadBalancer, &str)],
     (deregister, drain): (bool, bool),
     poll: &Backoff,
     within: Duration,
@@ -172,27 +172,34 @@ pub(crate) async fn deregister_and_terminate(
 ) -> Result<Option<AwsError>> {
     let mut deregister_error = None;
     // Drained only where the instances were taken out (not from a load
-    // balancer that is gone, nor after a refusal).
-    let mut drain = drain;
-    if let Some((elb, lb)) = load_balancer.filter(|_| deregister) {
-        match deregister_all(elb, lb, ids).await {
-            Ok(()) => tracing::info!(load_balancer = %lb, instances = ?ids, "Deregistered."),
-            // An answer without an error code (an HTTP 500 page: moto's answer
-            // for an unknown load balancer, where AWS says LoadBalancerNotFound)
-            // does not say why: ask whether the load balancer exists at all.
-            Err(e) if e.code().is_none() && !exists(elb, lb).await => {
-                tracing::info!(load_balancer = %lb, instances = ?ids, error = %e,
-                    "The load balancer does not exist: nothing to deregister.");
-                drain = false;
-            }
-            Err(e) => {
-                tracing::warn!(load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
-                deregister_error = Some(e);
-                drain = false;
+    // balancer that is gone, nor after a refusal). Every deregistration goes
+    // out before the first wait, so the load balancers drain side by side.
+    let mut draining = Vec::new();
+    for &(elb, lb) in load_balancers {
+        let mut drain = drain;
+        if deregister {
+            match deregister_all(elb, lb, ids).await {
+                Ok(()) => tracing::info!(load_balancer = %lb, instances = ?ids, "Deregistered."),
+                // An answer without an error code (an HTTP 500 page: moto's answer
+                // for an unknown load balancer, where AWS says LoadBalancerNotFound)
+                // does not say why: ask whether the load balancer exists at all.
+                Err(e) if e.code().is_none() && !exists(elb, lb).await => {
+                    tracing::info!(load_balancer = %lb, instances = ?ids, error = %e,
+                        "The load balancer does not exist: nothing to deregister.");
+                    drain = false;
+                }
+                Err(e) => {
+                    tracing::warn!(load_balancer = %lb, error = %e, "Could not deregister; terminating anyway.");
+                    deregister_error.get_or_insert(e);
+                    drain = false;
+                }
             }
         }
+        if drain {
+            draining.push((elb, lb));
+        }
     }
-    if let Some((elb, lb)) = load_balancer.filter(|_| drain) {
+    for (elb, lb) in draining {
         drained(elb, lb, ids, poll).await;
     }
     // Undoing runs to the end, even in a cancelled run.
@@ -241,7 +248,7 @@ mod tests {
         // Terminated once; its instances are then gone.
         deregister_and_terminate(
             &ec2_terminating(calls, 1),
-            Some((&elb, "web-lb")),
+            &[(&elb, "web-lb")],
             (true, true),
             &default_poll(),
             Duration::from_secs(60),

@@ -52,12 +52,25 @@ impl DeployEc2Node {
         }
 
         let mut registered = String::new();
-        if let Some((elb, lb)) = self.aws.load_balancer() {
-            ctx.step_output_mut::<Launched>().load_balancer = Some(lb.to_owned());
-            self.register(ctx, elb, lb, ids).await?;
-            info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
-            self.wait_in_service(ctx, elb, lb, ids).await?;
-            registered = format!(", InService in {lb}");
+        if let Some(all) = self.aws.load_balancers_text() {
+            ctx.step_output_mut::<Launched>().load_balancers = self
+                .aws
+                .load_balancer_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            // Every registration first (one call per load balancer for all
+            // the new nodes), so their health checks run side by side.
+            for (elb, lb) in self.aws.load_balancers() {
+                self.register(ctx, elb, lb, ids).await?;
+                info!(step = %step, load_balancer = lb, instances = ?ids, "Registered with the load balancer.");
+            }
+            // One bound for the whole wait, however many load balancers.
+            let mut poller = Poller::new(&self.poll, self.in_service_within);
+            for (elb, lb) in self.aws.load_balancers() {
+                self.wait_in_service(ctx, &mut poller, elb, lb, ids).await?;
+            }
+            registered = format!(", InService in {all}");
         }
         let mut ready: Vec<(Node, String)> = nodes
             .into_iter()
@@ -146,11 +159,11 @@ impl DeployEc2Node {
     async fn wait_in_service(
         &self,
         ctx: &Context,
+        poller: &mut Poller,
         elb: &dyn LoadBalancer,
         lb: &str,
         ids: &[String],
     ) -> Result<()> {
-        let mut poller = Poller::new(&self.poll, self.in_service_within);
         let mut last = String::from("no answer yet");
         while poller.tick(ctx.cancellation()).await? {
             let health = match elb.health(lb, ids).await {
@@ -213,13 +226,13 @@ impl DeployEc2Node {
         }
     }
 
-    /// Checks, before anything is launched, that the load balancer the profile
-    /// names exists (DescribeLoadBalancers).
+    /// Checks, before anything is launched, that each load balancer the
+    /// profile names exists (DescribeLoadBalancers, DescribeTargetGroups).
     ///
     /// # Errors
-    /// [`AwsError::LoadBalancerNotFound`] naming it; the API's refusal.
-    pub(super) async fn check_load_balancer(&self) -> Result<()> {
-        if let Some((elb, lb)) = self.aws.load_balancer() {
+    /// [`AwsError::LoadBalancerNotFound`] naming the first missing; the API's refusal.
+    pub(super) async fn check_load_balancers(&self) -> Result<()> {
+        for (elb, lb) in self.aws.load_balancers() {
             if !elb.exists(lb).await? {
                 return Err(AwsError::LoadBalancerNotFound {
                     load_balancer: lb.to_owned(),

@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::{adopt, DeployEc2Node, Launched};
 use crate::terminate::deregister_all;
-use crate::{AwsError, InstanceState, LoadBalancer};
+use crate::{AwsError, InstanceState};
 
 impl DeployEc2Node {
     /// Deregisters the instances this step registered (or, when this
@@ -20,7 +20,7 @@ impl DeployEc2Node {
     /// The load balancer refusing (other than "already gone"), or the bound
     /// running out; compensation then deregisters before it terminates.
     pub(super) async fn withdraw_launched(&self, ctx: &mut Context) -> Result<()> {
-        let Some((elb, lb)) = self.aws.load_balancer() else {
+        let Some(lb) = self.aws.load_balancers_text() else {
             return Ok(());
         };
         let step = ctx.step_name().to_owned();
@@ -33,18 +33,15 @@ impl DeployEc2Node {
             None => None,
             // Registration comes after an answered launch and records the
             // load balancer first: without it, nothing was registered.
-            Some(r) if r.load_balancer.is_none() => return Ok(()),
+            Some(r) if r.load_balancers.is_empty() => return Ok(()),
             Some(r) => Some(r.instance_ids.clone()),
         };
-        let out = tokio::time::timeout(
-            self.withdrawn_within,
-            self.deregister_from(ctx, elb, lb, known),
-        )
-        .await
-        .map_err(|_| AwsError::WaitTimedOut {
-            what: format!("{lb} to deregister the instances of step {step}"),
-            after: self.withdrawn_within,
-        })??;
+        let out = tokio::time::timeout(self.withdrawn_within, self.deregister_from(ctx, known))
+            .await
+            .map_err(|_| AwsError::WaitTimedOut {
+                what: format!("{lb} to deregister the instances of step {step}"),
+                after: self.withdrawn_within,
+            })??;
         if !out.is_empty() {
             info!(step = %step, load_balancer = %lb, instances = ?out,
                 "Withdrawn: out of the load balancer before the run's other undos.");
@@ -59,12 +56,10 @@ impl DeployEc2Node {
     }
 
     /// Deregisters `known` (or the step's live instances, found by its tags)
-    /// from `lb`; returns the instances that are out.
+    /// from each load balancer; returns the instances that are out.
     async fn deregister_from(
         &self,
         ctx: &Context,
-        elb: &dyn LoadBalancer,
-        lb: &str,
         known: Option<Vec<String>>,
     ) -> Result<Vec<String>> {
         let ids = match known {
@@ -81,7 +76,9 @@ impl DeployEc2Node {
         }
         // One id not registered makes the whole call fail with nothing
         // deregistered: `deregister_all` then takes them out one by one.
-        deregister_all(elb, lb, &ids).await?;
+        for (elb, lb) in self.aws.load_balancers() {
+            deregister_all(elb, lb, &ids).await?;
+        }
         Ok(ids)
     }
 }

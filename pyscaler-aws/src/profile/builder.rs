@@ -1,6 +1,6 @@
 //! `Ec2ProfileBuilder`: a profile set up in code, checked by `build()`.
 
-use super::{Ec2Profile, Fields, SshVia};
+use super::{Balancer, Ec2Profile, Fields, SshVia};
 use crate::AwsError;
 
 /// Builds an [`Ec2Profile`]; setters cannot fail, [`Ec2ProfileBuilder::build`] reports the first problem.
@@ -78,20 +78,26 @@ impl Ec2ProfileBuilder {
         self.f.tags.insert(key.into(), value.into());
         self
     }
-    /// The classic load balancer new nodes join.
-    pub fn load_balancer(mut self, name: impl Into<String>) -> Self {
-        self.f.load_balancer = Some(name.into());
+    /// Adds a load balancer new nodes join (every one added, in order).
+    pub fn balancer(mut self, balancer: Balancer) -> Self {
+        self.f.load_balancers.push(balancer);
         self
     }
-    /// The ALB/NLB target group new nodes join, by ARN (instead of a classic
-    /// load balancer).
-    pub fn target_group(mut self, arn: impl Into<String>) -> Self {
-        self.f.target_group = Some(arn.into());
-        self
+    /// Adds a classic load balancer new nodes join.
+    pub fn load_balancer(self, name: impl Into<String>) -> Self {
+        self.balancer(Balancer::classic(name))
     }
-    /// The port the target group sends new nodes traffic to, instead of its own.
+    /// Adds an ALB/NLB target group new nodes join, by ARN.
+    pub fn target_group(self, arn: impl Into<String>) -> Self {
+        self.balancer(Balancer::target_group(arn))
+    }
+    /// The port the target group added last sends new nodes traffic to,
+    /// instead of its own ([`build`](Self::build) refuses it without one).
     pub fn target_port(mut self, port: u16) -> Self {
-        self.f.target_port = Some(port);
+        match self.f.load_balancers.last_mut() {
+            Some(Balancer::TargetGroup { port: p, .. }) => *p = Some(port),
+            _ => self.f.target_port = Some(port),
+        }
         self
     }
     /// How new instances are bought (On-Demand by default).

@@ -166,7 +166,7 @@ fn a_fixed_address_takes_the_profiles_one_port_and_names_no_port_of_its_own() {
 }
 
 #[test]
-fn a_target_group_is_named_by_its_arn_and_excludes_a_classic_load_balancer() {
+fn a_target_group_is_named_by_its_arn_and_its_port_set_on_it() {
     let arn =
         "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
     let base = || Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small");
@@ -177,14 +177,17 @@ fn a_target_group_is_named_by_its_arn_and_excludes_a_classic_load_balancer() {
         .expect("valid profile");
     assert_eq!(p.target_group(), Some(arn));
     assert_eq!(p.target_port(), Some(8080));
-    assert_eq!(p.balancer(), Some(arn));
+    assert_eq!(
+        p.load_balancers(),
+        [crate::Balancer::target_group_on_port(arn, 8080)]
+    );
     assert_eq!(p.load_balancer(), None);
     let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
     assert_eq!(again, p);
 
     let err = |b: crate::Ec2ProfileBuilder| b.build().map(|_| ()).expect_err("refused").to_string();
     assert!(err(base().target_group("web-tg")).contains("not a target group ARN"));
-    assert!(err(base().target_group(arn).load_balancer("web-lb")).contains("one of the two"));
+    assert!(err(base().target_group(arn).target_group(arn)).contains("twice"));
     assert!(err(base().target_port(8080)).contains("without a `target_group`"));
     assert!(err(base().target_group(arn).target_port(0)).contains("target_port"));
 }
@@ -312,4 +315,74 @@ fn spot_is_a_market_and_its_fallback_needs_it() {
     );
     let e = Ec2Profile::from_toml(&format!("{head}market = \"reserved\"\n")).expect_err("market");
     assert!(e.to_string().contains("reserved"), "{e}");
+}
+
+#[test]
+fn a_node_joins_several_load_balancers_listed_or_spelled_the_old_way() {
+    use crate::Balancer;
+    let arn =
+        "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/web/0123456789abcdef";
+    let head =
+        "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\n";
+    let load = |rest: &str| Ec2Profile::from_toml(&format!("{head}{rest}"));
+
+    // The list: a target group on a port, and a classic ELB, in this order.
+    let both = load(&format!(
+        "load_balancers = [{{ target_group = \"{arn}\", port = 8080 }}, {{ classic = \"web-lb\" }}]\n"
+    ))
+    .expect("list");
+    assert_eq!(
+        both.load_balancers(),
+        [
+            Balancer::target_group_on_port(arn, 8080),
+            Balancer::classic("web-lb")
+        ]
+    );
+    assert_eq!(both.load_balancer(), Some("web-lb"));
+    assert_eq!(both.target_group(), Some(arn));
+    assert_eq!(both.target_port(), Some(8080));
+    // Written and read again, the same; built in code, the same.
+    let again = Ec2Profile::from_toml(&toml::to_string(&both).expect("serialize")).expect("parse");
+    assert_eq!(again, both);
+    let built = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .target_group(arn)
+        .target_port(8080)
+        .load_balancer("web-lb")
+        .build()
+        .expect("built");
+    assert_eq!(built, both);
+
+    // The old key still loads, means a classic ELB, and is written back so.
+    let old = load("load_balancer = \"web-lb\"\n").expect("old key");
+    assert_eq!(old.load_balancers(), [Balancer::classic("web-lb")]);
+    let text = toml::to_string(&old).expect("serialize");
+    assert!(text.contains("load_balancer = \"web-lb\""), "{text}");
+    assert!(!text.contains("load_balancers"), "{text}");
+    // And the old single target group keys.
+    let tg = load(&format!("target_group = \"{arn}\"\ntarget_port = 8080\n")).expect("tg keys");
+    assert_eq!(
+        tg.load_balancers(),
+        [Balancer::target_group_on_port(arn, 8080)]
+    );
+
+    // Refusals name what is wrong.
+    let err = |rest: &str| load(rest).map(|_| ()).expect_err("refused").to_string();
+    assert!(
+        err("load_balancer = \"a\"\nload_balancers = [{ classic = \"b\" }]\n")
+            .contains("beside `load_balancer`")
+    );
+    assert!(err("load_balancers = [{ classic = \"a\", port = 80 }]\n")
+        .contains("a port is for a target group"));
+    assert!(err(&format!(
+        "load_balancers = [{{ classic = \"a\", target_group = \"{arn}\" }}]\n"
+    ))
+    .contains("one each entry"));
+    assert!(err("load_balancers = [{ port = 80 }]\n").contains("names neither"));
+    assert!(
+        err("load_balancers = [{ classic = \"a\" }, { classic = \"a\" }]\n")
+            .contains("names `a` twice")
+    );
+    assert!(err("load_balancers = [{ classic = \"no_underscores\" }]\n")
+        .contains("not a classic load balancer name"));
+    assert!(err("load_balancers = [{ clasic = \"a\" }]\n").contains("clasic"));
 }

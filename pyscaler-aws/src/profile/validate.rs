@@ -132,50 +132,17 @@ pub(super) fn validate(f: &Fields) -> Result<(), AwsError> {
             format!("{} tags; at most 46 (pyscaler adds 4)", f.tags.len()),
         ));
     }
-    if let Some(lb) = &f.load_balancer {
-        if lb.is_empty()
-            || lb.len() > 32
-            || !lb.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        {
-            return Err(bad(
-                "load_balancer",
-                format!(
-                    "`{lb}` is not a classic load balancer name (1-32 letters, digits, hyphens)"
-                ),
-            ));
-        }
+    for balancer in &f.load_balancers {
+        balancer.validate()?;
     }
-    if let Some(arn) = &f.target_group {
-        if !cfg!(feature = "elbv2") {
-            return Err(bad(
-                "target_group",
-                "needs pyscaler-aws's `elbv2` feature (on by default)".to_owned(),
-            ));
-        }
-        if !arn.starts_with("arn:") || !arn.contains(":targetgroup/") {
-            return Err(bad(
-                "target_group",
-                format!("`{arn}` is not a target group ARN (arn:aws:elasticloadbalancing:...:targetgroup/...)"),
-            ));
-        }
-        if let Some(lb) = &f.load_balancer {
-            return Err(bad(
-                "target_group",
-                format!(
-                    "names a target group beside the classic load balancer `{lb}`: one of the two"
-                ),
-            ));
-        }
-    }
-    match (f.target_port, &f.target_group) {
-        (Some(0), _) => return Err(bad("target_port", "is 0".to_owned())),
-        (Some(_), None) => {
-            return Err(bad(
-                "target_port",
-                "is set without a `target_group`".to_owned(),
-            ))
-        }
-        _ => {}
+    if let Some(twice) = f
+        .load_balancers
+        .iter()
+        .enumerate()
+        .find(|(i, b)| f.load_balancers[..*i].iter().any(|a| a.name() == b.name()))
+        .map(|(_, b)| b.name())
+    {
+        return Err(bad("load_balancers", format!("names `{twice}` twice")));
     }
     if f.spot_fallback != crate::SpotFallback::None && f.market != crate::Market::Spot {
         return Err(bad(
