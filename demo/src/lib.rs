@@ -1,9 +1,10 @@
 //! # pyscaler-demo
 //!
 //! The local stack the demo (`scripts/demo`) and the Tomcat example's
-//! end-to-end tests run against: moto for the AWS API (with a classic load
-//! balancer), an sshd on loopback standing in for every new VM, aiosmtpd
-//! catching the mail, and Debian's Prometheus scraping the cluster's load
+//! end-to-end tests run against: moto for the AWS API (with an Application
+//! Load Balancer's target group over two subnets in two Availability Zones,
+//! or a classic load balancer: [`Balancing`]), an sshd on loopback standing
+//! in for every new VM, aiosmtpd catching the mail, and Debian's Prometheus scraping the cluster's load
 //! from a Pushgateway (the demo pushes the load it wants the trigger to
 //! see). Started through the same harness as the integration tests
 //! (`pyscaler-testkit`); stopped when dropped.
@@ -19,8 +20,24 @@ use pyscaler_testkit::prometheus::Prometheus;
 use pyscaler_testkit::smtp::SmtpServer;
 use pyscaler_testkit::sshd::Sshd;
 
-/// The name of the load balancer the stack creates in moto.
+/// The name of the classic load balancer the stack creates in moto
+/// ([`Balancing::Classic`]).
 pub const LOAD_BALANCER: &str = "tomcat-lb";
+/// The name of the Application Load Balancer and of its target group
+/// ([`Balancing::TargetGroup`]).
+pub const TARGET_GROUP: &str = "tomcat-tg";
+
+/// Which load balancer the stack's cluster sits behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Balancing {
+    /// An Application Load Balancer's target group, the nodes spread over
+    /// two subnets in two Availability Zones (the default, as a team on AWS
+    /// starts today).
+    #[default]
+    TargetGroup,
+    /// A classic ELB, in one zone.
+    Classic,
+}
 /// The metric the demo pushes as the cluster's load, and the watch reads
 /// through Prometheus (`avg(pyscaler_demo_load)`).
 pub const LOAD_METRIC: &str = "pyscaler_demo_load";
@@ -40,22 +57,62 @@ pub struct LocalStack {
     pub config: PathBuf,
     /// The folder holding the config, known_hosts and the journal.
     pub dir: PathBuf,
+    /// Which load balancer the cluster sits behind.
+    pub balancing: Balancing,
+    /// What the config names it by: the target group's ARN, or the classic
+    /// load balancer's name.
+    pub load_balancer: String,
 }
 
 impl LocalStack {
-    /// Starts the three services, creates the load balancer, lets the SSH
-    /// user use `sudo -n` (as root), and writes the example's config file.
+    /// [`start_with`](Self::start_with) an Application Load Balancer's
+    /// target group over two zones.
     ///
     /// # Panics
     /// When a service cannot start (with its log), as a test harness does.
     pub async fn start() -> Self {
+        Self::start_with(Balancing::default()).await
+    }
+
+    /// Starts the services, creates the load balancer (and for a target
+    /// group, an ALB over two subnets in two zones that forwards to it),
+    /// lets the SSH user use `sudo -n` (as root), and writes the example's
+    /// config file.
+    ///
+    /// # Panics
+    /// When a service cannot start (with its log), as a test harness does.
+    pub async fn start_with(balancing: Balancing) -> Self {
         let moto = MotoServer::start();
         let sshd = Sshd::start();
         let smtp = SmtpServer::start();
         let prometheus = Prometheus::start();
         let dir = sshd.dir().join("local-stack");
         std::fs::create_dir_all(&dir).expect("create the local stack folder");
-        moto.create_load_balancer(LOAD_BALANCER).await;
+        let (load_balancer, placement) = match balancing {
+            Balancing::Classic => {
+                moto.create_load_balancer(LOAD_BALANCER).await;
+                (
+                    LOAD_BALANCER.to_owned(),
+                    format!("load_balancer = {}", toml_str(LOAD_BALANCER)),
+                )
+            }
+            Balancing::TargetGroup => {
+                let subnets = vec![
+                    moto.create_subnet(&format!("{}a", moto::REGION), 0).await,
+                    moto.create_subnet(&format!("{}b", moto::REGION), 1).await,
+                ];
+                let arn = moto.create_target_group(TARGET_GROUP).await;
+                moto.create_application_load_balancer(TARGET_GROUP, &subnets, &arn)
+                    .await;
+                let placement = format!(
+                    "subnet_ids = [{}, {}]\nload_balancers = [{{ target_group = {} }}]",
+                    toml_str(&subnets[0]),
+                    toml_str(&subnets[1]),
+                    toml_str(&arn)
+                );
+                (arn, placement)
+            }
+        };
         allow_sudo(sshd.user());
         let known_hosts = dir.join("known_hosts");
         std::fs::write(&known_hosts, sshd.known_hosts_line("ssh-ed25519"))
@@ -68,15 +125,7 @@ impl LocalStack {
             .join("tomcat");
         std::fs::write(
             &config,
-            render_config(
-                &moto,
-                &sshd,
-                &smtp,
-                &prometheus,
-                &known_hosts,
-                &dir.join("journal"),
-                &assets,
-            ),
+            render_config(&moto, &sshd, &smtp, &prometheus, &dir, &assets, &placement),
         )
         .expect("write the config");
         Self {
@@ -86,6 +135,8 @@ impl LocalStack {
             prometheus,
             config,
             dir,
+            balancing,
+            load_balancer,
         }
     }
 
@@ -135,10 +186,13 @@ fn render_config(
     sshd: &Sshd,
     smtp: &SmtpServer,
     prometheus: &Prometheus,
-    known_hosts: &Path,
-    journal: &Path,
+    dir: &Path,
     assets: &Path,
+    placement: &str,
 ) -> String {
+    // Both in the stack's folder, as `start_with` made them.
+    let known_hosts = dir.join("known_hosts");
+    let journal = dir.join("journal");
     format!(
         r#"# The Tomcat cluster against the local stack (written by LocalStack).
 cluster = "tomcat-demo"
@@ -150,7 +204,7 @@ region = "{region}"
 endpoint_url = {endpoint}
 image_id = "{ami}"
 instance_type = "t3.small"
-load_balancer = "{lb}"
+{placement}
 tags = {{ app = "tomcat-demo" }}
 
 # Every new VM is reached through the loopback sshd standing in for it.
@@ -208,7 +262,6 @@ max_nodes = 5
         region = moto::REGION,
         endpoint = toml_str(&moto.endpoint_url()),
         ami = moto::AMI,
-        lb = LOAD_BALANCER,
         ssh_port = sshd.port(),
         user = toml_str(sshd.user()),
         key = toml_str(&sshd.client_key().display().to_string()),

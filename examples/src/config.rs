@@ -321,7 +321,14 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         let config: TomcatClusterConfig = toml::from_str(&text).unwrap();
-        assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
+        // An ALB target group over two zones, as a team on AWS starts today.
+        assert_eq!(config.ec2.load_balancer(), None);
+        assert!(config
+            .ec2
+            .target_group()
+            .is_some_and(|arn| arn.contains(":targetgroup/web/")));
+        assert_eq!(config.ec2.target_port(), Some(8080));
+        assert_eq!(config.ec2.subnet_ids().len(), 2);
         assert_eq!(config.watch.min_nodes, 2);
         assert_eq!(config.watch.scale_in_below, Some(1.0));
         assert_eq!(config.watch.scale_in_window, Some(Duration::from_secs(600)));
@@ -354,6 +361,29 @@ mod tests {
         assert!(proxy.validate().is_ok(), "{proxy}");
         assert!(proxy.template().contains("-W %h:%p"), "{proxy}");
         assert!(!config.tomcat.check_from_controller);
+    }
+
+    #[test]
+    fn the_samples_alternatives_load_once_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The classic ELB instead of the target group.
+        let start = text.find("load_balancers = [\n").unwrap();
+        let end = start + text[start..].find("]\n").unwrap() + 2;
+        let classic = format!("{}{}", &text[..start], &text[end..])
+            .replace("# load_balancers = [{ classic", "load_balancers = [{ classic");
+        let config: TomcatClusterConfig = toml::from_str(&classic).unwrap();
+        assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
+        assert_eq!(config.ec2.target_group(), None);
+        // A launch template, with Spot.
+        let templated = text
+            .replace("# launch_template = ", "launch_template = ")
+            .replace("# market = ", "market = ")
+            .replace("# spot_fallback = ", "spot_fallback = ");
+        let config: TomcatClusterConfig = toml::from_str(&templated).unwrap();
+        let template = config.ec2.launch_template().expect("launch_template");
+        assert_eq!(template.to_string(), "`web` version $Latest");
+        assert_eq!(config.ec2.market(), pyscaler_aws::Market::Spot);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use pyscaler_core::{
     ActionExt, Classify, Cluster, Context, ErrorKind, Pipeline, RunReport, RunStatus, StepStatus,
     Target, TriggerInfo,
 };
-use pyscaler_demo::LocalStack;
+use pyscaler_demo::{Balancing, LocalStack};
 use pyscaler_examples::{tomcat_pipeline, ConfigError, Providers, TomcatClusterConfig};
 use pyscaler_notify::{Email, NotifyError, Secret, SmtpConfig, SmtpMailer, Templates};
 use pyscaler_ssh::{Ssh2Shell, SshConfig, SshError};
@@ -65,7 +65,9 @@ impl Case {
     async fn start() -> Self {
         // The pipeline reads the manager's password from the environment; every test sets the same value.
         std::env::set_var("TOMCAT_MANAGER_PASSWORD", MANAGER_PASSWORD);
-        let stack = LocalStack::start().await;
+        // Behind the classic ELB: this suite predates target groups and keeps
+        // that path covered (tomcat_e2e runs both).
+        let stack = LocalStack::start_with(Balancing::Classic).await;
         let text = std::fs::read_to_string(&stack.config).expect("read the stack's config");
         Self { stack, text }
     }

@@ -26,7 +26,7 @@ use faults_support::{
 };
 use pyscaler_aws::{Ec2, LoadBalancer};
 use pyscaler_core::{RunState, RunStatus};
-use pyscaler_demo::{LocalStack, LOAD_BALANCER};
+use pyscaler_demo::{Balancing, LocalStack, LOAD_BALANCER};
 use pyscaler_testkit::free_port;
 
 /// The fault a case injects.
@@ -387,7 +387,9 @@ async fn run_case(stack: &mut LocalStack, aws: &Aws, case: &Case) -> Outcome {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_injected_fault_fails_cleanly_and_leaves_nothing_behind() {
     let _tomcat = tomcat_lock();
-    let mut stack = LocalStack::start().await;
+    // Behind the classic ELB: this suite predates target groups and keeps
+    // that path covered (tomcat_e2e runs both).
+    let mut stack = LocalStack::start_with(Balancing::Classic).await;
     let aws = Aws::connect(&stack).await;
     let mut outcomes = Vec::new();
     // FAULTS=RegistrationRefused,PuppetFails runs only those cases.

@@ -1,5 +1,7 @@
 //! The Tomcat cluster example end to end, for real, against the local stack:
-//! moto for EC2 and the classic ELB, a loopback sshd standing in for each new
+//! moto for EC2 and the load balancer (an ALB target group over two
+//! Availability Zones, the example's default; and a classic ELB, the path
+//! older accounts keep), a loopback sshd standing in for each new
 //! VM (Puppet really installs Tomcat there), aiosmtpd for the mail,
 //! Prometheus for the load. First a dry run that touches nothing, then once
 //! by hand, once by the threshold trigger on the load Prometheus scrapes
@@ -11,10 +13,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use pyscaler_aws::{
-    ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials, TAG_CLUSTER,
+    ClassicElb, ClientConfig, Ec2, InstanceState, LoadBalancer, SdkEc2, StaticCredentials,
+    TargetGroups, TAG_CLUSTER,
 };
 use pyscaler_core::{FileJournal, Journal, RunState, RunStatus};
-use pyscaler_demo::{LocalStack, LOAD_BALANCER};
+use pyscaler_demo::{Balancing, LocalStack};
 use pyscaler_examples::http;
 use pyscaler_testkit::moto;
 
@@ -53,10 +56,20 @@ fn report(path: &Path) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
+async fn the_tomcat_cluster_scales_behind_a_target_group_over_two_zones() {
+    scales_out_by_hand_and_by_trigger_then_in(Balancing::TargetGroup).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tomcat_cluster_scales_behind_a_classic_elb() {
+    scales_out_by_hand_and_by_trigger_then_in(Balancing::Classic).await;
+}
+
+async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
     // Puppet installs and drives the machine's one Tomcat (port 8080).
     let _tomcat = pyscaler_testkit::machine_lock("tomcat-8080");
-    let stack = LocalStack::start().await;
+    let stack = LocalStack::start_with(balancing).await;
+    let lb = stack.load_balancer.as_str();
     let aws = ClientConfig::new(moto::REGION)
         .endpoint_url(stack.moto.endpoint_url())
         .credentials(StaticCredentials::new(
@@ -64,7 +77,10 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
             moto::SECRET_ACCESS_KEY,
         ));
     let ec2 = SdkEc2::connect(&aws).await;
-    let elb = pyscaler_aws::ClassicElb::connect(&aws).await;
+    let elb: Box<dyn LoadBalancer> = match balancing {
+        Balancing::Classic => Box::new(ClassicElb::connect(&aws).await),
+        Balancing::TargetGroup => Box::new(TargetGroups::connect(&aws).await),
+    };
 
     // A dry run prints the plan and touches nothing.
     let dry = stack.dir.join("dry-run.json");
@@ -129,10 +145,7 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         running.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
         [instance.as_str()]
     );
-    let health = elb
-        .health(LOAD_BALANCER, &[])
-        .await
-        .expect("load balancer health");
+    let health = elb.health(lb, &[]).await.expect("load balancer health");
     assert_eq!(health.len(), 1, "{health:?}");
     let (code, body) = http::get("127.0.0.1", 8080, "/demo/", Duration::from_secs(10))
         .await
@@ -192,6 +205,15 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         .await
         .expect("list the cluster");
     assert_eq!(running.len(), 2);
+    if balancing == Balancing::TargetGroup {
+        // The second node went to the other zone.
+        let mut zones: Vec<Option<&str>> = running
+            .iter()
+            .map(|i| i.availability_zone.as_deref())
+            .collect();
+        zones.sort();
+        assert_eq!(zones, [Some("us-east-1a"), Some("us-east-1b")]);
+    }
     assert_eq!(stack.smtp.messages().len(), 2);
     // The second node is this same machine: Puppet's second apply of the
     // manifest converged already, so it changes nothing (idempotent).
@@ -260,13 +282,10 @@ async fn the_tomcat_cluster_scales_out_by_hand_and_by_trigger() {
         .expect("remove-ec2-node");
     assert_eq!(
         remove["nodes"][0]["summary"],
-        format!("deregistered from {LOAD_BALANCER}, terminated {newest}"),
+        format!("deregistered from {lb}, terminated {newest}"),
         "{remove}"
     );
-    let health = elb
-        .health(LOAD_BALANCER, &[])
-        .await
-        .expect("load balancer health");
+    let health = elb.health(lb, &[]).await.expect("load balancer health");
     assert!(
         health.iter().all(|h| h.instance_id != newest),
         "still registered: {health:?}"

@@ -320,7 +320,10 @@ mod tests {
         assert!(short.to_string().contains("`web-lb`"), "{short}");
         let more = Aws::with_load_balancers(ec2(), vec![lb(), lb(), lb()], two())
             .expect_err("one too many");
-        assert!(more.to_string().contains("3 LoadBalancer providers"), "{more}");
+        assert!(
+            more.to_string().contains("3 LoadBalancer providers"),
+            "{more}"
+        );
     }
 
     #[test]

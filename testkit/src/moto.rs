@@ -131,6 +131,50 @@ impl MotoServer {
             .to_owned()
     }
 
+    /// Creates an Application Load Balancer `name` over `subnets` (two or
+    /// more, in different zones, as AWS requires), with an HTTP listener on
+    /// 80 that forwards to `target_group`, as an operator would; returns
+    /// its ARN.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_application_load_balancer(
+        &self,
+        name: &str,
+        subnets: &[String],
+        target_group: &str,
+    ) -> String {
+        use aws_sdk_elasticloadbalancingv2::types::{Action, ActionTypeEnum, ProtocolEnum};
+        let elbv2 = aws_sdk_elasticloadbalancingv2::Client::new(&self.sdk_config().await);
+        let out = elbv2
+            .create_load_balancer()
+            .name(name)
+            .set_subnets(Some(subnets.to_vec()))
+            .send()
+            .await
+            .expect("create the application load balancer in moto");
+        let arn = out
+            .load_balancers()
+            .first()
+            .and_then(|lb| lb.load_balancer_arn())
+            .expect("the new load balancer's ARN")
+            .to_owned();
+        let forward = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn(target_group)
+            .build();
+        elbv2
+            .create_listener()
+            .load_balancer_arn(&arn)
+            .protocol(ProtocolEnum::Http)
+            .port(80)
+            .default_actions(forward)
+            .send()
+            .await
+            .expect("create the listener in moto");
+        arn
+    }
+
     /// Creates a subnet of the default VPC in Availability Zone `zone`
     /// (`us-east-1b`), with the `n`th of the /24 blocks the harness keeps
     /// for its subnets (172.31.200.0/24 and on, clear of moto's default

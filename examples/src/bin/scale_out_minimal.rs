@@ -18,7 +18,7 @@ struct Settings {
     cluster: String,
     journal_dir: PathBuf,
     assets: PathBuf,
-    // [ec2]: region, image_id, instance_type, load_balancer, [ec2.ssh] ...
+    // [ec2]: region, image_id, instance_types, subnet_ids, load_balancers, [ec2.ssh] ...
     ec2: Ec2Profile,
     // [ssh]: set `auth` and `known_hosts`; `SshConfig::new(user)` alone uses
     // the SSH agent and ~/.ssh/known_hosts.
