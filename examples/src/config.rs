@@ -303,6 +303,17 @@ impl TomcatClusterConfig {
         if config.deploy.count == 0 {
             return Err(invalid("deploy", "count must be at least 1".into()));
         }
+        // The SSH steps can only check keys the deploy step read.
+        if config.ssh.host_keys == pyscaler_ssh::HostKeyPolicy::Published
+            && config.ec2.ssh().host_keys != pyscaler_aws::HostKeySource::ConsoleOutput
+        {
+            return Err(invalid(
+                "ssh",
+                "host_keys = \"published\" needs [ec2.ssh] host_keys = \"console-output\" \
+                 (where the deploy step reads the keys it publishes)"
+                    .into(),
+            ));
+        }
         Ok(config)
     }
 
@@ -364,14 +375,57 @@ mod tests {
     }
 
     #[test]
+    fn published_host_keys_need_the_console_output_read_by_the_deploy_step() {
+        let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
+        let text = std::fs::read_to_string(&sample).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_ed25519");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let text = text
+            .replace("/home/ops/.ssh/id_ed25519", &key.display().to_string())
+            .replace(
+                "/home/ops/.ssh/known_hosts",
+                &dir.path().join("known_hosts").display().to_string(),
+            )
+            .replace(
+                "assets = \".\"",
+                &format!("assets = {:?}", sample.parent().unwrap()),
+            );
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let config = TomcatClusterConfig::load(&write("ok.toml", &text)).unwrap();
+        assert_eq!(config.ssh.host_keys, pyscaler_ssh::HostKeyPolicy::Published);
+        let without = text.replace("host_keys = \"console-output\"", "");
+        let err = TomcatClusterConfig::load(&write("without.toml", &without)).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { section: "ssh", .. }),
+            "{err:?}"
+        );
+        assert!(
+            format!("{err:#}").contains("[ec2.ssh] host_keys = \"console-output\""),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn the_samples_alternatives_load_once_uncommented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tomcat/aws.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         // The classic ELB instead of the target group.
         let start = text.find("load_balancers = [\n").unwrap();
         let end = start + text[start..].find("]\n").unwrap() + 2;
-        let classic = format!("{}{}", &text[..start], &text[end..])
-            .replace("# load_balancers = [{ classic", "load_balancers = [{ classic");
+        let classic = format!("{}{}", &text[..start], &text[end..]).replace(
+            "# load_balancers = [{ classic",
+            "load_balancers = [{ classic",
+        );
         let config: TomcatClusterConfig = toml::from_str(&classic).unwrap();
         assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
         assert_eq!(config.ec2.target_group(), None);

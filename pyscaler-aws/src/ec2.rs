@@ -237,6 +237,14 @@ pub trait Ec2: Send + Sync {
         &self,
         template: &LaunchTemplate,
     ) -> Result<Option<TemplateInfo>, AwsError>;
+
+    /// The instance's console output as text (GetConsoleOutput, decoded),
+    /// or `None` while EC2 has none for it yet: where cloud-init prints the
+    /// host key fingerprints ([`crate::host_key_fingerprints`]).
+    ///
+    /// # Errors
+    /// The API's refusal, classified; an output that is not base64.
+    async fn console_output(&self, instance_id: &str) -> Result<Option<String>, AwsError>;
 }
 
 /// [`Ec2`] on the EC2 API, with aws-sdk-ec2.
@@ -518,6 +526,45 @@ impl Ec2 for SdkEc2 {
             default_version: version(t.default_version_number()),
             latest_version: version(t.latest_version_number()),
         }))
+    }
+
+    async fn console_output(&self, instance_id: &str) -> Result<Option<String>, AwsError> {
+        let subjects = Subjects {
+            instance_ids: vec![instance_id.to_owned()],
+            ..Subjects::default()
+        };
+        // The live buffer (`Latest`), where cloud-init's lines appear as they
+        // are printed; only instances on the Nitro system have one. Without
+        // it EC2 posts the output at state transitions only, which is what
+        // other instances get.
+        let ask = |latest: bool| {
+            self.client
+                .get_console_output()
+                .instance_id(instance_id)
+                .set_latest(latest.then_some(true))
+                .send()
+        };
+        let out = match call("EC2", "GetConsoleOutput", &subjects, ask(true)).await {
+            Err(e) if e.has_code("UnsupportedOperation") => {
+                call("EC2", "GetConsoleOutput", &subjects, ask(false)).await?
+            }
+            other => other?,
+        };
+        let Some(encoded) = out.output().map(str::trim).filter(|o| !o.is_empty()) else {
+            return Ok(None);
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| AwsError::Api {
+                service: "EC2",
+                operation: "GetConsoleOutput",
+                code: None,
+                message: format!("the console output is not base64: {e}"),
+                subject: Some(format!("instance {instance_id}")),
+                kind: pyscaler_core::ErrorKind::Unexpected,
+                source: None,
+            })?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 

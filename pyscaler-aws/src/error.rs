@@ -47,6 +47,14 @@ pub enum AwsError {
         #[source]
         source: Option<BoxError>,
     },
+    /// An instance's console output lists its host keys without a SHA256
+    /// fingerprint (a cloud-init too old to print them), so no key can be
+    /// checked against it.
+    #[error("the console output of {instance_id} lists its host keys without SHA256 fingerprints: no key can be checked against it")]
+    NoHostKeyFingerprints {
+        /// The instance.
+        instance_id: String,
+    },
     /// An instance left the way to `running` (it was stopped or terminated).
     #[error("instance {instance_id} is {state} instead of running{}",
         reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
@@ -338,7 +346,9 @@ impl Classify for AwsError {
             Self::RegistrationFailed { source, .. } => source.kind(),
             Self::Api { kind, .. } => *kind,
             // Retrying with the same ClientToken would return the same lost instances.
-            Self::InstanceLost { .. } | Self::NoAddress { .. } => ErrorKind::Unexpected,
+            Self::InstanceLost { .. }
+            | Self::NoAddress { .. }
+            | Self::NoHostKeyFingerprints { .. } => ErrorKind::Unexpected,
             // Capacity comes back: as `InsufficientInstanceCapacity`, a passing fault.
             Self::NoCapacity { .. } => ErrorKind::Transient,
             Self::WaitTimedOut { .. } => ErrorKind::Timeout,

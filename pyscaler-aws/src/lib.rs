@@ -26,6 +26,7 @@ mod client;
 #[cfg(feature = "cloudwatch")]
 mod cloudwatch;
 mod codes;
+mod console;
 mod deploy;
 mod discover;
 mod ec2;
@@ -52,6 +53,7 @@ pub use client::{ClientConfig, StaticCredentials};
 #[cfg(feature = "cloudwatch")]
 pub use cloudwatch::{CloudWatchMetric, CloudWatchSource, CloudWatchSourceBuilder, Statistic};
 pub use codes::{is_capacity_code, kind_of_code};
+pub use console::{host_key_fingerprints, FINGERPRINTS_BEGIN, FINGERPRINTS_END};
 pub use deploy::{client_token, zone_client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
 #[cfg(any(test, feature = "mocks"))]
@@ -67,7 +69,7 @@ pub use load_balancer::MockLoadBalancer;
 pub use load_balancer::{HealthState, InstanceHealth, LoadBalancer};
 pub use market::{Market, SpotFallback};
 pub use node::{TAG_AZ, TAG_CLUSTER, TAG_RUN, TAG_STEP};
-pub use profile::{Balancer, Ec2Profile, Ec2ProfileBuilder, SshAccess, SshVia};
+pub use profile::{Balancer, Ec2Profile, Ec2ProfileBuilder, HostKeySource, SshAccess, SshVia};
 pub use remove::{Pick, RemoveEc2Node, RemoveEc2NodeBuilder};
 pub use sweep::{Orphan, OrphanReason, SweepOrphans, SweepOrphansBuilder, SweepOutcome};
 pub use template::{LaunchTemplate, TemplateInfo, TemplateRef, TemplateVersion};

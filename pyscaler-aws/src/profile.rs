@@ -13,7 +13,7 @@ mod validate;
 
 pub use balancer::Balancer;
 pub use builder::Ec2ProfileBuilder;
-pub use ssh::{SshAccess, SshVia};
+pub use ssh::{HostKeySource, SshAccess, SshVia};
 use validate::validate;
 
 /// The profile as written. Both spellings of the instance types, the
@@ -133,6 +133,7 @@ impl std::fmt::Debug for Fields {
 /// | `ssh.via` | no | which address to connect to: `"private_ip"` (default), `"public_ip"`, `"public_dns"`, or `{ fixed = { host = "127.0.0.1" } }` ([`SshVia`]) |
 /// | `ssh.user` | no | the SSH user (`ec2-user`) |
 /// | `ssh.port` | no | the SSH port of every node (22), whichever address `via` picks |
+/// | `ssh.host_keys` | no | `"console-output"`: read each new instance's host key fingerprints from its console output before anyone connects, for pyscaler-ssh's `host_keys = "published"` ([`HostKeySource`]); `"none"` (default) |
 ///
 /// ```
 /// # fn main() -> Result<(), pyscaler_aws::AwsError> {

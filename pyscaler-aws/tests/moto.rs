@@ -77,6 +77,10 @@ impl<T: Ec2> Ec2 for Counting<T> {
         self.counts.add("DescribeLaunchTemplates");
         self.inner.describe_launch_template(template).await
     }
+    async fn console_output(&self, instance_id: &str) -> Result<Option<String>, AwsError> {
+        self.counts.add("GetConsoleOutput");
+        self.inner.console_output(instance_id).await
+    }
 }
 
 #[async_trait]

@@ -117,6 +117,14 @@ pub struct Node {
     pub launched_at: Option<DateTime<Utc>>,
     /// Its state as last seen.
     pub state: NodeState,
+    /// The fingerprints of the node's SSH host keys (`SHA256:...`, as
+    /// `ssh-keygen -l` prints them), as its provider published them through a
+    /// channel that does not cross the network the SSH connection does (on
+    /// EC2, the instance's console output), when known. pyscaler-ssh's
+    /// `HostKeyPolicy::Published` accepts a first key only when it is among
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_key_fingerprints: Vec<String>,
 }
 
 impl Node {
@@ -131,6 +139,7 @@ impl Node {
             tags: BTreeMap::new(),
             launched_at: None,
             state: NodeState::Unknown,
+            host_key_fingerprints: Vec::new(),
         }
     }
 
@@ -167,6 +176,17 @@ impl Node {
     /// Sets the state.
     pub fn with_state(mut self, state: NodeState) -> Self {
         self.state = state;
+        self
+    }
+
+    /// Sets the fingerprints of the node's host keys, as published off the
+    /// network ([`host_key_fingerprints`](Self::host_key_fingerprints)).
+    pub fn with_host_key_fingerprints<I, S>(mut self, fingerprints: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.host_key_fingerprints = fingerprints.into_iter().map(Into::into).collect();
         self
     }
 

@@ -20,6 +20,14 @@ pub enum HostKeyPolicy {
     /// Trust a host seen for the first time and record its key in the
     /// `known_hosts` file (OpenSSH's `accept-new`); a later change is refused.
     AcceptNew,
+    /// Trust a host seen for the first time only when the key it offers is
+    /// one its provider published off the network
+    /// ([`Node::host_key_fingerprints`](pyscaler_core::Node::host_key_fingerprints):
+    /// on EC2, the fingerprints cloud-init prints to the console output,
+    /// which `DeployEc2Node` reads when the profile asks), and record it in
+    /// the `known_hosts` file; a node with no published fingerprints, or
+    /// whose key is not among them, is refused, and so is a later change.
+    Published,
     /// Accept any key without checking. Only for throw-away test networks: it
     /// lets anyone on the path read and change everything.
     InsecureAcceptAny,

@@ -67,6 +67,21 @@ pub enum SshError {
         /// The `known_hosts` file.
         known_hosts: PathBuf,
     },
+    /// The server's key is not one its provider published for the node
+    /// ([`HostKeyPolicy::Published`](crate::HostKeyPolicy::Published)):
+    /// possibly a man-in-the-middle, or another machine at the node's address.
+    #[error(
+        "host key of {host} is not one its provider published: the server offered {fingerprint}, {}",
+        published_text(published)
+    )]
+    HostKeyNotPublished {
+        /// The `known_hosts` name of the server.
+        host: String,
+        /// The offered key's SHA256 fingerprint.
+        fingerprint: String,
+        /// The fingerprints the provider published (none: it published none).
+        published: Vec<String>,
+    },
     /// Strict host-key checking found no entry for the server.
     #[error(
         "host key of {host} is not in {} (offered {fingerprint}); add it, or use host-key policy accept-new",
@@ -313,6 +328,7 @@ impl Classify for SshError {
             Self::Cancelled { .. } => ErrorKind::Cancelled,
             Self::HostKeyMismatch { .. }
             | Self::HostKeyUnknown { .. }
+            | Self::HostKeyNotPublished { .. }
             | Self::AuthRefused { .. }
             | Self::SudoNeedsPassword { .. } => ErrorKind::PermissionDenied,
             Self::CommandFailed { .. }
@@ -329,6 +345,7 @@ impl Classify for SshError {
             // A changed host key or refused credentials do not fix themselves.
             Self::HostKeyMismatch { .. }
             | Self::HostKeyUnknown { .. }
+            | Self::HostKeyNotPublished { .. }
             | Self::AuthRefused { .. }
             | Self::SudoNeedsPassword { .. } => false,
             // A node that hung already failed a bounded attempt after a
@@ -344,6 +361,15 @@ impl Classify for SshError {
 impl From<SshError> for pyscaler_core::Error {
     fn from(e: SshError) -> Self {
         pyscaler_core::Error::provider(e)
+    }
+}
+
+/// What the provider published, for [`SshError::HostKeyNotPublished`].
+fn published_text(published: &[String]) -> String {
+    if published.is_empty() {
+        "and its provider published no host key fingerprints for it".to_owned()
+    } else {
+        format!("not one of {}", published.join(", "))
     }
 }
 

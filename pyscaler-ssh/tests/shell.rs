@@ -604,3 +604,74 @@ async fn a_session_the_server_closed_is_replaced() {
     assert_eq!(out.stdout, "again\n");
     assert_eq!(sshd.accepted_logins(), 2);
 }
+
+/// The `SHA256:` words of a console block (what `pyscaler_aws::host_key_fingerprints` reads).
+fn sha256_words(block: &str) -> Vec<String> {
+    block
+        .split_whitespace()
+        .filter(|w| w.starts_with("SHA256:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_key_is_accepted_and_recorded_and_any_other_refused() {
+    let sshd = Sshd::start();
+    let other = Sshd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("known_hosts");
+    let config = SshConfig::new(sshd.user())
+        .with_key_file(sshd.client_key())
+        .with_host_keys(HostKeyPolicy::Published)
+        .with_known_hosts(&known)
+        .with_connect_timeout(Duration::from_secs(10));
+    let published = sha256_words(&sshd.console_fingerprints());
+    assert_eq!(published.len(), 2, "{published:?}");
+
+    // The keys another machine published (an attacker answering at the
+    // node's address would offer its own): refused, nothing recorded.
+    let n =
+        node(&sshd, "1").with_host_key_fingerprints(sha256_words(&other.console_fingerprints()));
+    let e = Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&n, &RemoteCommand::new("true"))
+        .await
+        .expect_err("not the published key");
+    assert!(matches!(e, SshError::HostKeyNotPublished { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert!(!e.is_retryable());
+    assert!(e.to_string().contains("not one of SHA256:"), "{e}");
+    assert!(!known.exists(), "recorded a refused key");
+
+    // None published at all: refused too, saying so.
+    let bare = node(&sshd, "2");
+    let e = Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&bare, &RemoteCommand::new("true"))
+        .await
+        .expect_err("nothing published");
+    assert!(
+        e.to_string().contains("published no host key fingerprints"),
+        "{e}"
+    );
+
+    // Its own published keys: accepted, and the key recorded for later.
+    let n = node(&sshd, "3").with_host_key_fingerprints(published);
+    let out = Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&n, &RemoteCommand::new("echo in"))
+        .await
+        .expect("the published key");
+    assert_eq!(out.stdout, "in\n");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert!(
+        recorded.starts_with(&format!("[127.0.0.1]:{} ", sshd.port())),
+        "{recorded}"
+    );
+    // Once recorded, a later session needs no published list.
+    Ssh2Shell::new(config)
+        .expect("shell")
+        .exec(&bare, &RemoteCommand::new("true"))
+        .await
+        .expect("recorded key matches");
+}

@@ -172,6 +172,34 @@ impl Sshd {
             .count()
     }
 
+    /// Its host keys' fingerprints as cloud-init prints them to an EC2
+    /// instance's console at the end of the first boot: `ssh-keygen -l` of
+    /// each public host key, between the `BEGIN`/`END SSH HOST KEY
+    /// FINGERPRINTS` lines, each line prefixed `ec2: `.
+    ///
+    /// # Panics
+    /// When `ssh-keygen` fails, as a harness does.
+    pub fn console_fingerprints(&self) -> String {
+        let mut out = String::from("ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n");
+        for kind in ["ed25519", "ecdsa"] {
+            let public = self.dir().join(format!("ssh_host_{kind}_key.pub"));
+            let listed = Command::new("ssh-keygen")
+                .arg("-l")
+                .arg("-f")
+                .arg(&public)
+                .output()
+                .expect("run ssh-keygen -l");
+            assert!(
+                listed.status.success(),
+                "ssh-keygen -l {}",
+                public.display()
+            );
+            out.push_str(&format!("ec2: {}", String::from_utf8_lossy(&listed.stdout)));
+        }
+        out.push_str("ec2: -----END SSH HOST KEY FINGERPRINTS-----\n");
+        out
+    }
+
     /// A `known_hosts` line for its host key of algorithm `alg` (`ssh-ed25519`,
     /// `ecdsa-sha2-nistp256`), as OpenSSH writes it for a port other than 22.
     pub fn known_hosts_line(&self, alg: &str) -> String {

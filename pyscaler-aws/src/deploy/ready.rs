@@ -47,6 +47,7 @@ impl DeployEc2Node {
             placements.push(placed);
         }
 
+        self.read_host_keys(ctx, &mut nodes).await?;
         if let Some(within) = self.ssh_within {
             self.wait_ssh(ctx, &nodes, within).await?;
         }

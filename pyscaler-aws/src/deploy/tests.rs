@@ -13,10 +13,10 @@ use crate::test_support::{
     api_err, calls_of, expect_deregister_noted, expect_register_noted, expect_terminate_noted,
     expect_terminate_raising, instance, instances_in, note, pipeline_of, Calls, Terminated,
 };
-use crate::wait::Backoff;
+use crate::wait::{default_poll, Backoff};
 use crate::{
-    Ec2, Ec2Profile, HealthState, Instance, InstanceHealth, LaunchSpec, LoadBalancer, MockEc2,
-    MockLoadBalancer, SshVia, TAG_CLUSTER, TAG_RUN, TAG_STEP,
+    AwsError, Ec2, Ec2Profile, HealthState, Instance, InstanceHealth, LaunchSpec, LoadBalancer,
+    MockEc2, MockLoadBalancer, SshVia, TAG_CLUSTER, TAG_RUN, TAG_STEP,
 };
 use pyscaler_core::NodeAddress;
 
@@ -488,6 +488,9 @@ impl Ec2 for SilentLaunch {
         template: &crate::LaunchTemplate,
     ) -> Result<Option<crate::TemplateInfo>, AwsError> {
         self.0.describe_launch_template(template).await
+    }
+    async fn console_output(&self, id: &str) -> Result<Option<String>, AwsError> {
+        self.0.console_output(id).await
     }
 }
 
@@ -1491,4 +1494,115 @@ async fn a_decision_that_says_how_many_launches_that_many() {
     assert_eq!((min, max), (3, 3));
     assert_eq!(name, "web-03..05");
     assert_eq!(ctx.new_nodes().len(), 3);
+}
+
+/// The profile reading host keys from the console output, without a load balancer.
+fn deploy_reading_host_keys(ec2: MockEc2) -> DeployEc2Node {
+    let profile = Ec2Profile::builder("us-east-1", "ami-03cf127a", "t3.small")
+        .ssh_user("admin")
+        .ssh_host_keys(crate::HostKeySource::ConsoleOutput)
+        .build()
+        .expect("profile");
+    DeployEc2Node::builder(&Aws::new(Arc::new(ec2), None, profile).expect("providers"))
+        .host_keys_within(Duration::from_secs(60))
+        .build()
+        .expect("valid action")
+}
+
+const FP_ED: &str = "SHA256:Jm1bW5jvXz7dKcE1yQ0q2Lx9QxUj0bD0s3V3u6bq2dE";
+const FP_EC: &str = "SHA256:3mR0mM6Ab1x7dVh9tB3Yk9NuT0a0Uq3cL0kM3xw4y2Q";
+
+fn console_with(lines: &str) -> String {
+    format!(
+        "ec2: {}\n{lines}ec2: {}\n",
+        crate::FINGERPRINTS_BEGIN,
+        crate::FINGERPRINTS_END
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_console_outputs_fingerprints_go_to_the_new_node_once_cloud_init_printed_them() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    // Nothing yet, then boot messages, then the block.
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = asked.clone();
+    ec2.expect_console_output()
+        .withf(|id| id == "i-0")
+        .returning(move |_| {
+            Ok(match a.fetch_add(1, Ordering::SeqCst) {
+                0 => None,
+                1 => Some("[ 1.0] Linux version 6.1\n".to_owned()),
+                _ => Some(console_with(&format!(
+                    "ec2: 256 {FP_EC} root@ip-10-0-0-5 (ECDSA)\nec2: 256 {FP_ED} root@ip-10-0-0-5 (ED25519)\n"
+                ))),
+            })
+        });
+    let action = deploy_reading_host_keys(ec2);
+    assert!(
+        action
+            .describe()
+            .summary
+            .iter()
+            .any(|s| s.contains("host key fingerprints from its console output")),
+        "{:?}",
+        action.describe().summary
+    );
+    let mut ctx = context();
+    let report = pipeline_of(action.on(Target::None)).run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        ctx.new_nodes()[0].host_key_fingerprints,
+        [FP_EC.to_owned(), FP_ED.to_owned()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_that_publishes_no_fingerprints_in_time_fails_the_step_and_is_terminated() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.expect_console_output()
+        .returning(|_| Ok(Some("booting forever\n".to_owned())));
+    let mut ctx = context();
+    let report = pipeline_of(deploy_reading_host_keys(ec2).on(Target::None))
+        .run(&mut ctx)
+        .await;
+    assert_eq!(report.status, RunStatus::Failed);
+    let err = report.error.clone().expect("failed");
+    assert_eq!(err.kind, ErrorKind::Timeout, "{err:?}");
+    assert!(
+        err.message.contains(
+            "host key fingerprints in the console output (last seen: i-0: console output without the fingerprints yet)"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(report.undo_succeeded(), "{report}");
+    assert!(calls_of(&calls).contains(&"terminate i-0".to_owned()));
+    assert!(ctx.new_nodes().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_block_of_md5_fingerprints_only_is_refused_at_once() {
+    let calls = Calls::default();
+    let mut ec2 = ec2_happy(1, &calls);
+    ec2.expect_console_output().times(1).returning(|_| {
+        Ok(Some(console_with(
+            "ec2: 2048 aa:bb:cc:dd /etc/ssh/ssh_host_rsa_key.pub (RSA)\n",
+        )))
+    });
+    let mut ctx = context();
+    let report = pipeline_of(deploy_reading_host_keys(ec2).on(Target::None))
+        .run(&mut ctx)
+        .await;
+    let err = report.error.clone().expect("failed");
+    assert!(
+        err.message
+            .contains("the console output of i-0 lists its host keys without SHA256 fingerprints"),
+        "{}",
+        err.message
+    );
+    assert!(report.undo_succeeded(), "{report}");
+    assert!(calls_of(&calls).contains(&"terminate i-0".to_owned()));
 }

@@ -328,3 +328,59 @@ async fn describe_and_find_read_states_and_tags() {
     assert!(ec2.describe(&[]).await.expect("no ids, no call").is_empty());
     assert_eq!(rule.num_calls(), 1);
 }
+
+#[tokio::test]
+async fn the_console_output_is_decoded_and_a_non_nitro_instance_is_asked_without_latest() {
+    use aws_sdk_ec2::operation::get_console_output::{
+        GetConsoleOutputInput, GetConsoleOutputOutput,
+    };
+    let text = "ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----\n";
+    let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+    let seen: Arc<Mutex<Vec<GetConsoleOutputInput>>> = Arc::default();
+    let s = seen.clone();
+    // AWS refuses `Latest` for an instance not on the Nitro system; the
+    // second call asks for the output EC2 posted at the last transition.
+    let rule = mock!(aws_sdk_ec2::Client::get_console_output)
+        .match_requests(move |req| {
+            s.lock().expect("lock").push(req.clone());
+            true
+        })
+        .sequence()
+        .http_response(|| ec2_error(400, "UnsupportedOperation"))
+        .output(move || {
+            GetConsoleOutputOutput::builder()
+                .instance_id("i-1")
+                .output(encoded.clone())
+                .build()
+        })
+        .output(|| GetConsoleOutputOutput::builder().instance_id("i-1").build())
+        .build();
+    let ec2 = SdkEc2::from_client(mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&rule]));
+    assert_eq!(
+        ec2.console_output("i-1").await.expect("read").as_deref(),
+        Some(text)
+    );
+    let asked = seen.lock().expect("lock").clone();
+    assert_eq!(
+        asked.iter().map(|r| r.latest()).collect::<Vec<_>>(),
+        [Some(true), None]
+    );
+    assert!(asked.iter().all(|r| r.instance_id() == Some("i-1")));
+    // No output yet (a booting instance): none, not an error.
+    assert_eq!(ec2.console_output("i-1").await.expect("read"), None);
+}
+
+#[tokio::test]
+async fn a_console_output_that_is_not_base64_is_an_unexpected_answer_naming_the_instance() {
+    use aws_sdk_ec2::operation::get_console_output::GetConsoleOutputOutput;
+    let rule = mock!(aws_sdk_ec2::Client::get_console_output).then_output(|| {
+        GetConsoleOutputOutput::builder()
+            .output("not base64 at all!")
+            .build()
+    });
+    let ec2 = SdkEc2::from_client(mock_client!(aws_sdk_ec2, [&rule]));
+    let err = ec2.console_output("i-9").await.expect_err("garbled");
+    assert_eq!(err.kind(), ErrorKind::Unexpected);
+    assert!(err.to_string().contains("instance i-9"), "{err}");
+    assert!(err.to_string().contains("not base64"), "{err}");
+}

@@ -126,6 +126,12 @@ impl Ec2ProfileBuilder {
         self.f.ssh.port = port;
         self
     }
+    /// Where new instances' host keys are learned
+    /// ([`HostKeySource::ConsoleOutput`](crate::HostKeySource::ConsoleOutput)).
+    pub fn ssh_host_keys(mut self, source: crate::HostKeySource) -> Self {
+        self.f.ssh.host_keys = source;
+        self
+    }
 
     /// Validates and builds the profile.
     ///

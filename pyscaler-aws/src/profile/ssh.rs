@@ -1,4 +1,5 @@
-//! How nodes are reached over SSH: which address, which user, which port.
+//! How nodes are reached over SSH: which address, which user, which port,
+//! and where their host keys are learned.
 
 use pyscaler_core::NodeAddress;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,35 @@ pub struct SshAccess {
     /// such as nodes an application makes itself.)
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Where new instances' host keys are learned, beside the SSH
+    /// connection itself (`host_keys = "console-output"`).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub host_keys: HostKeySource,
+}
+
+fn is_default(source: &HostKeySource) -> bool {
+    *source == HostKeySource::default()
+}
+
+/// Where the SSH host keys of new instances are learned, beside the SSH
+/// connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum HostKeySource {
+    /// Nowhere else: the SSH side's own policy decides (a `known_hosts`
+    /// file written beforehand, or `accept-new`).
+    #[default]
+    None,
+    /// The instance's console output, which reaches the controller through
+    /// the EC2 API rather than the network: `DeployEc2Node` waits (bounded,
+    /// [`DeployEc2NodeBuilder::host_keys_within`](crate::DeployEc2NodeBuilder::host_keys_within))
+    /// until cloud-init's fingerprints appear there and gives them to the
+    /// new nodes ([`Node::host_key_fingerprints`](pyscaler_core::Node::host_key_fingerprints)),
+    /// for pyscaler-ssh's `HostKeyPolicy::Published` to accept only a
+    /// matching key. An instance that publishes none in time fails the step,
+    /// and the launch is undone.
+    ConsoleOutput,
 }
 
 fn default_user() -> String {
@@ -65,6 +95,7 @@ impl Default for SshAccess {
             via: SshVia::default(),
             user: default_user(),
             port: default_port(),
+            host_keys: HostKeySource::default(),
         }
     }
 }

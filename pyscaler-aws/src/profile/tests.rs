@@ -386,3 +386,22 @@ fn a_node_joins_several_load_balancers_listed_or_spelled_the_old_way() {
         .contains("not a classic load balancer name"));
     assert!(err("load_balancers = [{ clasic = \"a\" }]\n").contains("clasic"));
 }
+
+#[test]
+fn host_keys_are_read_from_the_console_output_when_the_profile_says_so() {
+    let head =
+        "region = \"us-east-1\"\nimage_id = \"ami-03cf127a\"\ninstance_type = \"t3.small\"\n";
+    let load = |ssh: &str| Ec2Profile::from_toml(&format!("{head}[ssh]\n{ssh}"));
+    let p = load("host_keys = \"console-output\"\n").expect("console-output");
+    assert_eq!(p.ssh().host_keys, crate::HostKeySource::ConsoleOutput);
+    let again = Ec2Profile::from_toml(&toml::to_string(&p).expect("serialize")).expect("parse");
+    assert_eq!(again, p);
+    // The default is written as nothing.
+    let plain = load("").expect("default");
+    assert_eq!(plain.ssh().host_keys, crate::HostKeySource::None);
+    assert!(!toml::to_string(&plain)
+        .expect("serialize")
+        .contains("host_keys"));
+    let e = load("host_keys = \"console\"\n").expect_err("unknown source");
+    assert!(e.to_string().contains("console-output"), "{e}");
+}

@@ -106,7 +106,7 @@ pub(super) fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Live, SshErro
             handshake_err(e)
         });
     }
-    verify_host_key(config, &session, &spec)?;
+    verify_host_key(config, &session, &spec, &ep.published)?;
     tracing::debug!(
         node = %host,
         kex = session.methods(MethodType::Kex).unwrap_or("?"),
@@ -253,7 +253,12 @@ fn offered_key(config: &SshConfig, ep: &Endpoint, deadline: Instant) -> Option<S
     Some(offered)
 }
 
-fn verify_host_key(config: &SshConfig, session: &Session, spec: &str) -> Result<(), SshError> {
+fn verify_host_key(
+    config: &SshConfig,
+    session: &Session,
+    spec: &str,
+    published: &[String],
+) -> Result<(), SshError> {
     if config.host_keys == HostKeyPolicy::InsecureAcceptAny {
         return Ok(());
     }
@@ -271,6 +276,20 @@ fn verify_host_key(config: &SshConfig, session: &Session, spec: &str) -> Result<
             fingerprint: known_hosts::fingerprint(session),
             known_hosts: path.clone(),
         }),
+        Verdict::Unknown if config.host_keys == HostKeyPolicy::Published => {
+            let offered = known_hosts::fingerprint(session);
+            if !published.iter().any(|p| p == &offered) {
+                return Err(SshError::HostKeyNotPublished {
+                    host: spec.to_owned(),
+                    fingerprint: offered,
+                    published: published.to_vec(),
+                });
+            }
+            known_hosts::record(path, spec, key, key_type)?;
+            tracing::info!(host = spec, fingerprint = %offered,
+                "Recorded a new host key: the one its provider published.");
+            Ok(())
+        }
         Verdict::Unknown if config.host_keys == HostKeyPolicy::AcceptNew => {
             known_hosts::record(path, spec, key, key_type)?;
             tracing::info!(host = spec, fingerprint = %known_hosts::fingerprint(session),

@@ -94,6 +94,8 @@ struct Endpoint {
     host: String,
     port: u16,
     user: String,
+    /// The host key fingerprints the node's provider published.
+    published: Vec<String>,
 }
 
 impl fmt::Display for Endpoint {
@@ -200,6 +202,7 @@ impl Ssh2Shell {
                 .ssh_user
                 .clone()
                 .unwrap_or_else(|| self.config.user.clone()),
+            published: node.host_key_fingerprints.clone(),
         })
     }
 

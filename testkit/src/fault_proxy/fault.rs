@@ -25,6 +25,9 @@ pub(crate) enum Answer {
     /// Flask server answers when it fails, and what a proxy or load balancer
     /// in front of AWS may answer).
     Status(u16),
+    /// A successful answer the test wrote itself (HTTP 200, an XML body):
+    /// what AWS answers where moto's answer is canned.
+    Body(String),
 }
 
 /// One fault the proxy injects: which calls it matches (an action, and
@@ -86,6 +89,35 @@ impl Fault {
         }
     }
 
+    /// Answers the next call of `action` with HTTP 200 and `xml`, as AWS
+    /// would, instead of moto's answer (the call does not reach moto).
+    pub fn answer(action: impl Into<String>, xml: impl Into<String>) -> Self {
+        Self {
+            action: action.into(),
+            matching: Vec::new(),
+            answer: Answer::Body(xml.into()),
+            after_execution: false,
+            times: Times::Next(1),
+        }
+    }
+
+    /// Answers the next GetConsoleOutput with `text` as the console output
+    /// (base64-encoded, as EC2 sends it). moto's console output is canned;
+    /// this is how a test shows pyscaler what cloud-init printed.
+    pub fn console_output(text: &str) -> Self {
+        use base64::Engine;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        Self::answer(
+            "GetConsoleOutput",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+                 <GetConsoleOutputResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\">\
+                 <requestId>fault-proxy</requestId><timestamp>2026-01-01T00:00:00.000Z</timestamp>\
+                 <output>{encoded}</output></GetConsoleOutputResponse>"
+            ),
+        )
+    }
+
     /// Only calls whose parameter `name` is `value` (`SubnetId`, `InstanceType`,
     /// `LoadBalancerName`); several conditions must all hold.
     pub fn matching(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -97,6 +129,7 @@ impl Fault {
     pub fn with_status(mut self, status: u16) -> Self {
         match &mut self.answer {
             Answer::Error { status: s, .. } | Answer::Status(s) => *s = status,
+            Answer::Body(_) => {}
         }
         self
     }

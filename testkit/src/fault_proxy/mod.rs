@@ -401,6 +401,7 @@ fn answer(asked: &Asked, a: &Answer) -> Response<Full<Bytes>> {
                 message,
             )),
         ),
+        Answer::Body(body) => xml(200, Bytes::from(body.clone())),
         Answer::Status(status) => {
             let mut r = with_status(*status, Bytes::from(status_page(*status)));
             r.headers_mut().insert(
