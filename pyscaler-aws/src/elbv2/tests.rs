@@ -216,3 +216,41 @@ async fn the_draining_bound_is_the_groups_deregistration_delay_and_draining_targ
     assert_eq!(groups.draining(ARN, &ids).await.expect("health"), ["i-1"]);
     assert!(groups.draining(ARN, &ids).await.expect("health").is_empty());
 }
+
+#[tokio::test]
+async fn elbv2_refusals_are_classified_by_their_codes_once() {
+    // What AWS answers a RegisterTargets with, and what pyscaler makes of it:
+    // bad input is never retried; throttling and 5xx are passing.
+    let cases: [(u16, &str, ErrorKind, bool); 7] = [
+        (400, "TargetGroupNotFound", ErrorKind::InvalidInput, false),
+        (400, "InvalidTarget", ErrorKind::InvalidInput, false),
+        (400, "TooManyTargets", ErrorKind::InvalidInput, false),
+        (400, "LoadBalancerNotFound", ErrorKind::InvalidInput, false),
+        (400, "Throttling", ErrorKind::Throttled, true),
+        (503, "ServiceUnavailable", ErrorKind::Transient, true),
+        (500, "InternalFailure", ErrorKind::Transient, true),
+    ];
+    for (status, code, kind, retryable) in cases {
+        let rule = mock!(Client::register_targets).then_http_response(move || {
+            let mut r = refusal(code, "refused by the mock");
+            *r.status_mut() = StatusCode::try_from(status).expect("status");
+            r
+        });
+        let groups = TargetGroups::from_client(mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::MatchAny,
+            [&rule],
+            |c| c.retry_config(
+                aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled()
+            )
+        ));
+        let err = groups
+            .register(ARN, &["i-1".to_owned()])
+            .await
+            .expect_err(code);
+        assert_eq!(err.code(), Some(code), "{err}");
+        assert_eq!(err.kind(), kind, "{code}: {err}");
+        assert_eq!(err.is_retryable(), retryable, "{code}: {err}");
+        assert!(err.to_string().contains(ARN), "{code}: {err}");
+    }
+}
