@@ -18,7 +18,7 @@ use pyscaler_aws::{
 };
 use pyscaler_core::testing::{CallLog, Probe};
 use pyscaler_core::{Action, ActionExt, Cluster, Context, ErrorKind, Pipeline, RunStatus, Target};
-use pyscaler_testkit::fault_proxy::FaultProxy;
+use pyscaler_testkit::fault_proxy::{Fault, FaultProxy};
 use pyscaler_testkit::moto::{MotoServer, ACCESS_KEY_ID, AMI, REGION, SECRET_ACCESS_KEY};
 
 const LB: &str = "web-lb";
@@ -195,6 +195,21 @@ async fn six_nodes_join_two_target_groups_and_a_classic_elb_with_one_call_each()
     );
     let left = stack.in_classic().await;
     assert_eq!(left.len(), 4, "{left:?}");
+    // One from each zone: two are left in each.
+    let mut zones: Vec<String> = stack
+        .aws
+        .ec2()
+        .describe(&left)
+        .await
+        .expect("describe")
+        .into_iter()
+        .filter_map(|i| i.availability_zone)
+        .collect();
+    zones.sort();
+    assert_eq!(
+        zones,
+        ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"]
+    );
     assert_eq!(stack.targets(&stack.groups[0]).await, healthy(&left, 8081));
     assert_eq!(stack.targets(&stack.groups[1]).await, healthy(&left, 8080));
 }
@@ -256,4 +271,26 @@ async fn one_missing_load_balancer_of_three_is_refused_before_anything_launches(
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains(&missing), "{err}");
     assert_eq!(stack.proxy.count("RunInstances"), 0);
+}
+
+#[tokio::test]
+async fn a_throttled_registertargets_is_retried_as_a_registration_not_a_launch() {
+    let stack = Stack::start().await;
+    stack.proxy.inject(
+        Fault::error("RegisterTargets", "Throttling").matching("TargetGroupArn", &stack.groups[1]),
+    );
+    let pipeline = Pipeline::builder("scale-out")
+        .step(stack.deploy(2).on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = Context::new(Cluster::new("web"));
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Succeeded, "{report}");
+    // One launch per zone, as without the fault; the throttled group's
+    // registration went out twice, the other's once.
+    assert_eq!(stack.proxy.count("RunInstances"), 2);
+    assert_eq!(stack.proxy.count("RegisterTargets"), 3);
+    let mut ids: Vec<String> = ctx.new_nodes().iter().map(|n| n.id.clone()).collect();
+    ids.sort();
+    assert_eq!(stack.targets(&stack.groups[1]).await, healthy(&ids, 8080));
 }
