@@ -186,6 +186,14 @@ pub enum Error {
     /// The run was cancelled before the step could finish.
     #[error("cancelled")]
     Cancelled,
+    /// This controller no longer holds the cluster's lease (a renewal was
+    /// refused or came too late, or the journal refused a write as fenced):
+    /// it must issue no further side effect; the new holder recovers the run.
+    #[error("lease lost: {message}")]
+    LeaseLost {
+        /// What showed it.
+        message: String,
+    },
     /// An error from a provider crate, classified there.
     #[error(transparent)]
     Provider(ProviderError),
@@ -277,7 +285,7 @@ impl Error {
             | Self::InvalidConfig(_)
             | Self::NotResumable { .. }
             | Self::UnknownPipeline { .. } => ErrorKind::InvalidInput,
-            Self::UnfinishedRun { .. } => ErrorKind::Conflict,
+            Self::UnfinishedRun { .. } | Self::LeaseLost { .. } => ErrorKind::Conflict,
             Self::StepTimedOut { .. } => ErrorKind::Timeout,
             Self::Cancelled => ErrorKind::Cancelled,
             Self::Provider(p) => p.kind,
@@ -297,6 +305,7 @@ impl Error {
             | Self::InvalidConfig(_)
             | Self::NotResumable { .. }
             | Self::UnfinishedRun { .. }
+            | Self::LeaseLost { .. }
             | Self::UnknownPipeline { .. }
             | Self::Cancelled
             | Self::StepFailed { .. } => false,

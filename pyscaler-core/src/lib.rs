@@ -52,6 +52,7 @@ mod events;
 mod fanout;
 mod forward;
 mod journal;
+mod lease;
 mod metric;
 mod pipeline;
 mod progress;
@@ -83,6 +84,7 @@ pub use fanout::{FanOut, NodeFailure, OnNodeFailure, StepInfo};
 #[cfg(any(test, feature = "mocks"))]
 pub use journal::MockJournal;
 pub use journal::{FileJournal, Journal, JournalEntry, MemoryJournal, RunRecord, RunState};
+pub use lease::{FileLease, HeldLease, Lease, LeaseGrant, LeaseTiming};
 #[cfg(any(test, feature = "mocks"))]
 pub use metric::MockMetricSource;
 pub use metric::{Aggregation, Comparison, MetricSource, Sample};
