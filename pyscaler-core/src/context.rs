@@ -146,6 +146,8 @@ pub struct Context {
     vars: BTreeMap<String, String>,
     trigger: TriggerInfo,
     cancel: CancellationToken,
+    /// Cancelled when the controller loses the cluster's lease.
+    lease_lost: Option<CancellationToken>,
     resumed: bool,
     recovering: bool,
     pub(crate) pipeline: String,
@@ -182,6 +184,7 @@ impl Context {
             vars: BTreeMap::new(),
             trigger: TriggerInfo::default(),
             cancel: CancellationToken::new(),
+            lease_lost: None,
             resumed: false,
             recovering: false,
             pipeline: String::new(),
@@ -405,6 +408,22 @@ impl Context {
     /// Whether the run was asked to stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Runs under a lease: `lost` is cancelled when the controller loses it
+    /// ([`HeldLease::lost`](crate::HeldLease::lost)). A run whose lease is
+    /// lost is abandoned, not undone: the lease's next holder recovers it.
+    pub fn with_lease(mut self, lost: CancellationToken) -> Self {
+        self.lease_lost = Some(lost);
+        self
+    }
+
+    /// Whether the run's lease is lost ([`with_lease`](Self::with_lease)):
+    /// no further side effect may start, undos included.
+    pub fn is_fenced(&self) -> bool {
+        self.lease_lost
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// The name of the step being run.

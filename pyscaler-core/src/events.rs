@@ -128,4 +128,20 @@ pub enum Event {
     /// started; skipped for a cooldown, a pause, a bound, a trigger that
     /// does not agree; no data), with the values that led to it.
     Decided(Box<Decision>),
+    /// This controller holds the cluster's lease (after standing by, when
+    /// another held it): it recovers and scales from now on.
+    LeaseAcquired {
+        /// The holder.
+        owner: String,
+        /// The fencing epoch of the grant.
+        epoch: u64,
+    },
+    /// This controller lost the cluster's lease: the run in progress is
+    /// cancelled and abandoned (the new holder recovers it), nothing new starts.
+    LeaseLost {
+        /// The holder it was.
+        owner: String,
+        /// The epoch it held.
+        epoch: u64,
+    },
 }

@@ -109,6 +109,12 @@ pub fn progress_line(event: &Event, total: usize) -> Option<String> {
             if *succeeded { "undone" } else { "UNDO FAILED" }
         ),
         Event::RunFinished { status, .. } => format!("Run finished: {status}"),
+        Event::LeaseAcquired { owner, epoch } => {
+            format!("Lease acquired by {owner} (epoch {epoch}): recovering, then scaling")
+        }
+        Event::LeaseLost { owner, epoch } => format!(
+            "LEASE LOST by {owner} (epoch {epoch}): stopped; the new holder recovers the run in progress"
+        ),
         Event::Decided(d) => {
             let value = d.value.map(|v| format!(" at {v:.2}")).unwrap_or_default();
             let what = match &d.verdict {

@@ -1058,6 +1058,7 @@ async fn the_journal_intent_names_the_client_token_and_the_run() {
     journal
         .expect_unfinished_runs()
         .returning(|| Ok(Vec::new()));
+    journal.expect_is_fenced().return_const(false);
     let seen = entries.clone();
     journal.expect_append().returning(move |e| {
         seen.lock().expect("entries").push(e);

@@ -170,6 +170,14 @@ pub trait Journal: Send + Sync + fmt::Debug {
             .filter(|r| r.state == RunState::Unfinished)
             .collect())
     }
+
+    /// Whether this journal refuses writes because its controller no longer
+    /// holds the cluster's lease (a fenced journal whose write was refused
+    /// as stale). A run on a fenced journal is abandoned: no further step,
+    /// undo or `finally` step starts. The default: never.
+    fn is_fenced(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

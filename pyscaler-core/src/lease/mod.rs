@@ -134,7 +134,10 @@ impl HeldLease {
                 Ok(Some(grant)) => break grant,
                 Ok(None) => {
                     if !waiting_logged {
-                        info!(owner = lease.owner(), "Standby: another controller holds the lease.");
+                        info!(
+                            owner = lease.owner(),
+                            "Standby: another controller holds the lease."
+                        );
                         waiting_logged = true;
                     }
                 }
@@ -152,13 +155,7 @@ impl HeldLease {
         let (tx, rx) = watch::channel(grant);
         let lost = CancellationToken::new();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(keep(
-            lease.clone(),
-            timing,
-            tx,
-            lost.clone(),
-            stop.clone(),
-        ));
+        let task = tokio::spawn(keep(lease.clone(), timing, tx, lost.clone(), stop.clone()));
         Ok(Some(Self {
             lease,
             grant: rx,
@@ -256,7 +253,10 @@ async fn keep(
                 return;
             }
             Err(_) => {
-                warn!(epoch = current.epoch, "Lease lost: the renewal was not confirmed before it lapses.");
+                warn!(
+                    epoch = current.epoch,
+                    "Lease lost: the renewal was not confirmed before it lapses."
+                );
                 lost.cancel();
                 return;
             }

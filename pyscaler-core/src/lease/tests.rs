@@ -74,10 +74,14 @@ impl Lease for Scripted {
 async fn a_standby_waits_until_the_lease_is_free_then_renews_it_keeping_the_epoch() {
     let store = Scripted::new(3, vec![]);
     let started = Instant::now();
-    let held = HeldLease::acquire(store.clone(), LeaseTiming::default(), &CancellationToken::new())
-        .await
-        .expect("acquired")
-        .expect("not shut down");
+    let held = HeldLease::acquire(
+        store.clone(),
+        LeaseTiming::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("acquired")
+    .expect("not shut down");
     // Asked at 0, 5 and 10 s; granted at 15 s.
     assert_eq!(store.asked.load(Ordering::SeqCst), 4);
     assert_eq!(started.elapsed(), Duration::from_secs(15));
@@ -92,10 +96,14 @@ async fn a_standby_waits_until_the_lease_is_free_then_renews_it_keeping_the_epoc
 #[tokio::test(start_paused = true)]
 async fn a_refused_renewal_loses_the_lease_at_once() {
     let store = Scripted::new(0, vec![Some(true), Some(false)]);
-    let held = HeldLease::acquire(store.clone(), LeaseTiming::default(), &CancellationToken::new())
-        .await
-        .expect("acquired")
-        .expect("held");
+    let held = HeldLease::acquire(
+        store.clone(),
+        LeaseTiming::default(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("acquired")
+    .expect("held");
     let lost = held.lost().clone();
     let started = Instant::now();
     lost.cancelled().await;

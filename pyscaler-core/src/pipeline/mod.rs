@@ -116,6 +116,12 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Whether the run must issue no further side effect: its lease is lost
+    /// ([`Context::is_fenced`]) or its journal refuses it as stale.
+    fn fenced(&self, ctx: &crate::Context) -> bool {
+        ctx.is_fenced() || self.journal.as_ref().is_some_and(|j| j.is_fenced())
+    }
+
     async fn record(&self, entry: JournalEntry) -> Result<()> {
         match &self.journal {
             Some(journal) => journal.append(entry).await,

@@ -170,7 +170,7 @@ impl Pipeline {
         let mut cancelled = false;
         let mut continued_past_failure = false;
         for (i, step) in self.steps.iter().enumerate().skip(from) {
-            if failure.is_some() {
+            if failure.is_some() || self.fenced(ctx) {
                 break;
             }
             if ctx.is_cancelled() {
@@ -208,6 +208,9 @@ impl Pipeline {
             if s.status == StepStatus::Pending {
                 s.status = StepStatus::Skipped;
             }
+        }
+        if self.fenced(ctx) {
+            return self.abandon(ctx, report);
         }
 
         // Undo and the finally steps must run to the end even when the run was
@@ -284,6 +287,32 @@ impl Pipeline {
         }
         ctx.report = Some(report.clone());
         info!(status = %report.status, "Run finished.");
+        ctx.emit(Event::RunFinished {
+            run_id: report.run_id.clone(),
+            status: report.status,
+            report: Box::new(report.clone()),
+        });
+        report
+    }
+
+    /// Ends a run whose lease is lost: nothing more is done (no undo, no
+    /// `finally` step, no journal write, which a fenced journal would refuse
+    /// anyway); the run stays unfinished in the journal, for the lease's new
+    /// holder to recover.
+    fn abandon(&self, ctx: &mut Context, mut report: RunReport) -> RunReport {
+        let err = Error::LeaseLost {
+            message: format!(
+                "run {} abandoned unfinished; the lease's new holder recovers it",
+                report.run_id
+            ),
+        };
+        warn!(error = %err, "Run abandoned: the lease is lost.");
+        report.status = RunStatus::Cancelled;
+        report.error = Some(ErrorReport::from(&err));
+        report.nodes_added = ctx.new_nodes().iter().map(NodeSummary::from).collect();
+        report.nodes_removed = ctx.removed_nodes().iter().map(NodeSummary::from).collect();
+        report.ended_at = Some(chrono::Utc::now());
+        ctx.report = Some(report.clone());
         ctx.emit(Event::RunFinished {
             run_id: report.run_id.clone(),
             status: report.status,

@@ -693,3 +693,51 @@ fn a_scale_in_plan_does_not_list_the_node_it_removes_among_later_targets() {
     );
     assert_eq!(ctx.cluster().len(), 2, "the plan touches nothing");
 }
+
+/// Cancels the lease's token when it runs: a renewal refused mid-run.
+struct LoseLease(CancellationToken, crate::testing::CallLog);
+
+#[async_trait::async_trait]
+impl crate::Action for LoseLease {
+    fn name(&self) -> &str {
+        "lose-lease"
+    }
+    async fn run(&self, _ctx: &mut Context) -> crate::Result<()> {
+        self.1.push("run lose-lease");
+        self.0.cancel();
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_run_whose_lease_is_lost_is_abandoned_not_undone() {
+    use crate::testing::{CallLog, Probe};
+    let calls = CallLog::default();
+    let lost = CancellationToken::new();
+    // The second step loses the lease (a renewal refused while it ran):
+    // nothing is undone, no later step nor finally step runs.
+    let journal = Arc::new(crate::MemoryJournal::new());
+    let pipeline = Pipeline::builder("scale-out")
+        .journal(journal.clone())
+        .step(Probe::new("launch", &calls).on(Target::None))
+        .step(LoseLease(lost.clone(), calls.clone()).on(Target::None))
+        .step(Probe::new("configure", &calls).on(Target::None))
+        .finally(Probe::new("notify", &calls).on(Target::None))
+        .build()
+        .expect("pipeline");
+    let mut ctx = Context::new(Cluster::new("web")).with_lease(lost);
+    let report = pipeline.run(&mut ctx).await;
+    assert_eq!(report.status, RunStatus::Cancelled);
+    let err = report.error.clone().expect("lease lost");
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(
+        err.message.contains("abandoned unfinished"),
+        "{}",
+        err.message
+    );
+    assert_eq!(calls.entries(), ["run launch", "run lose-lease"]);
+    assert!(report.undone.is_empty());
+    // The journal still shows it unfinished: the new holder recovers it.
+    let unfinished = journal.unfinished_runs().await.expect("read");
+    assert_eq!(unfinished.len(), 1);
+}

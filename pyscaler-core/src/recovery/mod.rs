@@ -106,6 +106,11 @@ impl fmt::Debug for Recovery {
 }
 
 impl Recovery {
+    /// The journal it recovers from.
+    pub(crate) fn journal(&self) -> &Arc<dyn Journal> {
+        &self.journal
+    }
+
     /// Recovers the unfinished runs of `journal`.
     pub fn new(journal: Arc<dyn Journal>) -> Self {
         Self {

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use super::controls::{slot, ScalerControls};
 use super::{Binding, Scaler};
 use crate::recovery::Recovery;
-use crate::{Cluster, Direction, Error, Pipeline, Result, Trigger};
+use crate::{Cluster, Direction, Error, Lease, LeaseTiming, Pipeline, Result, Trigger};
 
 /// Builds a [`Scaler`].
 pub struct ScalerBuilder {
@@ -21,6 +21,7 @@ pub struct ScalerBuilder {
     pub(super) max_nodes: usize,
     pub(super) cooldowns: [Duration; 2],
     pub(super) max_step: [Option<usize>; 2],
+    pub(super) lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
 }
 
 impl fmt::Debug for ScalerBuilder {
@@ -93,6 +94,18 @@ impl ScalerBuilder {
         self
     }
 
+    /// Scales only while holding `lease`: [`Scaler::run`] first waits as a
+    /// standby until the lease is free, then recovers the unfinished runs
+    /// (after one lease duration when a predecessor held it, so its last
+    /// call has landed), then scales. Losing the lease cancels the run in
+    /// progress, which is abandoned rather than undone (the next holder
+    /// recovers it), and ends `run`: an [`Event::LeaseLost`](crate::Event::LeaseLost)
+    /// says so.
+    pub fn lease(mut self, lease: Arc<dyn Lease>, timing: LeaseTiming) -> Self {
+        self.lease = Some((lease, timing));
+        self
+    }
+
     /// Checks and builds.
     ///
     /// # Errors
@@ -132,6 +145,7 @@ impl ScalerBuilder {
         let (controls, protect) = ScalerControls::new();
         Ok(Scaler {
             recovery: self.recovery,
+            lease: self.lease,
             cluster: self.cluster,
             bindings: self.bindings,
             watchers,

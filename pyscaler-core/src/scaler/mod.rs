@@ -14,8 +14,8 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::recovery::Recovery;
 use crate::trigger::ClusterView;
 use crate::{
-    Cluster, Context, Decision, Direction, Event, Fire, Pipeline, RunReport, Skip, Trigger,
-    TriggerInfo, Verdict,
+    Cluster, Context, Decision, Direction, Event, Fire, HeldLease, Lease, LeaseTiming, Pipeline,
+    RunReport, Skip, Trigger, TriggerInfo, Verdict,
 };
 
 mod builder;
@@ -70,6 +70,7 @@ struct Binding {
 /// undone, never dropped mid-step.
 pub struct Scaler {
     recovery: Option<Recovery>,
+    lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     /// Each bound trigger's name and direction, by binding.
@@ -105,6 +106,7 @@ impl Scaler {
             max_nodes: 10,
             cooldowns: [Duration::from_secs(300), Duration::from_secs(600)],
             max_step: [None, None],
+            lease: None,
         }
     }
 
@@ -132,11 +134,46 @@ impl Scaler {
     }
 
     async fn run_inner(&mut self, shutdown: CancellationToken) -> Vec<ScalerOutcome> {
+        // Under a lease, everything below stops the moment it is lost.
+        let held = match self.lease.clone() {
+            None => None,
+            Some((lease, timing)) => match HeldLease::acquire(lease, timing, &shutdown).await {
+                Ok(Some(held)) => Some(held),
+                Ok(None) => return Vec::new(),
+                Err(e) => {
+                    warn!(error = %e, "Could not take the cluster's lease; not scaling.");
+                    return Vec::new();
+                }
+            },
+        };
+        let shutdown = match &held {
+            None => shutdown,
+            Some(held) => {
+                let grant = held.grant();
+                info!(owner = %grant.owner, epoch = grant.epoch, "Holding the cluster's lease.");
+                let _ = self.events.send(Event::LeaseAcquired {
+                    owner: grant.owner,
+                    epoch: grant.epoch,
+                });
+                let stop = shutdown.child_token();
+                let (lost, s) = (held.lost().clone(), stop.clone());
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = lost.cancelled() => s.cancel(),
+                        _ = s.cancelled() => {}
+                    }
+                });
+                stop
+            }
+        };
         let bound: Vec<(Direction, Arc<Pipeline>)> = self
             .bindings
             .iter()
             .map(|b| (b.direction, b.pipeline.clone()))
             .collect();
+        if let Some(held) = &held {
+            self.wait_for_predecessor(held, &shutdown).await;
+        }
         self.recover(&bound).await;
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
         let view = view.with_events(self.events.clone());
@@ -204,6 +241,9 @@ impl Scaler {
             let mut ctx = Context::new(self.cluster.clone())
                 .with_trigger(trigger)
                 .with_cancellation(shutdown.child_token());
+            if let Some(held) = &held {
+                ctx = ctx.with_lease(held.lost().clone());
+            }
             let report = pipeline.run(&mut ctx).await;
             self.cluster = ctx.cluster().clone();
             let _ = cluster_tx.send(self.cluster.clone());
@@ -233,7 +273,43 @@ impl Scaler {
             }
         }
         self.protect = protect;
+        if let Some(held) = held {
+            let grant = held.grant();
+            if held.is_held() {
+                held.release().await;
+            } else {
+                warn!(owner = %grant.owner, epoch = grant.epoch, "Lost the cluster's lease: stopped.");
+                let _ = self.events.send(Event::LeaseLost {
+                    owner: grant.owner,
+                    epoch: grant.epoch,
+                });
+            }
+        }
         outcomes
+    }
+
+    /// When a predecessor held the lease (the epoch moved past 1) and left
+    /// runs unfinished, waits one lease duration before recovering them: a
+    /// paused predecessor's last call has landed by then.
+    async fn wait_for_predecessor(&self, held: &HeldLease, shutdown: &CancellationToken) {
+        let (Some(recovery), Some((lease, _))) = (&self.recovery, &self.lease) else {
+            return;
+        };
+        if held.epoch() <= 1 {
+            return;
+        }
+        match recovery.journal().unfinished_runs().await {
+            Ok(runs) if runs.is_empty() => return,
+            Ok(runs) => info!(runs = runs.len(), wait = ?lease.duration(),
+                "A predecessor left runs unfinished; waiting one lease duration before recovering them."),
+            Err(e) => {
+                warn!(error = %e, "Could not read the journal; waiting one lease duration to be safe.")
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(lease.duration()) => {}
+        }
     }
 
     /// Marks or unmarks a node protected in the scaler's view.
@@ -335,5 +411,7 @@ async fn recv(rx: &mut Option<mpsc::UnboundedReceiver<Protect>>) -> Option<Prote
 
 #[cfg(test)]
 mod decision_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;
