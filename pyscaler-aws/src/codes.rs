@@ -102,6 +102,16 @@ pub fn kind_of_code(code: &str) -> ErrorKind {
         // target group does not exist; `InvalidTarget`: the instance cannot be a
         // target (not running, other VPC); `TooManyTargets`: the group is full.
         "TargetGroupNotFound" | "InvalidTarget" | "TooManyTargets" => ErrorKind::InvalidInput,
+        // DynamoDB `ProvisionedThroughputExceededException`: the table's
+        // capacity; `TransactionConflictException`: another transaction on
+        // the item; `InternalServerError`: the service failed.
+        "ProvisionedThroughputExceededException" => ErrorKind::Throttled,
+        "TransactionConflictException" | "InternalServerError" => ErrorKind::Transient,
+        // DynamoDB `ConditionalCheckFailedException`, `TransactionCanceledException`:
+        // a condition refused the write (the lease is another's).
+        "ConditionalCheckFailedException" | "TransactionCanceledException" => ErrorKind::Conflict,
+        // DynamoDB `ResourceNotFoundException`: no such table.
+        "ResourceNotFoundException" => ErrorKind::InvalidInput,
         // EC2 `InvalidInstanceID.NotFound`: not visible (yet: EC2 is eventually
         // consistent right after a launch) or long gone.
         "InvalidInstanceID.NotFound" => ErrorKind::NotFound,

@@ -47,6 +47,14 @@ pub enum AwsError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The DynamoDB table of the lease and the journal does not exist:
+    /// create it (`pyscaler_aws::create_table`, feature `dynamodb`) or name
+    /// the right one.
+    #[error("DynamoDB table {table} does not exist: create it (pyscaler_aws::create_table) or name another")]
+    TableNotFound {
+        /// The table.
+        table: String,
+    },
     /// An instance's console output lists its host keys without a SHA256
     /// fingerprint (a cloud-init too old to print them), so no key can be
     /// checked against it.
@@ -291,6 +299,8 @@ pub(crate) struct Subjects {
     /// A CloudWatch query (`metric AWS/EC2 CPUUtilization`): every error
     /// of its call names it.
     pub(crate) metric: Option<String>,
+    /// A DynamoDB table: every error of its calls names it.
+    pub(crate) table: Option<String>,
 }
 
 impl Subjects {
@@ -299,6 +309,9 @@ impl Subjects {
     fn about(&self, code: Option<&str>) -> Option<String> {
         if let Some(metric) = &self.metric {
             return Some(metric.clone());
+        }
+        if let Some(table) = &self.table {
+            return Some(format!("DynamoDB table {table}"));
         }
         let specific = code.and_then(|c| self.for_code(c));
         match (&self.load_balancer, specific) {
@@ -342,7 +355,8 @@ impl Classify for AwsError {
             Self::InvalidSetting { .. }
             | Self::BelowMinimum { .. }
             | Self::LoadBalancerNotFound { .. }
-            | Self::LaunchTemplateNotFound { .. } => ErrorKind::InvalidInput,
+            | Self::LaunchTemplateNotFound { .. }
+            | Self::TableNotFound { .. } => ErrorKind::InvalidInput,
             Self::RegistrationFailed { source, .. } => source.kind(),
             Self::Api { kind, .. } => *kind,
             // Retrying with the same ClientToken would return the same lost instances.

@@ -29,6 +29,8 @@ mod codes;
 mod console;
 mod deploy;
 mod discover;
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
 mod ec2;
 #[cfg(feature = "classic-elb")]
 mod elb;
@@ -56,6 +58,8 @@ pub use codes::{is_capacity_code, kind_of_code};
 pub use console::{host_key_fingerprints, FINGERPRINTS_BEGIN, FINGERPRINTS_END};
 pub use deploy::{client_token, zone_client_token, DeployEc2Node, DeployEc2NodeBuilder, Launched};
 pub use discover::{discover, instances_of_run};
+#[cfg(feature = "dynamodb")]
+pub use dynamo::{create_table, dynamodb_client, DynamoJournal, DynamoLease};
 #[cfg(any(test, feature = "mocks"))]
 pub use ec2::MockEc2;
 pub use ec2::{Ec2, Instance, InstanceState, LaunchSpec, SdkEc2, Subnet};

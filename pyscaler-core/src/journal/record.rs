@@ -69,6 +69,17 @@ impl RunRecord {
     }
 }
 
+impl RunRecord {
+    /// Folds journal entries, in the order they were written, into one
+    /// record per run, in the order runs started: what a [`Journal`]'s
+    /// `runs` returns, for a journal kept in a store of the application's.
+    ///
+    /// [`Journal`]: crate::Journal
+    pub fn from_entries(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord> {
+        replay(entries)
+    }
+}
+
 /// Folds journal entries into one record per run, in the order runs started.
 pub(crate) fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<RunRecord> {
     let mut order = Vec::new();
