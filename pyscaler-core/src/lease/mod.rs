@@ -170,6 +170,11 @@ impl HeldLease {
         self.grant.borrow().clone()
     }
 
+    /// How long a grant lasts without a renewal.
+    pub fn duration(&self) -> Duration {
+        self.lease.duration()
+    }
+
     /// The fencing epoch.
     pub fn epoch(&self) -> u64 {
         self.grant.borrow().epoch

@@ -9,14 +9,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tracing::{error, warn};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
 
 use crate::journal::{Journal, JournalEntry, RunRecord};
-use crate::{Cluster, Context, Error, Node, Pipeline, Result, RunId, RunReport};
+use crate::{Cluster, Context, Error, HeldLease, Node, Pipeline, Result, RunId, RunReport};
 
 /// An extra clean-up of what an unfinished run left behind, run after the
 /// pipeline's own undo: found from the provider's side (pyscaler-aws's
@@ -89,6 +91,8 @@ pub struct Recovery {
     pipelines: Vec<Arc<Pipeline>>,
     cleanups: Vec<Arc<dyn RunCleanup>>,
     resume: bool,
+    /// The lease held while recovering: its lost token, epoch and duration.
+    lease: Option<(CancellationToken, u64, Duration)>,
 }
 
 impl fmt::Debug for Recovery {
@@ -101,16 +105,15 @@ impl fmt::Debug for Recovery {
             )
             .field("cleanups", &self.cleanups.len())
             .field("resume", &self.resume)
+            .field(
+                "under_lease",
+                &self.lease.as_ref().map(|(_, epoch, _)| epoch),
+            )
             .finish()
     }
 }
 
 impl Recovery {
-    /// The journal it recovers from.
-    pub(crate) fn journal(&self) -> &Arc<dyn Journal> {
-        &self.journal
-    }
-
     /// Recovers the unfinished runs of `journal`.
     pub fn new(journal: Arc<dyn Journal>) -> Self {
         Self {
@@ -118,7 +121,18 @@ impl Recovery {
             pipelines: Vec::new(),
             cleanups: Vec::new(),
             resume: false,
+            lease: None,
         }
+    }
+
+    /// Recovers under `held`, the cluster's lease: when a predecessor held
+    /// it (the epoch is past 1) and left runs unfinished, waits one lease
+    /// duration before undoing anything, so a paused predecessor's last call
+    /// has landed; and stops (runs it has not reached stay unfinished) the
+    /// moment the lease is lost.
+    pub fn under_lease(mut self, held: &HeldLease) -> Self {
+        self.lease = Some((held.lost().clone(), held.epoch(), held.duration()));
+        self
     }
 
     /// A pipeline whose runs this recovers (give every pipeline of the cluster).
@@ -141,6 +155,15 @@ impl Recovery {
     pub fn resume(mut self, yes: bool) -> Self {
         self.resume = yes;
         self
+    }
+
+    /// A context for recovering on `cluster`, under the lease when there is one.
+    fn context(&self, cluster: Cluster) -> Context {
+        let ctx = Context::new(cluster);
+        match &self.lease {
+            Some((lost, ..)) => ctx.with_lease(lost.clone()),
+            None => ctx,
+        }
     }
 
     pub(crate) fn knows(&self, pipeline: &str) -> bool {
@@ -198,10 +221,28 @@ impl Recovery {
             runs: Vec::new(),
             cluster: cluster.clone(),
         };
+        if let Some((lost, epoch, duration)) = &self.lease {
+            if *epoch > 1 && !runs.is_empty() {
+                info!(runs = runs.len(), wait = ?duration,
+                    "A predecessor left runs unfinished; waiting one lease duration before recovering them.");
+                tokio::select! {
+                    _ = lost.cancelled() => {}
+                    _ = tokio::time::sleep(*duration) => {}
+                }
+            }
+        }
         for run in runs {
             let Some(pipeline) = find(&run.pipeline) else {
                 continue;
             };
+            if self.lease.as_ref().is_some_and(|(l, ..)| l.is_cancelled()) {
+                return Err(Error::LeaseLost {
+                    message: format!(
+                        "stopped recovering before run {}: the lease is another's",
+                        run.run_id
+                    ),
+                });
+            }
             let done = self
                 .recover_run(pipeline, &run, &mut report.cluster)
                 .await?;
@@ -236,7 +277,7 @@ impl Recovery {
             for node in &run.new_nodes {
                 without.remove(&node.id);
             }
-            let mut ctx = Context::new(without);
+            let mut ctx = self.context(without);
             match pipeline.resume(run, &mut ctx).await {
                 Ok(resumed) => {
                     *cluster = ctx.cluster().clone();
@@ -269,7 +310,7 @@ impl Recovery {
         }
         warn!(run_id = %run.run_id, step = ?run.interrupted_step(), "Recovering a run that never finished.");
         let mut first_error = None;
-        let mut ctx = Context::new(cluster.clone());
+        let mut ctx = self.context(cluster.clone());
         match pipeline.undo_unfinished(run, &mut ctx).await {
             Ok(lines) => done.undone = lines,
             Err(e) => first_error = Some(e),

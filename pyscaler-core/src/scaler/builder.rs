@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 use super::controls::{slot, ScalerControls};
 use super::{Binding, Scaler};
 use crate::recovery::Recovery;
-use crate::{Cluster, Direction, Error, Lease, LeaseTiming, Pipeline, Result, Trigger};
+use crate::{Cluster, Direction, Error, HeldLease, Lease, LeaseTiming, Pipeline, Result, Trigger};
 
 /// Builds a [`Scaler`].
 pub struct ScalerBuilder {
@@ -22,6 +22,7 @@ pub struct ScalerBuilder {
     pub(super) cooldowns: [Duration; 2],
     pub(super) max_step: [Option<usize>; 2],
     pub(super) lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
+    pub(super) held: Option<HeldLease>,
 }
 
 impl fmt::Debug for ScalerBuilder {
@@ -106,6 +107,14 @@ impl ScalerBuilder {
         self
     }
 
+    /// Scales under `held`, a lease the application took already (it
+    /// waited as a standby, then rebuilt its view of the cluster): as
+    /// [`lease`](Self::lease), without the wait.
+    pub fn held_lease(mut self, held: HeldLease) -> Self {
+        self.held = Some(held);
+        self
+    }
+
     /// Checks and builds.
     ///
     /// # Errors
@@ -146,6 +155,7 @@ impl ScalerBuilder {
         Ok(Scaler {
             recovery: self.recovery,
             lease: self.lease,
+            held: self.held,
             cluster: self.cluster,
             bindings: self.bindings,
             watchers,

@@ -152,3 +152,64 @@ async fn a_lost_lease_abandons_the_run_in_progress_and_stops_the_scaler() {
     }
     assert!(lost, "no LeaseLost event");
 }
+
+#[tokio::test(start_paused = true)]
+async fn under_a_lease_taken_from_a_predecessor_recovery_waits_one_lease_duration() {
+    use crate::journal::JournalEntry;
+    use crate::{Journal, MemoryJournal, Recovery, RunId};
+    let log = Log::default();
+    let manual = ManualTrigger::new("manual");
+    // A predecessor's run, unfinished.
+    let journal = Arc::new(MemoryJournal::new());
+    journal
+        .append(JournalEntry::RunStarted {
+            run_id: RunId::new("run-old"),
+            pipeline: "scale-out".into(),
+            cluster: "web".into(),
+            trigger: TriggerInfo::new("manual", "before the crash"),
+            at: chrono::Utc::now(),
+        })
+        .await
+        .expect("write");
+    let store: Arc<dyn Lease> = Arc::new(Scripted {
+        free_after: 0,
+        asked: Arc::default(),
+        renewals: Mutex::new(Vec::new()),
+    });
+    let held = HeldLease::acquire(store, LeaseTiming::default(), &CancellationToken::new())
+        .await
+        .expect("acquired")
+        .expect("held");
+    assert_eq!(held.epoch(), 2, "a predecessor held epoch 1");
+    let pipeline = Arc::new(
+        Pipeline::builder("scale-out")
+            .journal(journal.clone())
+            .step(Probe::new("deploy", &log).on(Target::None))
+            .build()
+            .expect("pipeline"),
+    );
+    let mut scaler = Scaler::builder(Cluster::new("web"))
+        .bind(manual.clone(), Direction::Out, pipeline)
+        .recover_first(Recovery::new(journal.clone()))
+        .held_lease(held)
+        .build()
+        .expect("scaler");
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    let started = Instant::now();
+    let watcher = {
+        let journal = journal.clone();
+        async move {
+            // Still unfinished before the lease duration (20 s) has passed.
+            tokio::time::sleep(Duration::from_secs(19)).await;
+            let before = journal.unfinished_runs().await.expect("read").len();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = journal.unfinished_runs().await.expect("read").len();
+            s.cancel();
+            (before, after)
+        }
+    };
+    let (_, (before, after)) = tokio::join!(scaler.run(stop), watcher);
+    assert_eq!((before, after), (1, 0));
+    assert!(started.elapsed() >= Duration::from_secs(20));
+}

@@ -71,6 +71,7 @@ struct Binding {
 pub struct Scaler {
     recovery: Option<Recovery>,
     lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
+    held: Option<HeldLease>,
     cluster: Cluster,
     bindings: Vec<Binding>,
     /// Each bound trigger's name and direction, by binding.
@@ -107,6 +108,7 @@ impl Scaler {
             cooldowns: [Duration::from_secs(300), Duration::from_secs(600)],
             max_step: [None, None],
             lease: None,
+            held: None,
         }
     }
 
@@ -135,16 +137,19 @@ impl Scaler {
 
     async fn run_inner(&mut self, shutdown: CancellationToken) -> Vec<ScalerOutcome> {
         // Under a lease, everything below stops the moment it is lost.
-        let held = match self.lease.clone() {
-            None => None,
-            Some((lease, timing)) => match HeldLease::acquire(lease, timing, &shutdown).await {
-                Ok(Some(held)) => Some(held),
-                Ok(None) => return Vec::new(),
-                Err(e) => {
-                    warn!(error = %e, "Could not take the cluster's lease; not scaling.");
-                    return Vec::new();
+        let held = match (self.held.take(), self.lease.clone()) {
+            (Some(held), _) => Some(held),
+            (None, None) => None,
+            (None, Some((lease, timing))) => {
+                match HeldLease::acquire(lease, timing, &shutdown).await {
+                    Ok(Some(held)) => Some(held),
+                    Ok(None) => return Vec::new(),
+                    Err(e) => {
+                        warn!(error = %e, "Could not take the cluster's lease; not scaling.");
+                        return Vec::new();
+                    }
                 }
-            },
+            }
         };
         let shutdown = match &held {
             None => shutdown,
@@ -171,8 +176,8 @@ impl Scaler {
             .iter()
             .map(|b| (b.direction, b.pipeline.clone()))
             .collect();
-        if let Some(held) = &held {
-            self.wait_for_predecessor(held, &shutdown).await;
+        if let (Some(held), Some(recovery)) = (&held, self.recovery.take()) {
+            self.recovery = Some(recovery.under_lease(held));
         }
         self.recover(&bound).await;
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
@@ -286,30 +291,6 @@ impl Scaler {
             }
         }
         outcomes
-    }
-
-    /// When a predecessor held the lease (the epoch moved past 1) and left
-    /// runs unfinished, waits one lease duration before recovering them: a
-    /// paused predecessor's last call has landed by then.
-    async fn wait_for_predecessor(&self, held: &HeldLease, shutdown: &CancellationToken) {
-        let (Some(recovery), Some((lease, _))) = (&self.recovery, &self.lease) else {
-            return;
-        };
-        if held.epoch() <= 1 {
-            return;
-        }
-        match recovery.journal().unfinished_runs().await {
-            Ok(runs) if runs.is_empty() => return,
-            Ok(runs) => info!(runs = runs.len(), wait = ?lease.duration(),
-                "A predecessor left runs unfinished; waiting one lease duration before recovering them."),
-            Err(e) => {
-                warn!(error = %e, "Could not read the journal; waiting one lease duration to be safe.")
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(lease.duration()) => {}
-        }
     }
 
     /// Marks or unmarks a node protected in the scaler's view.
