@@ -106,9 +106,12 @@ pub struct TomcatClusterConfig {
     /// The automatic path: the counter, its threshold and the bounds.
     #[serde(default)]
     pub watch: WatchSettings,
-    /// Where the run journal lives (one file per cluster).
+    /// Where the run journal lives (one file per cluster), with the file store.
     #[serde(default = "default_journal_dir")]
     pub journal_dir: PathBuf,
+    /// Which store holds the journal and the controller's lease.
+    #[serde(default)]
+    pub journal: JournalSettings,
     /// The folder of the shipped assets (manifest, scripts, web app);
     /// relative paths are taken from the config file's folder.
     #[serde(default = "default_assets")]
@@ -121,6 +124,48 @@ fn default_journal_dir() -> PathBuf {
 
 fn default_assets() -> PathBuf {
     PathBuf::from(".")
+}
+
+/// Where the run journal and the lease live: `[journal] store = "file"`
+/// (the default: `journal_dir`, one machine) or `"dynamodb"` (a table the
+/// controllers of the cluster share, so a standby takes over).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSettings {
+    /// `file` or `dynamodb`.
+    pub store: JournalStore,
+    /// The DynamoDB table (layout: `pyscaler_aws::dynamo`).
+    pub table: String,
+    /// Create the table when it is missing (first use, tests).
+    pub create_table: bool,
+    /// How long the lease lasts without a renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often it is renewed, and how often a standby asks for it.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            store: JournalStore::File,
+            table: "pyscaler".into(),
+            create_table: false,
+            lease: Duration::from_secs(20),
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which store the journal is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalStore {
+    /// A file in `journal_dir`, locked by one controller.
+    File,
+    /// DynamoDB, fenced by a lease.
+    Dynamodb,
 }
 
 /// Tomcat and the application deployed on it.
@@ -429,6 +474,17 @@ mod tests {
         let config: TomcatClusterConfig = toml::from_str(&classic).unwrap();
         assert_eq!(config.ec2.load_balancer(), Some("web-lb"));
         assert_eq!(config.ec2.target_group(), None);
+        // The journal and the lease in DynamoDB.
+        let shared = text
+            .replace("# [journal]", "[journal]")
+            .replace("# store = ", "store = ")
+            .replace("# table = ", "table = ")
+            .replace("# lease = ", "lease = ")
+            .replace("# heartbeat = ", "heartbeat = ");
+        let config: TomcatClusterConfig = toml::from_str(&shared).unwrap();
+        assert_eq!(config.journal.store, JournalStore::Dynamodb);
+        assert_eq!(config.journal.lease, Duration::from_secs(20));
+        assert_eq!(config.assets, Path::new("."));
         // A launch template, with Spot.
         let templated = text
             .replace("# launch_template = ", "launch_template = ")

@@ -8,14 +8,16 @@
 
 mod config;
 pub mod http;
+mod journal;
 mod pipeline;
 mod scaling;
 mod war;
 
 pub use config::{
-    ConfigError, DeploySettings, PrometheusWatch, TomcatClusterConfig, TomcatSettings,
-    WatchSettings,
+    ConfigError, DeploySettings, JournalSettings, JournalStore, PrometheusWatch,
+    TomcatClusterConfig, TomcatSettings, WatchSettings,
 };
+pub use journal::open_journal;
 pub use pipeline::{scale_in_pipeline, tomcat_pipeline, Providers};
 pub use scaling::scale_by_itself;
 pub use war::build_war;

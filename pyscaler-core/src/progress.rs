@@ -110,7 +110,7 @@ pub fn progress_line(event: &Event, total: usize) -> Option<String> {
         ),
         Event::RunFinished { status, .. } => format!("Run finished: {status}"),
         Event::LeaseAcquired { owner, epoch } => {
-            format!("Lease acquired by {owner} (epoch {epoch}): recovering, then scaling")
+            format!("Scaling under the lease of {owner} (epoch {epoch})")
         }
         Event::LeaseLost { owner, epoch } => format!(
             "LEASE LOST by {owner} (epoch {epoch}): stopped; the new holder recovers the run in progress"

@@ -31,10 +31,12 @@ use clap::{Parser, Subcommand};
 use pyscaler_aws::{discover, Aws, ClientConfig, Ec2RunCleanup};
 use pyscaler_core::{
     print_progress, progress_line, CancellationToken, Cluster, Comparison, Context, Direction,
-    Event, FileJournal, Journal, MetricSource, Pipeline, Recovery, RunReport, Scaler,
-    ScalerOutcome, ThresholdTrigger, TriggerInfo, Verdict,
+    Event, HeldLease, MetricSource, Pipeline, Recovery, RunReport, Scaler, ScalerOutcome,
+    ThresholdTrigger, TriggerInfo, Verdict,
 };
-use pyscaler_examples::{scale_in_pipeline, tomcat_pipeline, Providers, TomcatClusterConfig};
+use pyscaler_examples::{
+    open_journal, scale_in_pipeline, tomcat_pipeline, Providers, TomcatClusterConfig,
+};
 use pyscaler_notify::SmtpMailer;
 use pyscaler_prometheus::PrometheusSource;
 use pyscaler_ssh::{Ssh2Shell, SshCounter};
@@ -130,9 +132,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let journal: Arc<dyn Journal> = Arc::new(
-        FileJournal::open(&config.journal_dir, &config.cluster).map_err(|e| e.to_string())?,
-    );
+    // The journal; with a shared store, the lease first (a standby waits).
+    let interrupted = CancellationToken::new();
+    let on_signal = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let Some((journal, held)) = open_journal(&config, &interrupted).await? else {
+        println!("Interrupted while standing by.");
+        return Ok(ExitCode::SUCCESS);
+    };
     let mode = args.mode.unwrap_or(Mode::Run {
         reason: "asked by hand".into(),
     });
@@ -162,7 +173,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let mut cluster = discover_cluster().await?;
     let recover_only = matches!(mode, Mode::Recover { .. });
     if recover_only || !args.no_recover {
-        let report = Recovery::new(journal.clone())
+        let mut recovery = Recovery::new(journal.clone());
+        if let Some(held) = &held {
+            recovery = recovery.under_lease(held);
+        }
+        let report = recovery
             .pipeline(pipeline.clone())
             .pipeline(scale_in.clone())
             .then(ec2_cleanup)
@@ -191,10 +206,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     let report = match mode {
         Mode::Run { reason } => {
             let mut ctx = Context::new(cluster).with_trigger(TriggerInfo::new("manual", reason));
-            Some(pipeline.run(&mut ctx).await)
+            if let Some(held) = &held {
+                ctx = ctx.with_lease(held.lost().clone());
+            }
+            let report = pipeline.run(&mut ctx).await;
+            if let Some(held) = held {
+                held.release().await;
+            }
+            Some(report)
         }
         Mode::Watch { runs, timeout } => {
-            watch(&config, shell, cluster, (pipeline, scale_in), runs, timeout).await?
+            let pipelines = (pipeline, scale_in);
+            watch(&config, shell, cluster, pipelines, held, (runs, timeout)).await?
         }
         Mode::Recover { .. } => None,
     };
@@ -229,8 +252,8 @@ async fn watch(
     shell: Arc<Ssh2Shell>,
     cluster: Cluster,
     (scale_out, scale_in): (Arc<Pipeline>, Arc<Pipeline>),
-    runs: usize,
-    timeout: Option<Duration>,
+    held: Option<HeldLease>,
+    (runs, timeout): (usize, Option<Duration>),
 ) -> Result<Option<RunReport>, String> {
     let w = &config.watch;
     let load: Arc<dyn MetricSource> = match &w.prometheus {
@@ -271,6 +294,9 @@ async fn watch(
             Direction::In,
             scale_in,
         );
+    }
+    if let Some(held) = held {
+        scaler = scaler.held_lease(held);
     }
     let mut scaler = scaler.build().map_err(|e| e.to_string())?;
     println!(
@@ -316,6 +342,9 @@ async fn watch(
                             if let Some(line) = progress_line(&event, 0) { println!("{line}"); }
                         }
                         no_data = held;
+                    }
+                    Ok(event @ (Event::LeaseLost { .. } | Event::LeaseAcquired { .. })) => {
+                        if let Some(line) = progress_line(&event, 0) { println!("{line}"); }
                     }
                     Ok(Event::RunFinished { .. }) => {
                         finished += 1;
