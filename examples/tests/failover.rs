@@ -217,7 +217,7 @@ async fn a_standby_takes_over_from_a_killed_holder_recovers_its_run_and_scales_o
         "failover: first journal write {} ms after the kill",
         first_write / 1000 - killed_at.timestamp_millis()
     );
-    let states: Vec<RunState> = runs.iter().map(|r| r.state.clone()).collect();
+    let states: Vec<RunState> = runs.iter().map(|r| r.state).collect();
     assert_eq!(
         states,
         [
