@@ -4,7 +4,11 @@
 //! is killed with SIGKILL right after its launch: the standby takes the
 //! lease within one lease duration and a heartbeat, recovers the dead
 //! holder's run (its instance terminated, out of the load balancer), and
-//! scales on. Prints the failover time.
+//! scales on. Prints the failover time. And the holder paused (SIGSTOP)
+//! mid-run instead: the standby takes over and recovers; continued
+//! (SIGCONT), the old holder's next journal write is refused and it stops
+//! without another EC2 or load-balancer call (counted by the harness's
+//! proxy, which only the old holder talks through).
 
 #[path = "common/faults_support.rs"]
 mod faults_support;
@@ -14,12 +18,13 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faults_support::{config_copy, tomcat_cluster, tomcat_lock, Aws, CLUSTER};
+use faults_support::{config_copy, puppet_running, set, tomcat_cluster, tomcat_lock, Aws, CLUSTER};
 use pyscaler_aws::{
     dynamodb_client, ClientConfig, DynamoLease, Ec2, InstanceState, StaticCredentials, TAG_CLUSTER,
 };
 use pyscaler_core::{Journal, RunState, RunStatus};
 use pyscaler_demo::{Balancing, LocalStack};
+use pyscaler_testkit::fault_proxy::FaultProxy;
 use pyscaler_testkit::moto;
 
 const LEASE: Duration = Duration::from_secs(6);
@@ -82,6 +87,53 @@ impl Drop for Controller {
     }
 }
 
+/// A copy of the stack's config with the journal and the lease in
+/// DynamoDB (6 s lease, 2 s heartbeat), and the AWS endpoint `endpoint`
+/// instead of moto's own when given.
+fn shared_journal(stack: &LocalStack, name: &str, endpoint: Option<String>) -> std::path::PathBuf {
+    config_copy(stack, name, |t| {
+        let mut journal = toml::Table::new();
+        journal.insert("store".into(), "dynamodb".into());
+        journal.insert("create_table".into(), true.into());
+        journal.insert("lease".into(), "6s".into());
+        journal.insert("heartbeat".into(), "2s".into());
+        t.insert("journal".into(), journal.into());
+        if let Some(url) = endpoint {
+            set(t, "ec2", "endpoint_url", url);
+        }
+    })
+}
+
+fn signal(child: &Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The DynamoDB journal's runs, read as a user would.
+async fn journal_states(stack: &LocalStack) -> Vec<RunState> {
+    let client = dynamodb_client(
+        &ClientConfig::new(moto::REGION)
+            .endpoint_url(stack.moto.endpoint_url())
+            .credentials(StaticCredentials::new(
+                moto::ACCESS_KEY_ID,
+                moto::SECRET_ACCESS_KEY,
+            )),
+    )
+    .await;
+    DynamoLease::from_client(client, "pyscaler", CLUSTER, LEASE)
+        .journal()
+        .runs()
+        .await
+        .expect("read the journal")
+        .iter()
+        .map(|r| r.state)
+        .collect()
+}
+
 async fn live(aws: &Aws) -> Vec<String> {
     let mut ids: Vec<String> = aws
         .ec2
@@ -103,14 +155,7 @@ async fn a_standby_takes_over_from_a_killed_holder_recovers_its_run_and_scales_o
     let _tomcat = tomcat_lock();
     let stack = LocalStack::start_with(Balancing::Classic).await;
     let aws = Aws::connect(&stack).await;
-    let config = config_copy(&stack, "failover", |t| {
-        let mut journal = toml::Table::new();
-        journal.insert("store".into(), "dynamodb".into());
-        journal.insert("create_table".into(), true.into());
-        journal.insert("lease".into(), "6s".into());
-        journal.insert("heartbeat".into(), "2s".into());
-        t.insert("journal".into(), journal.into());
-    });
+    let config = shared_journal(&stack, "failover", None);
     // The load is high from the start: whoever holds the lease scales out.
     stack.set_load(5.0);
 
@@ -227,4 +272,94 @@ async fn a_standby_takes_over_from_a_killed_holder_recovers_its_run_and_scales_o
         "{runs:?}"
     );
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_holder_that_wakes_up_is_fenced_and_calls_aws_no_more() {
+    let _tomcat = tomcat_lock();
+    let stack = LocalStack::start_with(Balancing::Classic).await;
+    let aws = Aws::connect(&stack).await;
+    // Only the holder talks through the proxy: its calls are counted.
+    let proxy = FaultProxy::start(&stack.moto);
+    let holder_config = shared_journal(&stack, "paused-holder", Some(proxy.endpoint_url()));
+    let standby_config = shared_journal(&stack, "paused-standby", None);
+    stack.set_load(5.0);
+
+    let mut a = Controller::start(&stack, &holder_config, "holder");
+    a.printed("Lease acquired", Duration::from_secs(60)).await;
+    let mut b = Controller::start(&stack, &standby_config, "standby");
+    b.printed("a standby waits here", Duration::from_secs(60))
+        .await;
+
+    // Mid-run, while Puppet configures the holder's new node: pause it.
+    a.printed("os-configuration ->", Duration::from_secs(180))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !puppet_running() {
+        assert!(Instant::now() < deadline, "puppet never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let launched = live(&aws).await;
+    signal(&a.child, "STOP");
+
+    // The standby takes over and recovers the paused holder's run.
+    b.printed("Lease acquired", Duration::from_secs(60)).await;
+    b.printed("Recovered run", Duration::from_secs(120)).await;
+    let now = live(&aws).await;
+    assert!(
+        launched.iter().all(|i| !now.contains(i)),
+        "the paused holder's instance still runs: {launched:?} in {now:?}"
+    );
+
+    // The holder wakes up: fenced at its next write, it stops, and makes no
+    // EC2 or load-balancer call on the way.
+    let before = proxy.calls().len();
+    signal(&a.child, "CONT");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = a.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the old holder did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let after: Vec<(String, String)> = proxy.calls()[before..]
+        .iter()
+        .map(|c| (c.service.clone(), c.action.clone()))
+        .collect();
+    println!("the old holder's calls after waking up: {after:?} (exit {status})");
+    assert!(
+        after.iter().all(|(service, _)| service == "dynamodb"),
+        "{after:?}"
+    );
+    assert!(
+        a.lines
+            .lock()
+            .expect("lines")
+            .iter()
+            .any(|(_, l)| l.contains("LEASE LOST") || l.contains("lease lost")),
+        "the old holder did not say it lost the lease"
+    );
+
+    // The standby finishes its own run; the journal shows the paused
+    // holder's run recovered and the standby's succeeded.
+    let deadline = Instant::now() + Duration::from_secs(400);
+    let status = loop {
+        if let Some(status) = b.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the standby did not finish");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "the standby failed: {status}");
+    assert_eq!(
+        journal_states(&stack).await,
+        [
+            RunState::Recovered { succeeded: true },
+            RunState::Finished(RunStatus::Succeeded)
+        ]
+    );
+    let mut registered = aws.registered().await;
+    registered.sort();
+    assert_eq!(registered, live(&aws).await);
 }

@@ -235,9 +235,17 @@ impl Asked {
             .and_then(|c| c.split('/').nth(3))
             .unwrap_or("unknown")
             .to_owned();
+        // The JSON protocols (DynamoDB) name the operation in a header:
+        // `X-Amz-Target: DynamoDB_20120810.UpdateItem`.
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+            .map(str::to_owned);
         Self {
             service,
-            action: get("Action").unwrap_or_default(),
+            action: get("Action").or(target).unwrap_or_default(),
             version: get("Version"),
             client_token: get("ClientToken"),
             params,
