@@ -10,7 +10,9 @@
 //! balancer, and the journal shows the run succeeded.
 //!
 //! One test walks the kill points one after another (they share the real
-//! Tomcat on port 8080 and one local stack) and prints the outcome table.
+//! Tomcat on port 8080 and one local stack) and prints the outcome table; a
+//! second walks a subset with the journal and the lease in DynamoDB (the new
+//! controller takes the lease once the killed one's lapses).
 
 #[path = "common/faults_support.rs"]
 mod faults_support;
@@ -21,8 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use faults_support::{
-    journal_runs, puppet_running, tomcat_cluster, tomcat_lock, wait_for_no_puppet, Aws, CLUSTER,
-    PASSWORD,
+    puppet_running, tomcat_cluster, tomcat_lock, wait_for_no_puppet, Aws, Store, CLUSTER, PASSWORD,
 };
 use pyscaler_aws::{Ec2, InstanceState, TAG_CLUSTER};
 use pyscaler_core::{RunState, RunStatus};
@@ -156,7 +157,13 @@ struct Outcome {
     problems: Vec<String>,
 }
 
-async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next: Next) -> Outcome {
+async fn crash_and_recover(
+    stack: &LocalStack,
+    store: Store,
+    aws: &Aws,
+    point: KillPoint,
+    next: Next,
+) -> Outcome {
     let report = stack.dir.join(format!("crash-{point:?}.json"));
     let mut problems = Vec::new();
 
@@ -165,7 +172,8 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     before.extend(aws.registered().await);
 
     // The controller, killed at the point.
-    let mut child = tomcat_cluster(stack, &stack.config, &report)
+    let config = store.config(stack, &stack.config);
+    let mut child = tomcat_cluster(stack, &config, &report)
         .args(["run", "--reason", &format!("crash test: {point:?}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -191,7 +199,8 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     wait_for_no_puppet(Duration::from_secs(300));
 
     // The dead controller's run, as the journal left it.
-    let unfinished: Vec<_> = journal_runs(stack)
+    let unfinished: Vec<_> = store
+        .runs(stack)
         .await
         .into_iter()
         .filter(|r| r.state == RunState::Unfinished)
@@ -229,7 +238,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
         Next::Resume => &["recover", "--resume"],
         Next::Run => &["run", "--reason", "after a crash"],
     };
-    let out = tomcat_cluster(stack, &stack.config, &report)
+    let out = tomcat_cluster(stack, &config, &report)
         .args(args)
         .output()
         .expect("run the new tomcat_cluster");
@@ -273,7 +282,7 @@ async fn crash_and_recover(stack: &LocalStack, aws: &Aws, point: KillPoint, next
     let live = aws.live_instances_of_run(&run_id).await;
     let registered = aws.registered().await;
     let in_lb = launched.iter().filter(|i| registered.contains(i)).count();
-    let runs = journal_runs(stack).await;
+    let runs = store.runs(stack).await;
     let state = runs
         .iter()
         .find(|r| r.run_id.as_str() == run_id)
@@ -336,6 +345,7 @@ async fn a_new_controller_recovers_whatever_a_killed_one_left() {
     let stack = LocalStack::start_with(Balancing::Classic).await;
     let aws = Aws::connect(&stack).await;
     let mut outcomes = Vec::new();
+    let store = Store::File;
     for (point, next) in [
         (KillPoint::AfterLaunch, Next::Recover),
         (KillPoint::DuringRegistration, Next::Recover),
@@ -345,15 +355,38 @@ async fn a_new_controller_recovers_whatever_a_killed_one_left() {
         (KillPoint::DuringRegistration, Next::Resume),
         (KillPoint::AfterLaunch, Next::Run),
     ] {
-        outcomes.push(crash_and_recover(&stack, &aws, point, next).await);
+        outcomes.push(crash_and_recover(&stack, store, &aws, point, next).await);
     }
     wait_for_no_puppet(Duration::from_secs(300));
+    report_outcomes(&outcomes);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_controller_recovers_with_the_dynamodb_journal_too() {
+    let _tomcat = tomcat_lock();
+    let stack = LocalStack::start_with(Balancing::Classic).await;
+    let aws = Aws::connect(&stack).await;
+    // The journal and the lease in moto's DynamoDB.
+    let store = Store::Dynamo;
+    let mut outcomes = Vec::new();
+    for (point, next) in [
+        (KillPoint::AfterLaunch, Next::Recover),
+        (KillPoint::DuringPuppet, Next::Recover),
+        (KillPoint::AfterLaunch, Next::Run),
+    ] {
+        outcomes.push(crash_and_recover(&stack, store, &aws, point, next).await);
+    }
+    wait_for_no_puppet(Duration::from_secs(300));
+    report_outcomes(&outcomes);
+}
+
+/// Prints the outcome table and fails on any problem.
+fn report_outcomes(outcomes: &[Outcome]) {
     println!(
         "\n{:<19} {:<8} {:<17} {:<33} {:>4} {:>5}  {:<30} result",
         "killed", "then", "interrupted step", "seen at the kill", "live", "in LB", "journal"
     );
-    for o in &outcomes {
+    for o in outcomes {
         println!(
             "{:<19} {:<8} {:<17} {:<33} {:>4} {:>5}  {:<30} {}",
             format!("{:?}", o.point),

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use faults_support::{
-    config_copy, journal_entries, journal_runs, set, tomcat_cluster, tomcat_lock,
-    undone_in_journal, wait_for_no_puppet, Aws, PASSWORD,
+    config_copy, set, tomcat_cluster, tomcat_lock, undone_in_journal, wait_for_no_puppet, Aws,
+    Store, PASSWORD,
 };
 use pyscaler_aws::{Ec2, LoadBalancer};
 use pyscaler_core::{RunState, RunStatus};
@@ -226,8 +226,9 @@ fn str_of(v: &serde_json::Value) -> String {
     v.as_str().map_or_else(|| v.to_string(), str::to_owned)
 }
 
-async fn run_case(stack: &mut LocalStack, aws: &Aws, case: &Case) -> Outcome {
+async fn run_case(stack: &mut LocalStack, store: Store, aws: &Aws, case: &Case) -> Outcome {
     let (config, dead_port) = inject(stack, case.fault);
+    let config = store.config(stack, &config);
     let report_path = stack.dir.join(format!("fault-{:?}.json", case.fault));
     let out = tomcat_cluster(stack, &config, &report_path)
         .args([
@@ -257,11 +258,12 @@ async fn run_case(stack: &mut LocalStack, aws: &Aws, case: &Case) -> Outcome {
     let live = aws.live_instances_of_run(&run_id).await;
     let registered = aws.registered().await;
     let in_lb = launched.iter().filter(|i| registered.contains(i)).count();
-    let record = journal_runs(stack)
+    let record = store
+        .runs(stack)
         .await
         .into_iter()
         .find(|rec| rec.run_id.as_str() == run_id);
-    let entries = journal_entries(stack, &run_id);
+    let entries = store.entries(stack, &run_id).await;
     let journal = match &record {
         Some(rec) => format!("{:?}", rec.state),
         None => "missing".to_owned(),
@@ -402,15 +404,39 @@ async fn every_injected_fault_fails_cleanly_and_leaves_nothing_behind() {
         {
             continue;
         }
-        outcomes.push(run_case(&mut stack, &aws, case).await);
+        outcomes.push(run_case(&mut stack, Store::File, &aws, case).await);
         wait_for_no_puppet(Duration::from_secs(120));
     }
+    report_outcomes(&outcomes);
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_fail_as_cleanly_with_the_dynamodb_journal() {
+    let _tomcat = tomcat_lock();
+    let mut stack = LocalStack::start_with(Balancing::Classic).await;
+    let aws = Aws::connect(&stack).await;
+    // A subset: a failure on the node, one of the application, and the
+    // notification's (the node stays), each journaled in DynamoDB.
+    let mut outcomes = Vec::new();
+    for case in CASES.iter().filter(|c| {
+        matches!(
+            c.fault,
+            Fault::PuppetFails | Fault::NeverHealthy | Fault::SmtpDown
+        )
+    }) {
+        outcomes.push(run_case(&mut stack, Store::Dynamo, &aws, case).await);
+        wait_for_no_puppet(Duration::from_secs(120));
+    }
+    report_outcomes(&outcomes);
+}
+
+/// Prints the outcome table and fails on any case that failed.
+fn report_outcomes(outcomes: &[Outcome]) {
     println!(
         "\n{:<20} {:>4} {:<24} {:<17} {:>8} {:>4} {:>5}  {:<40} result",
         "fault", "exit", "run status", "failed step", "launched", "live", "in LB", "journal"
     );
-    for o in &outcomes {
+    for o in outcomes {
         println!(
             "{:<20} {:>4} {:<24} {:<17} {:>8} {:>4} {:>5}  {:<40} {}",
             format!("{:?}", o.fault),

@@ -182,3 +182,104 @@ pub(crate) fn puppet_running() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// Where the journal of a suite's runs is: the stack's file, or DynamoDB
+/// (moto's), with the lease, through a copy of each config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Store {
+    File,
+    Dynamo,
+}
+
+impl Store {
+    /// `config`, or for DynamoDB a copy of it with the journal and the lease
+    /// there (a 6 s lease renewed every 2 s, so a new controller waits
+    /// little for a killed one's to lapse).
+    pub(crate) fn config(self, stack: &LocalStack, config: &Path) -> PathBuf {
+        if self == Self::File {
+            return config.to_path_buf();
+        }
+        let text = std::fs::read_to_string(config).expect("read the config");
+        let mut table: toml::Table = text.parse().expect("the config is TOML");
+        let mut journal = toml::Table::new();
+        journal.insert("store".into(), "dynamodb".into());
+        journal.insert("create_table".into(), true.into());
+        journal.insert("lease".into(), "6s".into());
+        journal.insert("heartbeat".into(), "2s".into());
+        table.insert("journal".into(), journal.into());
+        let name = config
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let path = stack.dir.join(format!("{name}-dynamodb.toml"));
+        std::fs::write(&path, toml::to_string(&table).expect("encode the config"))
+            .expect("write the config copy");
+        path
+    }
+
+    /// Every run the journal knows.
+    pub(crate) async fn runs(self, stack: &LocalStack) -> Vec<RunRecord> {
+        match self {
+            Self::File => journal_runs(stack).await,
+            Self::Dynamo => dynamo_journal(stack)
+                .await
+                .runs()
+                .await
+                .expect("read the DynamoDB journal"),
+        }
+    }
+
+    /// The journal's entries of `run_id`, in order.
+    pub(crate) async fn entries(self, stack: &LocalStack, run_id: &str) -> Vec<JournalEntry> {
+        match self {
+            Self::File => journal_entries(stack, run_id),
+            Self::Dynamo => {
+                let client = dynamo_client(stack).await;
+                let out = client
+                    .query()
+                    .table_name("pyscaler")
+                    .consistent_read(true)
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :e)")
+                    .expression_attribute_values(
+                        ":pk",
+                        aws_sdk_dynamodb::types::AttributeValue::S(format!("cluster#{CLUSTER}")),
+                    )
+                    .expression_attribute_values(
+                        ":e",
+                        aws_sdk_dynamodb::types::AttributeValue::S("entry#".into()),
+                    )
+                    .send()
+                    .await
+                    .expect("query the DynamoDB journal");
+                out.items()
+                    .iter()
+                    .filter_map(|i| i.get("entry").and_then(|v| v.as_s().ok()))
+                    .filter_map(|j| serde_json::from_str::<JournalEntry>(j).ok())
+                    .filter(|e| e.run_id().as_str() == run_id)
+                    .collect()
+            }
+        }
+    }
+}
+
+async fn dynamo_client(stack: &LocalStack) -> aws_sdk_dynamodb::Client {
+    pyscaler_aws::dynamodb_client(
+        &ClientConfig::new(moto::REGION)
+            .endpoint_url(stack.moto.endpoint_url())
+            .credentials(StaticCredentials::new(
+                moto::ACCESS_KEY_ID,
+                moto::SECRET_ACCESS_KEY,
+            )),
+    )
+    .await
+}
+
+async fn dynamo_journal(stack: &LocalStack) -> pyscaler_aws::DynamoJournal {
+    pyscaler_aws::DynamoLease::from_client(
+        dynamo_client(stack).await,
+        "pyscaler",
+        CLUSTER,
+        std::time::Duration::from_secs(6),
+    )
+    .journal()
+}
