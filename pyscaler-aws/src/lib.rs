@@ -13,7 +13,9 @@
 //! by default, each one more SDK crate to build), configured by a
 //! [`ClientConfig`]. With the `cloudwatch` feature (off by default: one more
 //! large SDK crate to build), `CloudWatchSource` is a metric source for
-//! pyscaler's threshold triggers over CloudWatch's `GetMetricData`. Their
+//! pyscaler's threshold triggers over CloudWatch's `GetMetricData`; with
+//! `dynamodb`, `DynamoLease` and `DynamoJournal` keep the cluster's lease and
+//! a fenced run journal in DynamoDB, for a standby controller. Their
 //! errors are one type, [`AwsError`], classified once from the API's error
 //! codes ([`kind_of_code`]). Every action, clean-up and discovery is built
 //! with one [`Aws`] handle: the providers and the cluster's [`Ec2Profile`],

@@ -11,7 +11,10 @@
 //! With a [`Journal`], every run is written down step by step; after a
 //! controller died mid-run, one [`Recovery`] (given every pipeline of the
 //! cluster) undoes or finishes each unfinished run, and a new run refuses
-//! to start until that is done ([`Error::UnfinishedRun`]).
+//! to start until that is done ([`Error::UnfinishedRun`]). A [`Lease`]
+//! ([`HeldLease`], [`ScalerBuilder::lease`]) keeps a second controller of
+//! the cluster standing by until the first is gone; a run whose lease is
+//! lost is abandoned, for the next holder to recover.
 //!
 //! ```
 //! use pyscaler_core::{async_trait, Action, ActionExt, Cluster, Context, FailurePolicy, Pipeline,
