@@ -109,7 +109,7 @@ impl DeployEc2NodeBuilder {
         self
     }
 
-    /// Bounds the withdrawal of a failed run ([`Action::withdraw`]): the one
+    /// Bounds the withdrawal of a failed run ([`Action::withdraw`](pyscaler_core::Action::withdraw)): the one
     /// deregistration call that takes the step's instances out of the load
     /// balancer before the run's slower undos start (20 s by default). It does
     /// not wait for connection draining. When it runs out, compensation
