@@ -58,9 +58,17 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let (sent, tally) = SdkAttempts::counted(send).await;
-    sent.map_err(|e| {
+    let sent = sent.map_err(|e| {
         AwsError::from_sdk(service, operation, e, subjects).after_attempts(tally.attempts)
-    })
+    });
+    // The core's metrics: calls by error kind (as classified), and the SDK's retries.
+    pyscaler_core::record_provider_call(pyscaler_core::ProviderCall {
+        provider: service,
+        operation,
+        attempts: tally.attempts.max(1),
+        error: sent.as_ref().err().map(pyscaler_core::Classify::kind),
+    });
+    sent
 }
 
 impl SdkAttempts {

@@ -478,6 +478,14 @@ impl Context {
     }
 
     pub(crate) fn emit(&self, event: Event) {
+        let scope = crate::observe::Scope {
+            cluster: self.cluster.name(),
+            pipeline: &self.pipeline,
+        };
+        crate::observe::record(scope, &event);
+        if matches!(event, Event::RunFinished { .. }) {
+            crate::observe::cluster_size(self.cluster.name(), self.cluster.len());
+        }
         if let Some(tx) = &self.events {
             // No subscriber is fine: events are for whoever listens.
             let _ = tx.send(event);

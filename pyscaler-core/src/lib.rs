@@ -57,6 +57,7 @@ mod forward;
 mod journal;
 mod lease;
 mod metric;
+mod observe;
 mod pipeline;
 mod progress;
 mod recovery;
@@ -91,6 +92,10 @@ pub use lease::{FileLease, HeldLease, Lease, LeaseGrant, LeaseTiming};
 #[cfg(any(test, feature = "mocks"))]
 pub use metric::MockMetricSource;
 pub use metric::{Aggregation, Comparison, MetricSource, Sample};
+pub use observe::{
+    describe_metrics, names as metric_names, record_provider_call, MetricInfo, MetricType,
+    ProviderCall, METRICS,
+};
 pub use pipeline::{Pipeline, PipelineBuilder, Plan, PlannedStep};
 pub use progress::{print_progress, progress_line};
 #[cfg(any(test, feature = "mocks"))]

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, watch, Mutex};
+use tokio::time::Instant;
 
 use crate::{Cluster, Direction, Event};
 
@@ -57,11 +58,18 @@ pub struct Opinion {
 /// The scaler's current view of the cluster, as triggers see it; where
 /// triggers report what they observe (a counter that could not be read) to
 /// the scaler's subscribers, and leave their latest [`Opinion`].
+///
+/// What a trigger leaves here is also what the scaler's metrics and its
+/// liveness check see: each [`observe`](Self::observe) is one evaluation
+/// (counted, with its value and threshold) and a heartbeat of the trigger's
+/// loop, as is a [`forget`](Self::forget) of a disabled trigger; a trigger
+/// that stops leaving either is stalled ([`ScalerBuilder::stalled_after`](crate::ScalerBuilder::stalled_after)).
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     cluster: watch::Receiver<Cluster>,
     events: Option<broadcast::Sender<Event>>,
     opinions: Arc<std::sync::Mutex<HashMap<String, Opinion>>>,
+    beats: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
 
 impl ClusterView {
@@ -75,6 +83,7 @@ impl ClusterView {
                 cluster: rx,
                 events: None,
                 opinions: Arc::default(),
+                beats: Arc::default(),
             },
         )
     }
@@ -92,21 +101,57 @@ impl ClusterView {
 
     /// Tells the subscribers about `event`; without subscribers it is dropped.
     pub fn report(&self, event: Event) {
+        let cluster = self.cluster.borrow().name().to_owned();
+        let scope = crate::observe::Scope {
+            cluster: &cluster,
+            pipeline: "",
+        };
+        crate::observe::record(scope, &event);
         if let Some(events) = &self.events {
             let _ = events.send(event);
         }
     }
 
     /// Leaves `trigger`'s latest opinion, replacing the one before.
+    /// One evaluation of `trigger`, recorded in the metrics.
     pub fn observe(&self, trigger: &str, opinion: Opinion) {
-        let mut opinions = self.opinions.lock().unwrap_or_else(|e| e.into_inner());
-        opinions.insert(trigger.to_owned(), opinion);
+        let cluster = self.cluster.borrow().name().to_owned();
+        crate::observe::evaluation(
+            &cluster,
+            trigger,
+            opinion.breaching,
+            opinion.value,
+            opinion.threshold,
+        );
+        {
+            let mut opinions = self.opinions.lock().unwrap_or_else(|e| e.into_inner());
+            opinions.insert(trigger.to_owned(), opinion);
+        }
+        self.beat(&cluster, trigger);
     }
 
-    /// Takes `trigger`'s opinion away: a disabled trigger has no say.
+    /// Takes `trigger`'s opinion away: a disabled trigger has no say (its
+    /// loop is alive all the same: this is a heartbeat too).
     pub fn forget(&self, trigger: &str) {
-        let mut opinions = self.opinions.lock().unwrap_or_else(|e| e.into_inner());
-        opinions.remove(trigger);
+        {
+            let mut opinions = self.opinions.lock().unwrap_or_else(|e| e.into_inner());
+            opinions.remove(trigger);
+        }
+        let cluster = self.cluster.borrow().name().to_owned();
+        self.beat(&cluster, trigger);
+    }
+
+    fn beat(&self, cluster: &str, trigger: &str) {
+        crate::observe::heartbeat(cluster, trigger);
+        let mut beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        beats.insert(trigger.to_owned(), Instant::now());
+    }
+
+    /// When `trigger`'s loop last went round (an evaluation finished, or it
+    /// found itself disabled); `None` when it never did.
+    pub fn last_heartbeat(&self, trigger: &str) -> Option<Instant> {
+        let beats = self.beats.lock().unwrap_or_else(|e| e.into_inner());
+        beats.get(trigger).copied()
     }
 
     /// `trigger`'s latest opinion; `None` when it never left one (a manual trigger).

@@ -105,6 +105,11 @@ forward_action! {
                 return Err(error);
             }
             let delay = self.policy.delay(retry);
+            let scope = crate::observe::Scope {
+                cluster: ctx.cluster().name(),
+                pipeline: ctx.pipeline(),
+            };
+            crate::observe::step_retry(scope, &ctx.step.name, error.kind());
             tracing::warn!(
                 step = self.inner.name(),
                 attempt,

@@ -126,6 +126,20 @@ pub enum JournalEntry {
 }
 
 impl JournalEntry {
+    /// The kind of entry, as its `entry` tag in the journal says (`run_started`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RunStarted { .. } => "run_started",
+            Self::StepStarted { .. } => "step_started",
+            Self::StepFinished { .. } => "step_finished",
+            Self::StepUndone { .. } => "step_undone",
+            Self::StepsEnded { .. } => "steps_ended",
+            Self::RunFinished { .. } => "run_finished",
+            Self::RunResumed { .. } => "run_resumed",
+            Self::RunRecovered { .. } => "run_recovered",
+        }
+    }
+
     /// The run this entry is about.
     pub fn run_id(&self) -> &RunId {
         match self {
@@ -178,6 +192,16 @@ pub trait Journal: Send + Sync + fmt::Debug {
     fn is_fenced(&self) -> bool {
         false
     }
+}
+
+/// Appends `entry` to `journal`, and records how long the durable write
+/// took (and whether it failed) with the other metrics.
+pub(crate) async fn write(journal: &dyn Journal, entry: JournalEntry) -> Result<()> {
+    let kind = entry.kind();
+    let started = std::time::Instant::now();
+    let result = journal.append(entry).await;
+    crate::observe::journal_write(kind, started.elapsed(), result.is_ok());
+    result
 }
 
 #[cfg(test)]

@@ -124,7 +124,7 @@ impl Pipeline {
 
     async fn record(&self, entry: JournalEntry) -> Result<()> {
         match &self.journal {
-            Some(journal) => journal.append(entry).await,
+            Some(journal) => crate::journal::write(journal.as_ref(), entry).await,
             None => Ok(()),
         }
     }

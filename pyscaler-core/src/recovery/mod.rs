@@ -293,14 +293,13 @@ impl Recovery {
         }
         if let Some(status) = run.steps_ended {
             warn!(run_id = %run.run_id, %status, "A run whose steps had ended never finished its finally steps; marking it finished.");
-            self.journal
-                .append(JournalEntry::RunFinished {
-                    run_id: run.run_id.clone(),
-                    status,
-                    new_nodes: run.new_nodes.clone(),
-                    at: Utc::now(),
-                })
-                .await?;
+            let finished = JournalEntry::RunFinished {
+                run_id: run.run_id.clone(),
+                status,
+                new_nodes: run.new_nodes.clone(),
+                at: Utc::now(),
+            };
+            crate::journal::write(self.journal.as_ref(), finished).await?;
             done.action = RecoveryAction::MarkedFinished;
             done.interrupted_step = None;
             done.undone = vec![format!(
@@ -327,14 +326,13 @@ impl Recovery {
             done.error = Some(e.to_string());
             return Ok(done);
         }
-        self.journal
-            .append(JournalEntry::RunRecovered {
-                run_id: run.run_id.clone(),
-                undone: done.undone.iter().chain(&done.cleanup).cloned().collect(),
-                succeeded: true,
-                at: Utc::now(),
-            })
-            .await?;
+        let recovered = JournalEntry::RunRecovered {
+            run_id: run.run_id.clone(),
+            undone: done.undone.iter().chain(&done.cleanup).cloned().collect(),
+            succeeded: true,
+            at: Utc::now(),
+        };
+        crate::journal::write(self.journal.as_ref(), recovered).await?;
         for node in &run.new_nodes {
             cluster.remove(&node.id);
         }

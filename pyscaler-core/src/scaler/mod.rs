@@ -180,6 +180,7 @@ impl Scaler {
             self.recovery = Some(recovery.under_lease(held));
         }
         self.recover(&bound).await;
+        crate::observe::cluster_size(self.cluster.name(), self.cluster.len());
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
         let view = view.with_events(self.events.clone());
         let (fire_tx, mut fires) = mpsc::channel::<(usize, Fire)>(64);
@@ -240,7 +241,7 @@ impl Scaler {
             let mut decision = self.decision(&fire, direction, Verdict::Scale, &reason, &view);
             decision.change = go.nodes.unwrap_or(0);
             decision.triggers = go.triggers;
-            let _ = self.events.send(Event::Decided(Box::new(decision)));
+            self.decided(decision);
             let mut trigger = TriggerInfo::new(&fire.trigger, reason);
             trigger.nodes = go.nodes;
             let mut ctx = Context::new(self.cluster.clone())
@@ -362,6 +363,17 @@ impl Scaler {
         .with_values(opinion.value, opinion.threshold)
     }
 
+    /// Records `decision` in the metrics and tells the subscribers.
+    fn decided(&self, decision: Decision) {
+        let event = Event::Decided(Box::new(decision));
+        let scope = crate::observe::Scope {
+            cluster: self.cluster.name(),
+            pipeline: "",
+        };
+        crate::observe::record(scope, &event);
+        let _ = self.events.send(event);
+    }
+
     fn skip(
         &self,
         fire: &Fire,
@@ -372,7 +384,7 @@ impl Scaler {
     ) -> ScalerOutcome {
         info!(trigger = %fire.trigger, %direction, %reason, "Run skipped.");
         let decision = self.decision(fire, direction, Verdict::Skipped(skip), &reason, view);
-        let _ = self.events.send(Event::Decided(Box::new(decision)));
+        self.decided(decision);
         ScalerOutcome::Skipped {
             trigger: fire.trigger.clone(),
             direction,
