@@ -144,4 +144,23 @@ pub enum Event {
         /// The epoch it held.
         epoch: u64,
     },
+    /// A trigger has not finished an evaluation within its bound
+    /// ([`ScalerBuilder::stalled_after`](crate::ScalerBuilder::stalled_after)):
+    /// its loop is stuck or gone, and nothing it watches can scale the
+    /// cluster. Sent once per stall; an application may alarm or restart.
+    EvaluationStalled {
+        /// The trigger.
+        trigger: String,
+        /// How long since its last evaluation finished (or the scaler started).
+        #[serde(with = "humantime_serde")]
+        since: Duration,
+        /// The bound it passed.
+        #[serde(with = "humantime_serde")]
+        bound: Duration,
+    },
+    /// A stalled trigger finished an evaluation again.
+    EvaluationResumed {
+        /// The trigger.
+        trigger: String,
+    },
 }

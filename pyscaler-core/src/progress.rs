@@ -128,6 +128,18 @@ pub fn progress_line(event: &Event, total: usize) -> Option<String> {
             };
             format!("Decision of {}{value}: {what} ({})", d.trigger, d.reason)
         }
+        Event::EvaluationStalled {
+            trigger,
+            since,
+            bound,
+        } => format!(
+            "STALLED: trigger {trigger} has not finished an evaluation for {} (bound {})",
+            humantime::format_duration(Duration::from_secs(since.as_secs())),
+            humantime::format_duration(*bound)
+        ),
+        Event::EvaluationResumed { trigger } => {
+            format!("Trigger {trigger} evaluates again.")
+        }
         _ => return None,
     })
 }

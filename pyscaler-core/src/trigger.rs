@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,15 @@ pub trait Trigger: Send + Sync + fmt::Debug {
     /// default does nothing.
     fn bind(&mut self, direction: Direction) {
         let _ = direction;
+    }
+
+    /// How often it evaluates, when it does so on a clock; the scaler then
+    /// expects an evaluation (a [`ClusterView::observe`] or
+    /// [`ClusterView::forget`]) at least every 3 intervals, and reports a
+    /// stall otherwise. The default, `None` (a person pulls it), is never
+    /// stalled.
+    fn interval(&self) -> Option<Duration> {
+        None
     }
 }
 

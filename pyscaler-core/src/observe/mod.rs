@@ -58,7 +58,7 @@ mod record;
 
 pub use provider::{record_provider_call, ProviderCall};
 pub(crate) use record::{
-    cluster_size, evaluation, heartbeat, journal_write, record, step_retry, Scope,
+    cluster_size, evaluation, heartbeat, journal_write, record, stalled, step_retry, Scope,
 };
 
 /// The kind of a metric.

@@ -155,6 +155,16 @@ pub(crate) fn heartbeat(cluster: &str, trigger: &str) {
     .set(now.as_secs_f64());
 }
 
+/// Whether `trigger` is stalled now (see the scaler's liveness check).
+pub(crate) fn stalled(cluster: &str, trigger: &str, stalled: bool) {
+    gauge!(
+        names::EVALUATION_STALLED,
+        "cluster" => cluster.to_owned(),
+        "trigger" => trigger.to_owned(),
+    )
+    .set(if stalled { 1.0 } else { 0.0 });
+}
+
 /// A step's attempt failed with a retryable error of `kind` and is tried again.
 pub(crate) fn step_retry(scope: Scope<'_>, step: &str, kind: ErrorKind) {
     counter!(

@@ -365,3 +365,40 @@ fn every_recorded_metric_is_documented_with_its_labels_and_named_by_convention()
         );
     }
 }
+
+#[test]
+fn a_stalled_trigger_sets_its_gauge_until_it_evaluates_again() {
+    use crate::test_support::Scheduled;
+    let log = Log::default();
+    let stalled_at = |for_: u64| {
+        let ((), series) = recorded(|| async {
+            let trigger = Scheduled {
+                name: "load-high",
+                interval: Duration::from_secs(10),
+                schedule: vec![Duration::from_secs(10), Duration::from_secs(60)],
+            };
+            let pipeline = Arc::new(
+                Pipeline::builder("scale-out")
+                    .step(Probe::new("deploy", &log).on(Target::None))
+                    .build()
+                    .expect("a valid pipeline"),
+            );
+            let mut scaler = Scaler::builder(Cluster::new("web"))
+                .bind(trigger, Direction::Out, pipeline)
+                .build()
+                .expect("a valid scaler");
+            let stop = CancellationToken::new();
+            let stopping = async {
+                tokio::time::sleep(Duration::from_secs(for_)).await;
+                stop.cancel();
+            };
+            tokio::join!(scaler.run(stop.clone()), stopping);
+        });
+        let t = [("cluster", "web"), ("trigger", "load-high")];
+        gauge(&series, names::EVALUATION_STALLED, &t)
+    };
+    // Evaluations at 10 s and 70 s: stalled past 40 s, not before, nor after 70 s.
+    assert_eq!(stalled_at(30), 0.0);
+    assert_eq!(stalled_at(60), 1.0);
+    assert_eq!(stalled_at(80), 0.0);
+}

@@ -23,6 +23,7 @@ pub struct ScalerBuilder {
     pub(super) max_step: [Option<usize>; 2],
     pub(super) lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
     pub(super) held: Option<HeldLease>,
+    pub(super) stalled_after: Option<Duration>,
 }
 
 impl fmt::Debug for ScalerBuilder {
@@ -86,6 +87,16 @@ impl ScalerBuilder {
         self
     }
 
+    /// A trigger that evaluates on a clock ([`Trigger::interval`]) and has
+    /// not finished an evaluation for `bound` is stalled: the scaler sends
+    /// an [`Event::EvaluationStalled`](crate::Event::EvaluationStalled)
+    /// (once) and sets `pyscaler_evaluation_stalled` to 1, until it
+    /// evaluates again. Default: 3 of the trigger's intervals.
+    pub fn stalled_after(mut self, bound: Duration) -> Self {
+        self.stalled_after = Some(bound);
+        self
+    }
+
     /// Before watching triggers, recovers the runs a controller that died
     /// mid-run left unfinished with `recovery`, and takes the nodes of each
     /// run it undid out of the cluster. The pipelines bound to the scaler
@@ -119,7 +130,8 @@ impl ScalerBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] when no trigger is bound, two bound triggers
-    /// share a name, `min_nodes > max_nodes`, or a step cap is 0.
+    /// share a name, `min_nodes > max_nodes`, a step cap is 0, or the
+    /// stall bound is 0.
     pub fn build(self) -> Result<Scaler> {
         if self.bindings.is_empty() {
             return Err(Error::InvalidConfig(
@@ -136,6 +148,11 @@ impl ScalerBuilder {
             return Err(Error::InvalidConfig(
                 "a step cap of 0 nodes would skip every decision; pause the direction instead"
                     .into(),
+            ));
+        }
+        if self.stalled_after == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig(
+                "a stall bound of 0 would find every trigger stalled".into(),
             ));
         }
         let watchers: Vec<(String, Direction)> = self
@@ -163,6 +180,7 @@ impl ScalerBuilder {
             max_nodes: self.max_nodes,
             cooldowns: self.cooldowns,
             max_step: self.max_step,
+            stalled_after: self.stalled_after,
             events,
             controls,
             protect: Some(protect),

@@ -21,6 +21,7 @@ use crate::{
 mod builder;
 mod controls;
 mod decide;
+mod liveness;
 
 pub use builder::ScalerBuilder;
 pub use controls::ScalerControls;
@@ -64,6 +65,11 @@ struct Binding {
 /// and the bounds and handed to the run ([`TriggerInfo::nodes`]). Every
 /// decision is an [`Event::Decided`] with the values that led to it.
 ///
+/// Each trigger on a clock ([`Trigger::interval`]) is watched: one that has
+/// not finished an evaluation within its bound (3 intervals, or
+/// [`ScalerBuilder::stalled_after`]) is reported as
+/// [`Event::EvaluationStalled`].
+///
 /// At most one run happens at a time: triggers that fire during a run are
 /// coalesced into it. Cancelling the token given to [`run`](Self::run)
 /// stops the loop; a run in progress finishes its current step and is
@@ -80,6 +86,7 @@ pub struct Scaler {
     max_nodes: usize,
     cooldowns: [Duration; 2],
     max_step: [Option<usize>; 2],
+    stalled_after: Option<Duration>,
     events: broadcast::Sender<Event>,
     controls: ScalerControls,
     protect: Option<mpsc::UnboundedReceiver<Protect>>,
@@ -109,6 +116,7 @@ impl Scaler {
             max_step: [None, None],
             lease: None,
             held: None,
+            stalled_after: None,
         }
     }
 
@@ -184,6 +192,12 @@ impl Scaler {
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
         let view = view.with_events(self.events.clone());
         let (fire_tx, mut fires) = mpsc::channel::<(usize, Fire)>(64);
+        let watched = self.bindings.iter().filter_map(|b| {
+            let bound = self.stalled_after.or(b.trigger.interval().map(|i| i * 3))?;
+            Some((b.trigger.name().to_owned(), bound))
+        });
+        let watchdog = liveness::Watchdog::new(watched.collect(), self.events.clone())
+            .map(|w| tokio::spawn(w.run(view.clone())));
         let mut tasks = tokio::task::JoinSet::new();
         let mut pipelines = Vec::new();
         for (i, binding) in std::mem::take(&mut self.bindings).into_iter().enumerate() {
@@ -273,6 +287,9 @@ impl Scaler {
             }
         }
         tasks.abort_all();
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         while let Some(done) = tasks.join_next().await {
             if let Ok(trigger) = done {
                 tracing::debug!(trigger = trigger.name(), "Trigger stopped.");

@@ -346,6 +346,10 @@ impl Trigger for ThresholdTrigger {
         self.direction = Some(direction);
     }
 
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval)
+    }
+
     async fn next(&mut self, cluster: &ClusterView) -> Option<Fire> {
         let mut ticks = tokio::time::interval(self.interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
