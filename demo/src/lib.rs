@@ -6,13 +6,15 @@
 //! or a classic load balancer: [`Balancing`]), an sshd on loopback standing
 //! in for every new VM, aiosmtpd catching the mail, and Debian's Prometheus scraping the cluster's load
 //! from a Pushgateway (the demo pushes the load it wants the trigger to
-//! see). Started through the same harness as the integration tests
+//! see) and the controller's own metrics (`tomcat_cluster --metrics-listen`
+//! on [`LocalStack::metrics_addr`]). Started through the same harness as the integration tests
 //! (`pyscaler-testkit`); stopped when dropped.
 //!
 //! It lives apart from `examples/` so that the programs a team copies do not
 //! link the test harness, and so that `cargo build` at the root does not
 //! build it (it is not a default member).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use pyscaler_testkit::moto::{self, MotoServer};
@@ -53,6 +55,9 @@ pub struct LocalStack {
     pub smtp: SmtpServer,
     /// The monitoring: Prometheus and the Pushgateway it scrapes.
     pub prometheus: Prometheus,
+    /// Where `tomcat_cluster --metrics-listen` serves pyscaler's own
+    /// metrics for this stack: Prometheus scrapes it (job `pyscaler`).
+    pub metrics_addr: SocketAddr,
     /// The example's config file, written for this stack.
     pub config: PathBuf,
     /// The folder holding the config, known_hosts and the journal.
@@ -85,7 +90,9 @@ impl LocalStack {
         let moto = MotoServer::start();
         let sshd = Sshd::start();
         let smtp = SmtpServer::start();
-        let prometheus = Prometheus::start();
+        // The controller's own metrics, scraped while it runs.
+        let metrics_addr = SocketAddr::from(([127, 0, 0, 1], pyscaler_testkit::free_port()));
+        let prometheus = Prometheus::start_scraping(&[("pyscaler", metrics_addr)]);
         let dir = sshd.dir().join("local-stack");
         std::fs::create_dir_all(&dir).expect("create the local stack folder");
         let (load_balancer, placement) = match balancing {
@@ -133,6 +140,7 @@ impl LocalStack {
             sshd,
             smtp,
             prometheus,
+            metrics_addr,
             config,
             dir,
             balancing,

@@ -9,6 +9,7 @@
 mod config;
 pub mod http;
 mod journal;
+mod metrics_server;
 mod pipeline;
 mod scaling;
 mod war;
@@ -18,6 +19,7 @@ pub use config::{
     TomcatClusterConfig, TomcatSettings, WatchSettings,
 };
 pub use journal::open_journal;
+pub use metrics_server::{serve_metrics, DURATION_BUCKETS};
 pub use pipeline::{scale_in_pipeline, tomcat_pipeline, Providers};
 pub use scaling::scale_by_itself;
 pub use war::build_war;

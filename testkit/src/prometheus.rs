@@ -36,6 +36,14 @@ impl Prometheus {
     /// Starts the Pushgateway and a Prometheus server scraping it every
     /// second, and waits until both listen.
     pub fn start() -> Self {
+        Self::start_scraping(&[])
+    }
+
+    /// As [`start`](Self::start), and the server also scrapes each
+    /// `(job, address)` of `targets` every second (a program serving its
+    /// own metrics there, such as `tomcat_cluster --metrics-listen`); a
+    /// target nothing listens on yet is simply down until it does.
+    pub fn start_scraping(targets: &[(&str, SocketAddr)]) -> Self {
         require(PROMETHEUS, "prometheus");
         require(PUSHGATEWAY, "prometheus-pushgateway");
         let gateway_port = free_port();
@@ -54,15 +62,17 @@ impl Prometheus {
         let port = free_port();
         let dir = service_dir("prometheus", port);
         let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: pushgateway\n    honor_labels: true\n    \
-                 static_configs:\n      - targets: ['127.0.0.1:{gateway_port}']\n"
-            ),
-        )
-        .unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
+        let mut yaml = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: pushgateway\n    honor_labels: true\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{gateway_port}']\n"
+        );
+        for (job, addr) in targets {
+            yaml.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"
+            ));
+        }
+        std::fs::write(&config, yaml).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));
         let mut server = Command::new(PROMETHEUS);
         server
             .arg(format!("--config.file={}", config.display()))

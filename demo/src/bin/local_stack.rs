@@ -34,6 +34,7 @@ async fn main() -> std::io::Result<()> {
         format!("PROMETHEUS_URL={}", stack.prometheus.endpoint_url()),
         format!("PUSHGATEWAY_URL={}", stack.prometheus.gateway_url()),
         format!("LOAD_METRIC={}", pyscaler_demo::LOAD_METRIC),
+        format!("PYSCALER_METRICS_LISTEN={}", stack.metrics_addr),
         format!("SERVICE_LOGS={}", stack.dir.display()),
     ];
     lines.extend(stack.env().into_iter().map(|(k, v)| format!("{k}={v}")));

@@ -8,6 +8,7 @@
 //! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out (and in) as the load stays high (low)
 //! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
 //! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
+//! tomcat_cluster --metrics-listen 127.0.0.1:9464 watch  # and serve pyscaler's own metrics
 //! ```
 //!
 //! `run` and `watch` first recover the runs a dead controller left unfinished
@@ -22,6 +23,7 @@
 //! Copy this file (and `src/pipeline.rs`) into your own tool: the providers
 //! are built here, the pipeline there.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,7 +37,8 @@ use pyscaler_core::{
     ThresholdTrigger, TriggerInfo, Verdict,
 };
 use pyscaler_examples::{
-    open_journal, scale_in_pipeline, tomcat_pipeline, Providers, TomcatClusterConfig,
+    open_journal, scale_in_pipeline, serve_metrics, tomcat_pipeline, Providers,
+    TomcatClusterConfig,
 };
 use pyscaler_notify::SmtpMailer;
 use pyscaler_prometheus::PrometheusSource;
@@ -57,6 +60,10 @@ struct Args {
     /// Do not recover unfinished runs before `run` or `watch`.
     #[arg(long)]
     no_recover: bool,
+    /// Serve pyscaler's own metrics (Prometheus' text format) on this
+    /// address while the program runs: `127.0.0.1:9464`.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(subcommand)]
     mode: Option<Mode>,
 }
@@ -108,6 +115,10 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<ExitCode, String> {
     let config = TomcatClusterConfig::load(&args.config).map_err(|e| e.to_string())?;
+    if let Some(addr) = args.metrics_listen {
+        serve_metrics(addr)?;
+        println!("Serving pyscaler's metrics on http://{addr}/metrics");
+    }
 
     // The providers: EC2 and the classic ELB through the SDK's standard
     // credential chain, SSH with the configured key and known_hosts, SMTP.
