@@ -184,8 +184,8 @@ impl Scaler {
             .iter()
             .map(|b| (b.direction, b.pipeline.clone()))
             .collect();
-        if let (Some(held), Some(recovery)) = (&held, self.recovery.take()) {
-            self.recovery = Some(recovery.under_lease(held));
+        if let Some(held) = &held {
+            self.recovery = self.recovery.take().map(|r| r.under_lease(held));
         }
         self.recover(&bound).await;
         crate::observe::cluster_size(self.cluster.name(), self.cluster.len());
