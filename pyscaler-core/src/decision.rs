@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Direction;
+use crate::{Direction, RunId};
 
 /// What a trigger does when it has no data: its source is down or too slow,
 /// the answer is empty, a value is not a number, or every sample is older
@@ -93,6 +93,21 @@ pub enum Skip {
     NoEligibleNode,
 }
 
+impl Skip {
+    /// Its name in snake case, as in JSON and metric labels (`cooldown`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cooldown => "cooldown",
+            Self::Paused => "paused",
+            Self::AtMaximum => "at_maximum",
+            Self::AtMinimum => "at_minimum",
+            Self::RunInProgress => "run_in_progress",
+            Self::NotAgreed => "not_agreed",
+            Self::NoEligibleNode => "no_eligible_node",
+        }
+    }
+}
+
 /// One decision, taken or skipped, with the values that led to it; sent as
 /// [`Event::Decided`](crate::Event::Decided).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,6 +133,9 @@ pub struct Decision {
     pub triggers: Vec<String>,
     /// Why, in words.
     pub reason: String,
+    /// The run it started, when it started one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<RunId>,
 }
 
 impl Decision {
@@ -140,6 +158,7 @@ impl Decision {
             nodes,
             change: 0,
             reason: reason.into(),
+            run_id: None,
         }
     }
 

@@ -54,6 +54,7 @@ mod error;
 mod events;
 mod fanout;
 mod forward;
+mod history;
 mod journal;
 mod lease;
 mod metric;
@@ -85,6 +86,7 @@ pub use direction::Direction;
 pub use error::{BoxError, Classify, Error, ErrorKind, ProviderError, Result};
 pub use events::Event;
 pub use fanout::{FanOut, NodeFailure, OnNodeFailure, StepInfo};
+pub use history::{DecisionStory, History, RunStory, StepStory, UndoStory};
 #[cfg(any(test, feature = "mocks"))]
 pub use journal::MockJournal;
 pub use journal::{FileJournal, Journal, JournalEntry, MemoryJournal, RunRecord, RunState};

@@ -146,7 +146,7 @@ pub(crate) fn journal_entries(stack: &LocalStack, run_id: &str) -> Vec<JournalEn
         .expect("read the journal file")
         .lines()
         .filter_map(|l| serde_json::from_str::<JournalEntry>(l).ok())
-        .filter(|e| e.run_id().as_str() == run_id)
+        .filter(|e| e.run_id().is_some_and(|id| id.as_str() == run_id))
         .collect()
 }
 
@@ -255,7 +255,7 @@ impl Store {
                     .iter()
                     .filter_map(|i| i.get("entry").and_then(|v| v.as_s().ok()))
                     .filter_map(|j| serde_json::from_str::<JournalEntry>(j).ok())
-                    .filter(|e| e.run_id().as_str() == run_id)
+                    .filter(|e| e.run_id().is_some_and(|r| r.as_str() == run_id))
                     .collect()
             }
         }

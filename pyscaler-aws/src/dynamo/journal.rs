@@ -112,14 +112,10 @@ impl Journal for DynamoJournal {
             .expression_attribute_values(":epoch", AttributeValue::N(grant.epoch.to_string()))
             .expression_attribute_values(":now", AttributeValue::N(now_ms().to_string()))
             .build();
-        let item = HashMap::from([
+        let mut item = HashMap::from([
             ("pk".to_owned(), partition(&self.cluster)),
             ("sk".to_owned(), AttributeValue::S(sk)),
             ("entry".to_owned(), AttributeValue::S(json)),
-            (
-                "run_id".to_owned(),
-                AttributeValue::S(entry.run_id().to_string()),
-            ),
             ("kind".to_owned(), AttributeValue::S(kind_of(&entry))),
             (
                 "epoch".to_owned(),
@@ -127,6 +123,10 @@ impl Journal for DynamoJournal {
             ),
             ("owner".to_owned(), AttributeValue::S(grant.owner.clone())),
         ]);
+        // A skipped decision is about no run.
+        if let Some(run_id) = entry.run_id() {
+            item.insert("run_id".to_owned(), AttributeValue::S(run_id.to_string()));
+        }
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))

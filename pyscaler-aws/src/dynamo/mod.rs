@@ -11,7 +11,7 @@
 //! | `sk` | attributes | what |
 //! |---|---|---|
 //! | `lease` | `owner` (S), `epoch` (N), `expires_ms` (N: Unix ms) | the cluster's lease ([`DynamoLease`]): absent, lapsed (`expires_ms` in the past) or held by `owner` with fencing epoch `epoch` |
-//! | `entry#<micros:020>#<owner>` | `entry` (S: the [`JournalEntry`](pyscaler_core::JournalEntry) as JSON: intent with the client token, the nodes with their instance ids, ...), `run_id` (S), `kind` (S), `epoch` (N), `owner` (S) | one journal entry ([`DynamoJournal`]), in the order written |
+//! | `entry#<micros:020>#<owner>` | `entry` (S: the [`JournalEntry`](pyscaler_core::JournalEntry) as JSON: intent with the client token, the nodes with their instance ids, ...), `run_id` (S; absent for a skipped decision), `kind` (S), `epoch` (N), `owner` (S) | one journal entry ([`DynamoJournal`]), in the order written |
 //!
 //! The lease's expiry is decided by the conditions of the calls (`expires_ms
 //! < :now`), never by DynamoDB's TTL, whose deletes are best-effort within

@@ -99,6 +99,25 @@ impl FileJournal {
         &self.path
     }
 
+    /// The journal file of `cluster` in `dir` (`<dir>/<cluster>.journal`).
+    pub fn path_of(dir: impl AsRef<Path>, cluster: &str) -> PathBuf {
+        dir.as_ref().join(format!("{cluster}.journal"))
+    }
+
+    /// Reads every entry of the journal of `cluster` in `dir` without taking
+    /// its lock: for a history while a controller runs the cluster (a line
+    /// it is writing is skipped). A journal that does not exist is empty.
+    ///
+    /// # Errors
+    /// When the file exists and cannot be read.
+    pub fn read(dir: impl AsRef<Path>, cluster: &str) -> Result<Vec<JournalEntry>> {
+        let path = Self::path_of(dir, cluster);
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        Self::read_entries(&path)
+    }
+
     fn read_entries(path: &Path) -> Result<Vec<JournalEntry>> {
         let file = File::open(path)
             .map_err(|e| io_error(format!("read journal {}", path.display()), e))?;
@@ -142,10 +161,13 @@ impl Journal for FileJournal {
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(replay(Journal::entries(self).await?))
+    }
+
+    async fn entries(&self) -> Result<Vec<JournalEntry>> {
         let path = self.path.clone();
-        let entries = tokio::task::spawn_blocking(move || Self::read_entries(&path))
+        tokio::task::spawn_blocking(move || Self::read_entries(&path))
             .await
-            .map_err(|e| Error::other(ErrorKind::Unexpected, format!("journal reader: {e}")))??;
-        Ok(replay(entries))
+            .map_err(|e| Error::other(ErrorKind::Unexpected, format!("journal reader: {e}")))?
     }
 }

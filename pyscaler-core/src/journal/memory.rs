@@ -61,4 +61,8 @@ impl Journal for MemoryJournal {
     async fn runs(&self) -> Result<Vec<RunRecord>> {
         Ok(replay(self.entries()))
     }
+
+    async fn entries(&self) -> Result<Vec<JournalEntry>> {
+        Ok(MemoryJournal::entries(self))
+    }
 }

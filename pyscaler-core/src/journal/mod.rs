@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Node, Result, RunId, RunStatus, StepStatus, TriggerInfo};
+use crate::{Decision, Node, NodeOutcome, Result, RunId, RunStatus, StepStatus, TriggerInfo};
 
 mod file;
 mod memory;
@@ -62,6 +62,15 @@ pub enum JournalEntry {
         status: StepStatus,
         /// The nodes the run has created so far.
         new_nodes: Vec<Node>,
+        /// Its error, when it failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// What it did on each node, in one line each.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        outcomes: Vec<NodeOutcome>,
+        /// The nodes the run has removed from the cluster so far.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removed_nodes: Vec<Node>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -73,6 +82,9 @@ pub enum JournalEntry {
         step: String,
         /// Whether undoing succeeded.
         succeeded: bool,
+        /// Why undoing it failed, when it did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
         /// When.
         at: DateTime<Utc>,
     },
@@ -123,6 +135,28 @@ pub enum JournalEntry {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A decision of the scaler, taken (with the run it started) or
+    /// skipped, with the values that led to it.
+    Decided {
+        /// The cluster.
+        cluster: String,
+        /// The decision.
+        decision: Decision,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The decision before it (of the same trigger, the same verdict) was
+    /// taken again and again: one entry for a streak, not one an interval.
+    DecisionRepeated {
+        /// The cluster.
+        cluster: String,
+        /// The trigger.
+        trigger: String,
+        /// How many times in all, the first included.
+        count: u32,
+        /// When it was taken the last time.
+        last_at: DateTime<Utc>,
+    },
 }
 
 impl JournalEntry {
@@ -137,11 +171,14 @@ impl JournalEntry {
             Self::RunFinished { .. } => "run_finished",
             Self::RunResumed { .. } => "run_resumed",
             Self::RunRecovered { .. } => "run_recovered",
+            Self::Decided { .. } => "decided",
+            Self::DecisionRepeated { .. } => "decision_repeated",
         }
     }
 
-    /// The run this entry is about.
-    pub fn run_id(&self) -> &RunId {
+    /// The run this entry is about; `None` for a decision that started
+    /// no run.
+    pub fn run_id(&self) -> Option<&RunId> {
         match self {
             Self::RunStarted { run_id, .. }
             | Self::StepStarted { run_id, .. }
@@ -150,7 +187,9 @@ impl JournalEntry {
             | Self::StepsEnded { run_id, .. }
             | Self::RunFinished { run_id, .. }
             | Self::RunResumed { run_id, .. }
-            | Self::RunRecovered { run_id, .. } => run_id,
+            | Self::RunRecovered { run_id, .. } => Some(run_id),
+            Self::Decided { decision, .. } => decision.run_id.as_ref(),
+            Self::DecisionRepeated { .. } => None,
         }
     }
 }
@@ -171,6 +210,19 @@ pub trait Journal: Send + Sync + fmt::Debug {
     /// # Errors
     /// When the journal cannot be read.
     async fn runs(&self) -> Result<Vec<RunRecord>>;
+
+    /// Every entry, in the order written: what [`History`](crate::History)
+    /// is told from.
+    ///
+    /// # Errors
+    /// When the journal cannot be read; the default, for a journal that
+    /// cannot list its entries, says so.
+    async fn entries(&self) -> Result<Vec<JournalEntry>> {
+        Err(crate::Error::other(
+            crate::ErrorKind::InvalidInput,
+            "this journal cannot list its entries",
+        ))
+    }
 
     /// The runs that started and never finished nor were recovered.
     ///

@@ -110,7 +110,7 @@ pub(crate) fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<Run
             );
             continue;
         }
-        let Some(run) = runs.get_mut(entry.run_id()) else {
+        let Some(run) = entry.run_id().and_then(|id| runs.get_mut(id)) else {
             continue;
         };
         match entry {
@@ -159,7 +159,9 @@ pub(crate) fn replay(entries: impl IntoIterator<Item = JournalEntry>) -> Vec<Run
             JournalEntry::RunRecovered { succeeded, .. } => {
                 run.state = RunState::Recovered { succeeded }
             }
-            JournalEntry::RunStarted { .. } => {}
+            JournalEntry::RunStarted { .. }
+            | JournalEntry::Decided { .. }
+            | JournalEntry::DecisionRepeated { .. } => {}
         }
     }
     order

@@ -6,7 +6,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 
 use super::names;
-use crate::{Decision, Direction, ErrorKind, Event, RunStatus, Skip, StepStatus, Verdict};
+use crate::{Decision, Direction, ErrorKind, Event, RunStatus, StepStatus, Verdict};
 
 /// Where an event happened: the labels every run metric carries.
 #[derive(Debug, Clone, Copy)]
@@ -224,15 +224,7 @@ fn run_status(s: RunStatus) -> &'static str {
 pub(crate) fn decision_kind(v: &Verdict) -> &'static str {
     match v {
         Verdict::Scale => "scale",
-        Verdict::Skipped(skip) => match skip {
-            Skip::Cooldown => "cooldown",
-            Skip::Paused => "paused",
-            Skip::AtMaximum => "at_maximum",
-            Skip::AtMinimum => "at_minimum",
-            Skip::RunInProgress => "run_in_progress",
-            Skip::NotAgreed => "not_agreed",
-            Skip::NoEligibleNode => "no_eligible_node",
-        },
+        Verdict::Skipped(skip) => skip.as_str(),
         Verdict::NoData => "no_data",
         Verdict::Failed => "failed",
     }

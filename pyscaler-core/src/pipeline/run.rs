@@ -356,6 +356,9 @@ impl Pipeline {
             step: step.name.clone(),
             status: report.status,
             new_nodes: ctx.new_nodes().to_vec(),
+            error: result.as_ref().err().map(ToString::to_string),
+            outcomes: report.nodes.clone(),
+            removed_nodes: ctx.removed_nodes().to_vec(),
             at: chrono::Utc::now(),
         };
         if let Err(e) = self.record(end).await {
@@ -458,6 +461,7 @@ impl Pipeline {
                 run_id: ctx.run_id().clone(),
                 step: outcome.step.clone(),
                 succeeded: outcome.succeeded,
+                error: outcome.error.as_ref().map(|e| e.message.clone()),
                 at: chrono::Utc::now(),
             };
             if let Err(e) = self.record(undone).await {

@@ -131,6 +131,9 @@ async fn crashed_during_puppet_with(
             step: "deploy".into(),
             status: StepStatus::Succeeded,
             new_nodes: nodes,
+            error: None,
+            outcomes: Vec::new(),
+            removed_nodes: Vec::new(),
             at: now,
         },
         JournalEntry::StepStarted {

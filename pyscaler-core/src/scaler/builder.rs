@@ -9,6 +9,7 @@ use tokio::sync::broadcast;
 
 use super::controls::{slot, ScalerControls};
 use super::{Binding, Scaler};
+use crate::journal::Journal;
 use crate::recovery::Recovery;
 use crate::{Cluster, Direction, Error, HeldLease, Lease, LeaseTiming, Pipeline, Result, Trigger};
 
@@ -24,6 +25,7 @@ pub struct ScalerBuilder {
     pub(super) lease: Option<(Arc<dyn Lease>, LeaseTiming)>,
     pub(super) held: Option<HeldLease>,
     pub(super) stalled_after: Option<Duration>,
+    pub(super) decisions: Option<Arc<dyn Journal>>,
 }
 
 impl fmt::Debug for ScalerBuilder {
@@ -94,6 +96,17 @@ impl ScalerBuilder {
     /// evaluates again. Default: 3 of the trigger's intervals.
     pub fn stalled_after(mut self, bound: Duration) -> Self {
         self.stalled_after = Some(bound);
+        self
+    }
+
+    /// Writes every decision to `journal` (usually the pipelines' own), so
+    /// a [`History`](crate::History) tells why each run happened or did
+    /// not: a decision as it is taken ([`JournalEntry::Decided`](crate::JournalEntry::Decided),
+    /// a run's with its run id), and a decision a trigger takes again and
+    /// again (a cooldown skip, no data) once, with its count when the
+    /// streak ends ([`JournalEntry::DecisionRepeated`](crate::JournalEntry::DecisionRepeated)).
+    pub fn journal_decisions(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.decisions = Some(journal);
         self
     }
 
@@ -181,6 +194,7 @@ impl ScalerBuilder {
             cooldowns: self.cooldowns,
             max_step: self.max_step,
             stalled_after: self.stalled_after,
+            decisions: self.decisions,
             events,
             controls,
             protect: Some(protect),

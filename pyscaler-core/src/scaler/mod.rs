@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::journal::Journal;
 use crate::recovery::Recovery;
 use crate::trigger::ClusterView;
 use crate::{
@@ -21,6 +22,7 @@ use crate::{
 mod builder;
 mod controls;
 mod decide;
+mod decision_log;
 mod liveness;
 
 pub use builder::ScalerBuilder;
@@ -87,6 +89,7 @@ pub struct Scaler {
     cooldowns: [Duration; 2],
     max_step: [Option<usize>; 2],
     stalled_after: Option<Duration>,
+    decisions: Option<Arc<dyn Journal>>,
     events: broadcast::Sender<Event>,
     controls: ScalerControls,
     protect: Option<mpsc::UnboundedReceiver<Protect>>,
@@ -117,6 +120,7 @@ impl Scaler {
             lease: None,
             held: None,
             stalled_after: None,
+            decisions: None,
         }
     }
 
@@ -187,6 +191,13 @@ impl Scaler {
         if let Some(held) = &held {
             self.recovery = self.recovery.take().map(|r| r.under_lease(held));
         }
+        // Subscribed first, so it sees every decision from the start.
+        let decision_log = self.decisions.clone().map(|journal| {
+            let stop = CancellationToken::new();
+            let log = decision_log::DecisionLog::new(journal, self.cluster.name().to_owned());
+            let task = tokio::spawn(log.run(self.events.subscribe(), stop.clone()));
+            (stop, task)
+        });
         self.recover(&bound).await;
         crate::observe::cluster_size(self.cluster.name(), self.cluster.len());
         let (cluster_tx, view) = ClusterView::new(self.cluster.clone());
@@ -252,11 +263,7 @@ impl Scaler {
                 [_, _, ..] => format!("{} (agreed: {})", fire.reason, go.triggers.join(", ")),
                 _ => fire.reason.clone(),
             };
-            let mut decision = self.decision(&fire, direction, Verdict::Scale, &reason, &view);
-            decision.change = go.nodes.unwrap_or(0);
-            decision.triggers = go.triggers;
-            self.decided(decision);
-            let mut trigger = TriggerInfo::new(&fire.trigger, reason);
+            let mut trigger = TriggerInfo::new(&fire.trigger, reason.clone());
             trigger.nodes = go.nodes;
             let mut ctx = Context::new(self.cluster.clone())
                 .with_trigger(trigger)
@@ -264,6 +271,11 @@ impl Scaler {
             if let Some(held) = &held {
                 ctx = ctx.with_lease(held.lost().clone());
             }
+            let mut decision = self.decision(&fire, direction, Verdict::Scale, &reason, &view);
+            decision.change = go.nodes.unwrap_or(0);
+            decision.triggers = go.triggers;
+            decision.run_id = Some(ctx.run_id().clone());
+            self.decided(decision);
             let report = pipeline.run(&mut ctx).await;
             self.cluster = ctx.cluster().clone();
             let _ = cluster_tx.send(self.cluster.clone());
@@ -289,6 +301,10 @@ impl Scaler {
         tasks.abort_all();
         if let Some(watchdog) = watchdog {
             watchdog.abort();
+        }
+        if let Some((stop, task)) = decision_log {
+            stop.cancel();
+            let _ = task.await;
         }
         while let Some(done) = tasks.join_next().await {
             if let Ok(trigger) = done {

@@ -409,6 +409,9 @@ fn died_after_deploy(run: &str, node: &Node) -> Vec<JournalEntry> {
             step: "deploy".into(),
             status: crate::StepStatus::Succeeded,
             new_nodes: vec![node.clone()],
+            error: None,
+            outcomes: Vec::new(),
+            removed_nodes: Vec::new(),
             at,
         },
     ]
