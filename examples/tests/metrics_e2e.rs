@@ -238,6 +238,60 @@ async fn the_controller_s_metrics_move_with_a_run_and_a_skipped_decision() {
     let journal_writes = format!("{}_count", metric_names::JOURNAL_WRITE);
     assert!(value(&samples, &journal_writes, &[("entry", "step_finished")]) >= 5.0);
 
+    // The report links to its journal entry, and the journal tells the
+    // run and the skipped decision (`history`, `explain`).
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stack.dir.join("metrics-watch.json")).expect("the report"),
+    )
+    .expect("the report is JSON");
+    let run_id = report["run_id"].as_str().expect("a run id").to_owned();
+    assert_eq!(report["journal"]["run_id"], run_id.as_str());
+    assert!(
+        printed.contains(&format!("explain {run_id}")),
+        "the watch says how to explain the run:\n{printed}"
+    );
+    let told = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tomcat_cluster"))
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .expect("run tomcat_cluster");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let table = told(&["history", "--since", "1h"]);
+    let lines: Vec<&str> = table.lines().collect();
+    // One run; the skipped decisions are the cooldown's, and no data at
+    // the start (before Prometheus had scraped a load), as the watch said.
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.starts_with("History of cluster tomcat-demo: 1 run(s), ")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&run_id) && l.contains("tomcat-scale-out  succeeded")),
+        "{table}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("decision of load-high") && l.contains("skipped: cooldown")),
+        "{table}"
+    );
+    let story = told(&["explain", &run_id]);
+    assert!(
+        story.starts_with(&format!("Run {run_id} of tomcat-scale-out, started ")),
+        "{story}"
+    );
+    assert!(
+        story.contains("The decision: load-high read 5.00 against the threshold 2.00; with 0 node(s) in the cluster, the scaler chose a scale-out"),
+        "{story}"
+    );
+
     // No label names a run or an instance.
     let journal =
         FileJournal::open(stack.dir.join("journal"), "tomcat-demo").expect("open the journal");

@@ -9,6 +9,8 @@
 //! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
 //! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
 //! tomcat_cluster --metrics-listen 127.0.0.1:9464 watch  # and serve pyscaler's own metrics
+//! tomcat_cluster --config examples/tomcat/aws.toml history --since 1h  # runs and skipped decisions
+//! tomcat_cluster --config examples/tomcat/aws.toml explain RUN_ID      # why one run happened, step by step
 //! ```
 //!
 //! `run` and `watch` first recover the runs a dead controller left unfinished
@@ -30,14 +32,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pyscaler_aws::{discover, Aws, ClientConfig, Ec2RunCleanup};
+use pyscaler_aws::{discover, dynamodb_client, Aws, ClientConfig, DynamoLease, Ec2RunCleanup};
 use pyscaler_core::{
     print_progress, progress_line, CancellationToken, Cluster, Comparison, Context, Direction,
-    Event, HeldLease, MetricSource, Pipeline, Recovery, RunReport, Scaler, ScalerOutcome,
-    ThresholdTrigger, TriggerInfo, Verdict,
+    Event, FileJournal, HeldLease, History, Journal, MetricSource, Pipeline, Recovery, RunReport,
+    Scaler, ScalerOutcome, ThresholdTrigger, TriggerInfo, Verdict,
 };
 use pyscaler_examples::{
-    open_journal, scale_in_pipeline, serve_metrics, tomcat_pipeline, Providers,
+    open_journal, scale_in_pipeline, serve_metrics, tomcat_pipeline, JournalStore, Providers,
     TomcatClusterConfig,
 };
 use pyscaler_notify::SmtpMailer;
@@ -86,6 +88,22 @@ enum Mode {
         #[arg(long, value_parser = humantime::parse_duration)]
         timeout: Option<Duration>,
     },
+    /// The cluster's runs and skipped decisions, from the journal (also
+    /// while a controller runs it).
+    History {
+        /// Only what happened in this last while (`1h`, `30m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// As JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run's story, in plain words: why it started, what each step did
+    /// on which node, what was undone and why.
+    Explain {
+        /// The run (`run-20261202T034107Z-dc891df5`).
+        run_id: String,
+    },
     /// Undo the runs a dead controller left unfinished, then exit.
     Recover {
         /// Finish each run from its interrupted step instead, when every
@@ -118,6 +136,11 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     if let Some(addr) = args.metrics_listen {
         serve_metrics(addr)?;
         println!("Serving pyscaler's metrics on http://{addr}/metrics");
+    }
+    match &args.mode {
+        Some(Mode::History { since, json }) => return history(&config, *since, *json).await,
+        Some(Mode::Explain { run_id }) => return explain(&config, run_id).await,
+        _ => {}
     }
 
     // The providers: EC2 and the classic ELB through the SDK's standard
@@ -202,8 +225,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
             progress_in.abort();
             for resumed in report.resumed() {
                 println!("\n{resumed}");
-                write_report(&args.report, resumed)?;
+                write_report(&args.report, resumed, &config)?;
                 println!("Report written to {}", args.report.display());
+                print_journal_link(&args.config, &config, resumed);
             }
             return Ok(exit_code(report.is_success()));
         }
@@ -228,9 +252,18 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         }
         Mode::Watch { runs, timeout } => {
             let pipelines = (pipeline, scale_in);
-            watch(&config, shell, cluster, pipelines, held, (runs, timeout)).await?
+            watch(
+                &config,
+                shell,
+                cluster,
+                pipelines,
+                journal,
+                held,
+                (runs, timeout),
+            )
+            .await?
         }
-        Mode::Recover { .. } => None,
+        Mode::Recover { .. } | Mode::History { .. } | Mode::Explain { .. } => None,
     };
     progress.abort();
     progress_in.abort();
@@ -239,8 +272,9 @@ async fn run(args: Args) -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     };
     println!("\n{report}");
-    write_report(&args.report, &report)?;
+    write_report(&args.report, &report, &config)?;
     println!("Report written to {}", args.report.display());
+    print_journal_link(&args.config, &config, &report);
     Ok(exit_code(report.is_success()))
 }
 
@@ -263,6 +297,7 @@ async fn watch(
     shell: Arc<Ssh2Shell>,
     cluster: Cluster,
     (scale_out, scale_in): (Arc<Pipeline>, Arc<Pipeline>),
+    journal: Arc<dyn Journal>,
     held: Option<HeldLease>,
     (runs, timeout): (usize, Option<Duration>),
 ) -> Result<Option<RunReport>, String> {
@@ -291,6 +326,7 @@ async fn watch(
         .max_nodes(w.max_nodes)
         .cooldown(Direction::Out, w.cooldown)
         .cooldown(Direction::In, w.scale_in_cooldown)
+        .journal_decisions(journal)
         .bind(high, Direction::Out, scale_out);
     if let Some(below) = w.scale_in_below {
         let mut low = ThresholdTrigger::builder("load-low", load)
@@ -375,12 +411,127 @@ async fn watch(
     }))
 }
 
-fn write_report(path: &PathBuf, report: &RunReport) -> Result<(), String> {
+/// The journal's history of the cluster, as a table or JSON.
+async fn history(
+    config: &TomcatClusterConfig,
+    since: Option<Duration>,
+    json: bool,
+) -> Result<ExitCode, String> {
+    let since = match since {
+        Some(d) => Some(
+            chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+                .ok_or_else(|| {
+                    format!("--since: {} is too far back", humantime::format_duration(d))
+                })?,
+        ),
+        None => None,
+    };
+    let history = History::from_entries(read_journal(config).await?, &config.cluster, since);
+    if json {
+        let text = serde_json::to_string_pretty(&history)
+            .map_err(|e| format!("cannot encode the history: {e}"))?;
+        println!("{text}");
+    } else {
+        print!("{}", history.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One run's story; fails when the journal does not know the run.
+async fn explain(config: &TomcatClusterConfig, run_id: &str) -> Result<ExitCode, String> {
+    let history = History::from_entries(read_journal(config).await?, &config.cluster, None);
+    match history.run(run_id) {
+        Some(run) => {
+            print!("{}", run.explain());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(format!(
+            "the journal of cluster {} has no run {run_id} (tomcat_cluster history lists them)",
+            config.cluster
+        )),
+    }
+}
+
+/// Every entry of the cluster's journal, without taking its lock or lease
+/// (a watch may be running).
+async fn read_journal(
+    config: &TomcatClusterConfig,
+) -> Result<Vec<pyscaler_core::JournalEntry>, String> {
+    match config.journal.store {
+        JournalStore::File => FileJournal::read(&config.journal_dir, &config.cluster)
+            .map_err(|e| format!("cannot read the journal: {e}")),
+        JournalStore::Dynamodb => {
+            let client = dynamodb_client(&ClientConfig::for_profile(&config.ec2)).await;
+            DynamoLease::from_client(
+                client,
+                &config.journal.table,
+                &config.cluster,
+                config.journal.lease,
+            )
+            .journal()
+            .entries()
+            .await
+            .map_err(|e| format!("cannot read the journal: {e}"))
+        }
+    }
+}
+
+/// Where the run's entry is in the journal, and how to tell its story.
+fn print_journal_link(
+    config_path: &std::path::Path,
+    config: &TomcatClusterConfig,
+    report: &RunReport,
+) {
+    println!(
+        "Journal: {} (run {}); its story: tomcat_cluster --config {} explain {}",
+        journal_location(config),
+        report.run_id,
+        config_path.display(),
+        report.run_id
+    );
+}
+
+/// Where the journal is, for a person.
+fn journal_location(config: &TomcatClusterConfig) -> String {
+    match config.journal.store {
+        JournalStore::File => FileJournal::path_of(&config.journal_dir, &config.cluster)
+            .display()
+            .to_string(),
+        JournalStore::Dynamodb => format!("DynamoDB table {}", config.journal.table),
+    }
+}
+
+/// Writes the report as JSON, with a link to its journal entry
+/// (`"journal": {"path": ..., "run_id": ...}`).
+fn write_report(
+    path: &PathBuf,
+    report: &RunReport,
+    config: &TomcatClusterConfig,
+) -> Result<(), String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    let json = serde_json::to_string_pretty(report)
+    let mut value =
+        serde_json::to_value(report).map_err(|e| format!("cannot encode the report: {e}"))?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(
+            "journal".into(),
+            match config.journal.store {
+                JournalStore::File => serde_json::json!({
+                    "path": FileJournal::path_of(&config.journal_dir, &config.cluster),
+                    "run_id": report.run_id,
+                }),
+                JournalStore::Dynamodb => serde_json::json!({
+                    "dynamodb_table": config.journal.table,
+                    "run_id": report.run_id,
+                }),
+            },
+        );
+    }
+    let json = serde_json::to_string_pretty(&value)
         .map_err(|e| format!("cannot encode the report: {e}"))?;
     std::fs::write(path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

@@ -174,6 +174,10 @@ impl Journal for DynamoJournal {
     }
 
     async fn runs(&self) -> Result<Vec<RunRecord>> {
+        Ok(RunRecord::from_entries(self.entries().await?))
+    }
+
+    async fn entries(&self) -> Result<Vec<JournalEntry>> {
         let mut entries = Vec::new();
         let mut start = None;
         loop {
@@ -206,7 +210,7 @@ impl Journal for DynamoJournal {
                 _ => break,
             }
         }
-        Ok(RunRecord::from_entries(entries))
+        Ok(entries)
     }
 
     fn is_fenced(&self) -> bool {
