@@ -37,6 +37,7 @@
 //! | `pyscaler_decisions_total` | counter | cluster, trigger, direction, kind | decisions: `scale`, a [`Skip`](crate::Skip) (`cooldown`, `paused`, `at_maximum`, `at_minimum`, `run_in_progress`, `not_agreed`, `no_eligible_node`), `no_data`, `failed` |
 //! | `pyscaler_last_evaluation_timestamp_seconds` | gauge | cluster, trigger | when the trigger last finished an evaluation (Unix time): the heartbeat |
 //! | `pyscaler_evaluation_stalled` | gauge | cluster, trigger | 1 while it has not finished one within its bound |
+//! | `pyscaler_lease_held` | gauge | cluster | 1 while this controller holds the cluster's lease ([`ScalerBuilder::lease`](crate::ScalerBuilder::lease)), 0 once it lost or released it |
 //! | `pyscaler_journal_write_seconds` | histogram | entry | one durable journal write |
 //! | `pyscaler_journal_write_errors_total` | counter | entry | journal writes that failed |
 //! | `pyscaler_provider_calls_total` | counter | provider, operation, error_kind | provider API calls (`error_kind="none"`: it succeeded) |
@@ -58,7 +59,8 @@ mod record;
 
 pub use provider::{record_provider_call, ProviderCall};
 pub(crate) use record::{
-    cluster_size, evaluation, heartbeat, journal_write, record, stalled, step_retry, Scope,
+    cluster_size, evaluation, heartbeat, journal_write, lease_held, record, stalled, step_retry,
+    Scope,
 };
 
 /// The kind of a metric.
@@ -175,6 +177,12 @@ pub const METRICS: &[MetricInfo] = &[
         Gauge,
         &["cluster"],
         "Nodes in the cluster.",
+    ),
+    info(
+        names::LEASE_HELD,
+        Gauge,
+        &["cluster"],
+        "1 while this controller holds the cluster's lease, 0 once lost or released.",
     ),
     info(
         names::TRIGGER_EVALUATIONS,

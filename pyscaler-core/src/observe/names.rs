@@ -49,6 +49,9 @@ pub const LAST_EVALUATION: &str = "pyscaler_last_evaluation_timestamp_seconds";
 /// 1 while a trigger has not finished an evaluation within its bound,
 /// else 0 (gauge; `cluster`, `trigger`).
 pub const EVALUATION_STALLED: &str = "pyscaler_evaluation_stalled";
+/// Gauge: 1 while this controller holds the cluster's lease, 0 once it lost
+/// or released it (absent without a lease).
+pub const LEASE_HELD: &str = "pyscaler_lease_held";
 /// How long one journal write took, durable on return (histogram, seconds; `entry`).
 pub const JOURNAL_WRITE: &str = "pyscaler_journal_write_seconds";
 /// Journal writes that failed (counter; `entry`).

@@ -156,6 +156,11 @@ pub(crate) fn heartbeat(cluster: &str, trigger: &str) {
 }
 
 /// Whether `trigger` is stalled now (see the scaler's liveness check).
+/// Whether this controller holds `cluster`'s lease.
+pub(crate) fn lease_held(cluster: &str, held: bool) {
+    gauge!(names::LEASE_HELD, "cluster" => cluster.to_owned()).set(if held { 1.0 } else { 0.0 });
+}
+
 pub(crate) fn stalled(cluster: &str, trigger: &str, stalled: bool) {
     gauge!(
         names::EVALUATION_STALLED,

@@ -402,3 +402,54 @@ fn a_stalled_trigger_sets_its_gauge_until_it_evaluates_again() {
     assert_eq!(stalled_at(60), 1.0);
     assert_eq!(stalled_at(80), 0.0);
 }
+
+#[test]
+fn the_lease_gauge_is_one_while_the_scaler_holds_the_lease_and_zero_once_lost() {
+    let held_after = |lose: bool| {
+        let ((), series) = recorded(|| async move {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let lease = Arc::new(crate::FileLease::new(
+                dir.path(),
+                "web",
+                Duration::from_secs(20),
+            ));
+            let pipeline = Arc::new(
+                Pipeline::builder("scale-out")
+                    .step(Probe::new("deploy", &Log::default()).on(Target::None))
+                    .build()
+                    .expect("a valid pipeline"),
+            );
+            let mut scaler = Scaler::builder(Cluster::new("web"))
+                .bind(ManualTrigger::new("manual"), Direction::Out, pipeline)
+                .lease(lease.clone(), crate::LeaseTiming::default())
+                .build()
+                .expect("a valid scaler");
+            let stop = CancellationToken::new();
+            let run = scaler.run(stop.clone());
+            tokio::pin!(run);
+            // Three seconds in, the lease is held.
+            tokio::select! {
+                _ = &mut run => panic!("the scaler stopped by itself"),
+                _ = tokio::time::sleep(Duration::from_secs(3)) => {}
+            }
+            if lose {
+                // The file lock goes (as when another process broke it):
+                // the next renewal is refused and the scaler stops.
+                let grant = crate::Lease::try_acquire(lease.as_ref()).await;
+                assert!(matches!(grant, Ok(None)), "still held by the scaler");
+                let any = crate::LeaseGrant {
+                    owner: crate::Lease::owner(lease.as_ref()).to_owned(),
+                    epoch: 0,
+                    expires_at: chrono::Utc::now(),
+                };
+                crate::Lease::release(lease.as_ref(), &any)
+                    .await
+                    .expect("released");
+                run.await;
+            }
+        });
+        gauge(&series, names::LEASE_HELD, &[("cluster", "web")])
+    };
+    assert_eq!(held_after(false), 1.0);
+    assert_eq!(held_after(true), 0.0);
+}

@@ -168,6 +168,7 @@ impl Scaler {
             Some(held) => {
                 let grant = held.grant();
                 info!(owner = %grant.owner, epoch = grant.epoch, "Holding the cluster's lease.");
+                crate::observe::lease_held(self.cluster.name(), true);
                 let _ = self.events.send(Event::LeaseAcquired {
                     owner: grant.owner,
                     epoch: grant.epoch,
@@ -314,6 +315,7 @@ impl Scaler {
         self.protect = protect;
         if let Some(held) = held {
             let grant = held.grant();
+            crate::observe::lease_held(self.cluster.name(), false);
             if held.is_held() {
                 held.release().await;
             } else {
