@@ -80,6 +80,23 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// How the process ended, waiting up to `within` for it.
+    async fn exited(&mut self, who: &str, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{who} did not stop within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -198,14 +215,7 @@ async fn a_standby_takes_over_from_a_killed_holder_recovers_its_run_and_scales_o
         failover <= LEASE + HEARTBEAT + Duration::from_secs(5),
         "took {failover:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let status = loop {
-        if let Some(status) = b.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the standby did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = b.exited("the standby", Duration::from_secs(400)).await;
     assert!(status.success(), "the standby failed: {status}");
 
     // The dead holder's instance is gone, and out of the load balancer; the
@@ -315,14 +325,7 @@ async fn a_paused_holder_that_wakes_up_is_fenced_and_calls_aws_no_more() {
     // EC2 or load-balancer call on the way.
     let before = proxy.calls().len();
     signal(&a.child, "CONT");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = a.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the old holder did not stop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let status = a.exited("the old holder", Duration::from_secs(120)).await;
     let after: Vec<(String, String)> = proxy.calls()[before..]
         .iter()
         .map(|c| (c.service.clone(), c.action.clone()))
@@ -343,14 +346,7 @@ async fn a_paused_holder_that_wakes_up_is_fenced_and_calls_aws_no_more() {
 
     // The standby finishes its own run; the journal shows the paused
     // holder's run recovered and the standby's succeeded.
-    let deadline = Instant::now() + Duration::from_secs(400);
-    let status = loop {
-        if let Some(status) = b.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the standby did not finish");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = b.exited("the standby", Duration::from_secs(400)).await;
     assert!(status.success(), "the standby failed: {status}");
     assert_eq!(
         journal_states(&stack).await,

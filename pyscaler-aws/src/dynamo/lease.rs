@@ -132,6 +132,25 @@ impl DynamoLease {
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = grant;
     }
 
+    /// An `UpdateItem` of the lease item with `update`, on the condition
+    /// that `grant` still holds it (its owner, its epoch): renewal and
+    /// release.
+    fn update_held(
+        &self,
+        grant: &LeaseGrant,
+        update: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key()))
+            .update_expression(update)
+            .condition_expression("#o = :me AND epoch = :epoch")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_values(":me", AttributeValue::S(grant.owner.clone()))
+            .expression_attribute_values(":epoch", AttributeValue::N(grant.epoch.to_string()))
+    }
+
     /// Whether an error is DynamoDB's refusal of a condition.
     fn refused(e: &crate::AwsError) -> bool {
         e.has_code("ConditionalCheckFailedException")
@@ -195,15 +214,7 @@ impl Lease for DynamoLease {
     async fn renew(&self, grant: &LeaseGrant) -> Result<LeaseGrant> {
         let expires = now_ms() + self.ms();
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key()))
-            .update_expression("SET expires_ms = :exp")
-            .condition_expression("#o = :me AND epoch = :epoch")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_values(":me", AttributeValue::S(grant.owner.clone()))
-            .expression_attribute_values(":epoch", AttributeValue::N(grant.epoch.to_string()))
+            .update_held(grant, "SET expires_ms = :exp")
             .expression_attribute_values(":exp", AttributeValue::N(expires.to_string()));
         match call(
             "DynamoDB",
@@ -234,15 +245,7 @@ impl Lease for DynamoLease {
     async fn release(&self, grant: &LeaseGrant) -> Result<()> {
         self.set_current(None);
         let request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key()))
-            .update_expression("REMOVE #o SET expires_ms = :zero")
-            .condition_expression("#o = :me AND epoch = :epoch")
-            .expression_attribute_names("#o", "owner")
-            .expression_attribute_values(":me", AttributeValue::S(grant.owner.clone()))
-            .expression_attribute_values(":epoch", AttributeValue::N(grant.epoch.to_string()))
+            .update_held(grant, "REMOVE #o SET expires_ms = :zero")
             .expression_attribute_values(":zero", AttributeValue::N("0".into()));
         match call(
             "DynamoDB",
