@@ -235,6 +235,21 @@ async fn the_controller_s_metrics_move_with_a_run_and_a_skipped_decision() {
         value(&samples, metric_names::PROVIDER_CALLS, &launched),
         1.0
     );
+    // Every provider's calls are counted: the run's SSH sessions and its
+    // mail, the trigger's Prometheus queries, EC2's polls.
+    for (provider, operation) in [
+        ("SSH", "Session"),
+        ("SMTP", "Send"),
+        ("Prometheus", "Query"),
+        ("EC2", "DescribeInstances"),
+    ] {
+        let calls = value(
+            &samples,
+            metric_names::PROVIDER_CALLS,
+            &[("provider", provider), ("operation", operation)],
+        );
+        assert!(calls >= 1.0, "no {provider} {operation} counted");
+    }
     let journal_writes = format!("{}_count", metric_names::JOURNAL_WRITE);
     assert!(value(&samples, &journal_writes, &[("entry", "step_finished")]) >= 5.0);
 

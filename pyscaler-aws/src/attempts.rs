@@ -71,6 +71,22 @@ where
     sent
 }
 
+/// Records, for the core's metrics, a call made outside [`call`] (one
+/// whose error is built by hand); returns `result` unchanged.
+pub(crate) fn counted<T>(
+    service: &'static str,
+    operation: &'static str,
+    result: Result<T, AwsError>,
+) -> Result<T, AwsError> {
+    pyscaler_core::record_provider_call(pyscaler_core::ProviderCall {
+        provider: service,
+        operation,
+        attempts: 1,
+        error: result.as_ref().err().map(pyscaler_core::Classify::kind),
+    });
+    result
+}
+
 impl SdkAttempts {
     /// Runs `f` with this tally counting the SDK calls made in it.
     pub(crate) async fn scope<F: Future>(&self, f: F) -> F::Output {

@@ -13,7 +13,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::attempts::{call, CountAttempts};
+use crate::attempts::{call, counted, CountAttempts};
 use crate::error::Subjects;
 use crate::{AwsError, ClientConfig, LaunchTemplate, Market, TemplateInfo, TemplateRef};
 
@@ -382,7 +382,7 @@ impl Ec2 for SdkEc2 {
         if instance_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
+        let sent = self
             .client
             .describe_instances()
             .set_instance_ids(Some(instance_ids.to_vec()))
@@ -398,7 +398,8 @@ impl Ec2 for SdkEc2 {
                         ..Subjects::default()
                     },
                 )
-            })?;
+            });
+        let out = counted("EC2", "DescribeInstances", sent)?;
         Ok(out
             .reservations()
             .iter()
@@ -432,9 +433,13 @@ impl Ec2 for SdkEc2 {
             .send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                AwsError::from_sdk("EC2", "DescribeInstances", e, &Subjects::default())
-            })?;
+            let page = counted(
+                "EC2",
+                "DescribeInstances",
+                page.map_err(|e| {
+                    AwsError::from_sdk("EC2", "DescribeInstances", e, &Subjects::default())
+                }),
+            )?;
             found.extend(
                 page.reservations()
                     .iter()
@@ -449,7 +454,8 @@ impl Ec2 for SdkEc2 {
         if instance_ids.is_empty() {
             return Ok(());
         }
-        self.client
+        let sent = self
+            .client
             .terminate_instances()
             .set_instance_ids(Some(instance_ids.to_vec()))
             .send()
@@ -464,8 +470,8 @@ impl Ec2 for SdkEc2 {
                         ..Subjects::default()
                     },
                 )
-            })?;
-        Ok(())
+            });
+        counted("EC2", "TerminateInstances", sent).map(|_| ())
     }
 
     async fn describe_subnets(&self, subnet_ids: &[String]) -> Result<Vec<Subnet>, AwsError> {

@@ -196,7 +196,8 @@ impl Mailer for SmtpMailer {
     async fn send(&self, mail: &Mail) -> Result<Receipt, NotifyError> {
         let message = mail.to_message()?;
         debug!(server = %self.server, to = mail.to().len(), cc = mail.cc().len(), "Sending mail.");
-        match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await {
+        let sent = match tokio::time::timeout(self.send_timeout, self.transport.send(message)).await
+        {
             Err(_) => Err(NotifyError::TimedOut {
                 server: self.server.clone(),
                 after: self.send_timeout,
@@ -206,7 +207,15 @@ impl Mailer for SmtpMailer {
                 let text = response.message().collect::<Vec<_>>().join(" ");
                 Ok(Receipt::new(format!("{} {text}", response.code())))
             }
-        }
+        };
+        // The core's metrics count every send, by its error kind.
+        pyscaler_core::record_provider_call(pyscaler_core::ProviderCall {
+            provider: "SMTP",
+            operation: "Send",
+            attempts: 1,
+            error: sent.as_ref().err().map(pyscaler_core::Classify::kind),
+        });
+        sent
     }
 }
 

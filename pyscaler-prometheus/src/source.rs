@@ -547,7 +547,15 @@ impl MetricSource for PrometheusSource {
     }
 
     async fn sample(&self, cluster: &Cluster) -> Result<Vec<Sample>> {
-        let answer = self.fetch().await?;
+        let answer = self.fetch().await;
+        // The core's metrics count every query, by its error kind.
+        pyscaler_core::record_provider_call(pyscaler_core::ProviderCall {
+            provider: "Prometheus",
+            operation: "Query",
+            attempts: 1,
+            error: answer.as_ref().err().map(pyscaler_core::Classify::kind),
+        });
+        let answer = answer?;
         let samples = self.samples(cluster, answer)?;
         debug!(source = %self.name, samples = samples.len(), "Prometheus answered.");
         Ok(samples)

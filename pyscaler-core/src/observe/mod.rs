@@ -40,7 +40,7 @@
 //! | `pyscaler_lease_held` | gauge | cluster | 1 while this controller holds the cluster's lease ([`ScalerBuilder::lease`](crate::ScalerBuilder::lease)), 0 once it lost or released it |
 //! | `pyscaler_journal_write_seconds` | histogram | entry | one durable journal write |
 //! | `pyscaler_journal_write_errors_total` | counter | entry | journal writes that failed |
-//! | `pyscaler_provider_calls_total` | counter | provider, operation, error_kind | provider API calls (`error_kind="none"`: it succeeded) |
+//! | `pyscaler_provider_calls_total` | counter | provider, operation, error_kind | provider calls (`error_kind="none"`: it succeeded): AWS by API operation, `SSH` `Session`, `SMTP` `Send`, `Prometheus` `Query` |
 //! | `pyscaler_provider_retries_total` | counter | provider, operation | attempts the provider's client made again |
 //!
 //! `direction` is `out` or `in`; `error_kind` an [`ErrorKind`](crate::ErrorKind)

@@ -12,7 +12,7 @@ use crate::ErrorKind;
 /// [`record_provider_call`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderCall {
-    /// The provider (`ec2`, `elasticloadbalancing`): a fixed name, never a host.
+    /// The provider (`EC2`, `ELBv2`, `DynamoDB`, `SSH`, `SMTP`, `Prometheus`): a fixed name, never a host.
     pub provider: &'static str,
     /// The operation (`RunInstances`): a fixed name, never an id.
     pub operation: &'static str,

@@ -255,13 +255,22 @@ impl Ssh2Shell {
             doing: "running a blocking task",
             source: io::Error::other(e.to_string()),
         })?;
-        match result {
+        let result = match result {
             Err(_) if interrupt.is_cancelled() => Err(SshError::Cancelled {
                 host: node.name.clone(),
                 command: what.to_owned(),
             }),
             other => other,
-        }
+        };
+        // The core's metrics count every operation on a node, by its error
+        // kind (the command itself is never a label).
+        pyscaler_core::record_provider_call(pyscaler_core::ProviderCall {
+            provider: "SSH",
+            operation: "Session",
+            attempts: 1,
+            error: result.as_ref().err().map(pyscaler_core::Classify::kind),
+        });
+        result
     }
 
     /// Runs `job` on the node's session (see [`Ssh2Shell::with_session`]).
