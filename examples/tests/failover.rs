@@ -18,7 +18,9 @@ use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use faults_support::{config_copy, puppet_running, set, tomcat_cluster, tomcat_lock, Aws, CLUSTER};
+use faults_support::{
+    config_copy, puppet_running, set, tomcat_cluster, tomcat_lock, Aws, Store, CLUSTER,
+};
 use pyscaler_aws::{
     dynamodb_client, ClientConfig, DynamoLease, Ec2, InstanceState, StaticCredentials, TAG_CLUSTER,
 };
@@ -108,17 +110,12 @@ impl Drop for Controller {
 /// DynamoDB (6 s lease, 2 s heartbeat), and the AWS endpoint `endpoint`
 /// instead of moto's own when given.
 fn shared_journal(stack: &LocalStack, name: &str, endpoint: Option<String>) -> std::path::PathBuf {
-    config_copy(stack, name, |t| {
-        let mut journal = toml::Table::new();
-        journal.insert("store".into(), "dynamodb".into());
-        journal.insert("create_table".into(), true.into());
-        journal.insert("lease".into(), "6s".into());
-        journal.insert("heartbeat".into(), "2s".into());
-        t.insert("journal".into(), journal.into());
+    let copy = config_copy(stack, name, |t| {
         if let Some(url) = endpoint {
             set(t, "ec2", "endpoint_url", url);
         }
-    })
+    });
+    Store::Dynamo.config(stack, &copy)
 }
 
 fn signal(child: &Child, signal: &str) {
