@@ -33,6 +33,25 @@ pub enum HostKeyPolicy {
     InsecureAcceptAny,
 }
 
+/// The name a node's host key is stored under in the `known_hosts` file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum KnownHostsName {
+    /// Its address (`10.0.0.5`, or `[10.0.0.5]:2222` for another port), as
+    /// OpenSSH stores it (the default).
+    #[default]
+    Address,
+    /// Its node id (the EC2 instance id), as OpenSSH's `HostKeyAlias` does:
+    /// on a cloud a terminated instance's private address is given to the
+    /// next one launched, which has a key of its own; stored by address,
+    /// that new key reads as a changed key and is refused (with
+    /// [`HostKeyPolicy::AcceptNew`] or [`HostKeyPolicy::Published`]);
+    /// stored by instance id, each instance's key is its own entry, and a
+    /// changed key of the *same* instance is still refused.
+    NodeId,
+}
+
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "method")]
@@ -94,6 +113,9 @@ pub struct SshConfig {
     /// The `known_hosts` file (default `~/.ssh/known_hosts`).
     #[serde(default = "default_known_hosts")]
     pub known_hosts: PathBuf,
+    /// The name each node's key is stored under in it (default: its address).
+    #[serde(default)]
+    pub known_hosts_name: KnownHostsName,
     /// Bound on the TCP connection and the SSH handshake.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -162,6 +184,7 @@ impl SshConfig {
             auth: default_auth(),
             host_keys: HostKeyPolicy::default(),
             known_hosts: default_known_hosts(),
+            known_hosts_name: KnownHostsName::default(),
             connect_timeout: default_connect_timeout(),
             auth_timeout: default_auth_timeout(),
             command_timeout: default_command_timeout(),
@@ -192,6 +215,12 @@ impl SshConfig {
     /// Sets the host-key policy.
     pub fn with_host_keys(mut self, policy: HostKeyPolicy) -> Self {
         self.host_keys = policy;
+        self
+    }
+
+    /// Stores and looks up node keys in `known_hosts` under this name.
+    pub fn with_known_hosts_name(mut self, name: KnownHostsName) -> Self {
+        self.known_hosts_name = name;
         self
     }
 

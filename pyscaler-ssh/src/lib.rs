@@ -75,7 +75,7 @@ mod ssh2;
 mod testing;
 
 pub use self::ssh2::Ssh2Shell;
-pub use config::{HostKeyPolicy, SshAuth, SshConfig};
+pub use config::{HostKeyPolicy, KnownHostsName, SshAuth, SshConfig};
 pub use counter::SshCounter;
 pub use error::SshError;
 pub use node_task::NodeTask;

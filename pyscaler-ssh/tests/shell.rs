@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use pyscaler_core::{Classify, ErrorKind, Node, NodeAddress};
 use pyscaler_ssh::{
-    HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError, UploadOptions,
+    HostKeyPolicy, KnownHostsName, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, SshError,
+    UploadOptions,
 };
 use pyscaler_testkit::sshd::{generate_key, Sshd};
 
@@ -320,6 +321,53 @@ async fn accept_new_records_then_refuses_a_changed_key() {
         .unwrap_err();
     assert!(matches!(e, SshError::HostKeyMismatch { .. }), "{e}");
     assert_eq!(std::fs::read_to_string(&known).expect("read"), recorded);
+}
+
+/// On a cloud a terminated instance's address goes to the next instance,
+/// with keys of its own: stored by node id, the new instance is a new
+/// entry, and a changed key of the same instance is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_stored_by_node_id_follow_the_instance_not_the_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let known = dir.path().join("known_hosts");
+    let first = Sshd::start();
+    let port = first.port();
+    let config = SshConfig::new(first.user())
+        .with_key_file(first.client_key())
+        .with_host_keys(HostKeyPolicy::AcceptNew)
+        .with_known_hosts_name(KnownHostsName::NodeId)
+        .with_known_hosts(&known);
+    Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&node(&first, "i-old"), &RemoteCommand::new("true"))
+        .await
+        .expect("first use is trusted");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert!(recorded.starts_with("i-old "), "{recorded}");
+    drop(first);
+
+    // The address goes to a new instance with new keys: a new entry.
+    let second = Sshd::start_on(port);
+    let config = config.with_key_file(second.client_key());
+    Ssh2Shell::new(config.clone())
+        .expect("shell")
+        .exec(&node(&second, "i-new"), &RemoteCommand::new("true"))
+        .await
+        .expect("a new instance at a reused address is a new host");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert_eq!(recorded.lines().count(), 2, "{recorded}");
+    assert!(
+        recorded.lines().any(|l| l.starts_with("i-new ")),
+        "{recorded}"
+    );
+
+    // The old instance's id now offering another key: refused.
+    let e = Ssh2Shell::new(config)
+        .expect("shell")
+        .exec(&node(&second, "i-old"), &RemoteCommand::new("true"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, SshError::HostKeyMismatch { .. }), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,7 +67,7 @@ pub(super) fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Live, SshErro
     )?;
     session.set_timeout(millis(remaining()));
 
-    let spec = known_hosts::host_spec(&ep.host, ep.port);
+    let spec = ep.known_as.clone();
     let stored = match config.host_keys {
         HostKeyPolicy::InsecureAcceptAny => Vec::new(),
         _ => known_hosts::stored_key_types(&config.known_hosts, &spec)?,

@@ -26,6 +26,7 @@ use pyscaler_core::{CancellationToken, Node};
 use self::connect::{connect, Live};
 use self::exec::{run, Interrupt, Job, RawOutput};
 use self::sftp::{sftp_upload, SftpUpload};
+use crate::config::KnownHostsName;
 use crate::quote::quote;
 use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, UploadOptions};
 
@@ -96,6 +97,8 @@ struct Endpoint {
     user: String,
     /// The host key fingerprints the node's provider published.
     published: Vec<String>,
+    /// The name its key is stored under in `known_hosts`.
+    known_as: String,
 }
 
 impl fmt::Display for Endpoint {
@@ -203,6 +206,10 @@ impl Ssh2Shell {
                 .clone()
                 .unwrap_or_else(|| self.config.user.clone()),
             published: node.host_key_fingerprints.clone(),
+            known_as: match self.config.known_hosts_name {
+                KnownHostsName::NodeId => node.id.clone(),
+                _ => crate::known_hosts::host_spec(&address.host, port),
+            },
         })
     }
 
