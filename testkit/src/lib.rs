@@ -119,6 +119,11 @@ impl ServiceProcess {
         }
     }
 
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -158,8 +163,15 @@ pub fn machine_lock(name: &str) -> std::fs::File {
     file
 }
 
+/// Locks `m`, going on with the data a panicking holder left (a harness
+/// keeps tearing down what it started).
+pub(crate) fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub mod fault_proxy;
 pub mod moto;
+pub mod nodes;
 pub mod process;
 pub mod prometheus;
 pub mod smtp;

@@ -61,18 +61,24 @@ impl MotoServer {
     /// The AWS SDK's configuration for this server: its region, its
     /// endpoint and the test credentials, for a test's own SDK clients.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(self.endpoint_url())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                ACCESS_KEY_ID,
-                SECRET_ACCESS_KEY,
-                None,
-                None,
-                "testkit",
+        sdk_config_for(&self.endpoint_url()).await
+    }
+
+    /// Imports the OpenSSH public key `public_key` as EC2 key pair `name`,
+    /// as an operator would before launching with it.
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn import_key_pair(&self, name: &str, public_key: &str) {
+        let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
+        ec2.import_key_pair()
+            .key_name(name)
+            .public_key_material(aws_sdk_ec2::primitives::Blob::new(
+                public_key.trim().as_bytes(),
             ))
-            .load()
+            .send()
             .await
+            .expect("import the key pair into moto");
     }
 
     /// Creates a classic load balancer called `name` (HTTP 80 -> 8080, in
@@ -184,6 +190,18 @@ impl MotoServer {
     /// # Panics
     /// When moto refuses, as a harness does.
     pub async fn create_subnet(&self, zone: &str, n: u8) -> String {
+        let block = 200u8.saturating_add(n);
+        self.create_subnet_with_cidr(zone, &format!("172.31.{block}.0/24"))
+            .await
+    }
+
+    /// Creates a subnet `cidr` of the default VPC (within 172.31.0.0/16) in
+    /// zone `zone`; returns its id. For a node slot's subnets
+    /// ([`NodeHosts::subnet_cidr`](crate::nodes::NodeHosts::subnet_cidr)).
+    ///
+    /// # Panics
+    /// When moto refuses, as a harness does.
+    pub async fn create_subnet_with_cidr(&self, zone: &str, cidr: &str) -> String {
         let ec2 = aws_sdk_ec2::Client::new(&self.sdk_config().await);
         let vpcs = ec2.describe_vpcs().send().await.expect("list moto's VPCs");
         let vpc = vpcs
@@ -193,12 +211,11 @@ impl MotoServer {
             .and_then(|v| v.vpc_id())
             .expect("moto's default VPC")
             .to_owned();
-        let block = 200u8.saturating_add(n);
         let out = ec2
             .create_subnet()
             .vpc_id(vpc)
             .availability_zone(zone)
-            .cidr_block(format!("172.31.{block}.0/24"))
+            .cidr_block(cidr)
             .send()
             .await
             .expect("create the subnet in moto");
@@ -237,4 +254,21 @@ impl MotoServer {
     pub fn log(&self) -> &Path {
         &self.process.log
     }
+}
+
+/// The AWS SDK's configuration for a moto at `endpoint`: its region and the
+/// test credentials.
+pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            ACCESS_KEY_ID,
+            SECRET_ACCESS_KEY,
+            None,
+            None,
+            "testkit",
+        ))
+        .load()
+        .await
 }
