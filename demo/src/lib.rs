@@ -3,24 +3,32 @@
 //! The local stack the demo (`scripts/demo`) and the Tomcat example's
 //! end-to-end tests run against: moto for the AWS API (with an Application
 //! Load Balancer's target group over two subnets in two Availability Zones,
-//! or a classic load balancer: [`Balancing`]), an sshd on loopback standing
-//! in for every new VM, aiosmtpd catching the mail, and Debian's Prometheus scraping the cluster's load
-//! from a Pushgateway (the demo pushes the load it wants the trigger to
-//! see) and the controller's own metrics (`tomcat_cluster --metrics-listen`
-//! on [`LocalStack::metrics_addr`]). Started through the same harness as the integration tests
-//! (`pyscaler-testkit`); stopped when dropped.
+//! or a classic load balancer: [`Balancing`]), a host of its own for every
+//! instance moto launches ([`Hosts::OwnHost`]: its own network namespace at
+//! its private IP, its own sshd, disk and Tomcat; or, for tests that need
+//! many cheap nodes, [`Hosts::OneSshd`]), aiosmtpd catching the mail, and
+//! Debian's Prometheus scraping the cluster's load from a Pushgateway (the
+//! demo pushes the load it wants the trigger to see) and the controller's
+//! own metrics (`tomcat_cluster --metrics-listen` on
+//! [`LocalStack::metrics_addr`]). Started through the same harness as the
+//! integration tests (`pyscaler-testkit`); stopped when dropped.
 //!
 //! It lives apart from `examples/` so that the programs a team copies do not
 //! link the test harness, and so that `cargo build` at the root does not
 //! build it (it is not a default member).
 
+mod config;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use pyscaler_testkit::moto::{self, MotoServer};
+use pyscaler_testkit::nodes::NodeHosts;
 use pyscaler_testkit::prometheus::Prometheus;
 use pyscaler_testkit::smtp::SmtpServer;
 use pyscaler_testkit::sshd::Sshd;
+
+use config::{toml_str, Reach, Rendered};
 
 /// The name of the classic load balancer the stack creates in moto
 /// ([`Balancing::Classic`]).
@@ -28,8 +36,11 @@ pub const LOAD_BALANCER: &str = "tomcat-lb";
 /// The name of the Application Load Balancer and of its target group
 /// ([`Balancing::TargetGroup`]).
 pub const TARGET_GROUP: &str = "tomcat-tg";
+/// The EC2 key pair the stack imports (its client key's public half) and
+/// the config launches with ([`Hosts::OwnHost`]).
+pub const KEY_PAIR: &str = "tomcat-demo";
 
-/// Which load balancer the stack's cluster sits behind.
+/// Which load balancer the cluster sits behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balancing {
     /// An Application Load Balancer's target group, the nodes spread over
@@ -40,17 +51,40 @@ pub enum Balancing {
     /// A classic ELB, in one zone.
     Classic,
 }
+
 /// The metric the demo pushes as the cluster's load, and the watch reads
 /// through Prometheus (`avg(pyscaler_demo_load)`).
 pub const LOAD_METRIC: &str = "pyscaler_demo_load";
+
+/// What stands in for the VMs moto launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hosts {
+    /// Each running instance is a host of its own
+    /// ([`pyscaler_testkit::nodes`]): its private IP in its own network
+    /// namespace, its own sshd and host key, its own disk, its own Tomcat;
+    /// gone when the instance is terminated. The default: what a node's
+    /// configuration does is then done once per node, as on EC2.
+    #[default]
+    OwnHost,
+    /// One sshd on loopback answers for every instance, so "the cluster"
+    /// is this one machine (its Tomcat on 8080 shared by every node, a
+    /// terminated instance still answering). Cheap: for tests that need
+    /// many nodes, or count the logins of one server.
+    OneSshd,
+}
+
+/// What answers for the instances.
+#[derive(Debug)]
+enum StandIn {
+    OneSshd(Sshd),
+    OwnHosts(NodeHosts),
+}
 
 /// The running local stack.
 #[derive(Debug)]
 pub struct LocalStack {
     /// The AWS API.
     pub moto: MotoServer,
-    /// The stand-in VM.
-    pub sshd: Sshd,
     /// The mail server.
     pub smtp: SmtpServer,
     /// The monitoring: Prometheus and the Pushgateway it scrapes.
@@ -67,6 +101,9 @@ pub struct LocalStack {
     /// What the config names it by: the target group's ARN, or the classic
     /// load balancer's name.
     pub load_balancer: String,
+    stand_in: StandIn,
+    user: String,
+    client_key: PathBuf,
 }
 
 impl LocalStack {
@@ -79,34 +116,81 @@ impl LocalStack {
         Self::start_with(Balancing::default()).await
     }
 
-    /// Starts the services, creates the load balancer (and for a target
-    /// group, an ALB over two subnets in two zones that forwards to it),
-    /// lets the SSH user use `sudo -n` (as root), and writes the example's
-    /// config file.
+    /// [`start_with_hosts`](Self::start_with_hosts) a host of its own for
+    /// every instance.
     ///
     /// # Panics
     /// When a service cannot start (with its log), as a test harness does.
     pub async fn start_with(balancing: Balancing) -> Self {
+        Self::start_with_hosts(balancing, Hosts::default()).await
+    }
+
+    /// Starts the services, creates the load balancer (and for a target
+    /// group, an ALB over two subnets in two zones that forwards to it),
+    /// starts what stands in for the instances (with [`Hosts::OwnHost`],
+    /// the subnets are the node slot's, and the key pair [`KEY_PAIR`] is
+    /// imported), lets the SSH user use `sudo -n` (as root), and writes
+    /// the example's config file.
+    ///
+    /// # Panics
+    /// When a service cannot start (with its log), as a test harness does.
+    pub async fn start_with_hosts(balancing: Balancing, hosts: Hosts) -> Self {
         let moto = MotoServer::start();
-        let sshd = Sshd::start();
         let smtp = SmtpServer::start();
         // The controller's own metrics, scraped while it runs.
         let metrics_addr = SocketAddr::from(([127, 0, 0, 1], pyscaler_testkit::free_port()));
         let prometheus = Prometheus::start_scraping(&[("pyscaler", metrics_addr)]);
-        let dir = sshd.dir().join("local-stack");
-        std::fs::create_dir_all(&dir).expect("create the local stack folder");
+        let dir = pyscaler_testkit::service_dir("local-stack", moto.port());
+        let user = pyscaler_testkit::sshd::login_user();
+        allow_sudo(&user);
+        let (stand_in, client_key) = match hosts {
+            Hosts::OneSshd => {
+                let sshd = Sshd::start();
+                let key = sshd.client_key().to_path_buf();
+                std::fs::write(
+                    dir.join("known_hosts"),
+                    sshd.known_hosts_line("ssh-ed25519"),
+                )
+                .expect("write known_hosts");
+                (StandIn::OneSshd(sshd), key)
+            }
+            Hosts::OwnHost => {
+                let key = dir.join("client_key");
+                pyscaler_testkit::sshd::generate_key(&key, "ed25519");
+                let public = std::fs::read_to_string(key.with_extension("pub"))
+                    .expect("read the client's public key");
+                moto.import_key_pair(KEY_PAIR, &public).await;
+                let nodes = NodeHosts::start();
+                nodes.follow(&moto);
+                (StandIn::OwnHosts(nodes), key)
+            }
+        };
+        let subnet = |n: u8| match &stand_in {
+            StandIn::OwnHosts(nodes) => nodes.subnet_cidr(n),
+            StandIn::OneSshd(_) => format!("172.31.{}.0/24", 200 + n),
+        };
         let (load_balancer, placement) = match balancing {
             Balancing::Classic => {
                 moto.create_load_balancer(LOAD_BALANCER).await;
+                // In the classic load balancer's zone.
+                let subnet = moto
+                    .create_subnet_with_cidr(&format!("{}a", moto::REGION), &subnet(0))
+                    .await;
                 (
                     LOAD_BALANCER.to_owned(),
-                    format!("load_balancer = {}", toml_str(LOAD_BALANCER)),
+                    format!(
+                        "subnet_ids = [{}]\nload_balancer = {}",
+                        toml_str(&subnet),
+                        toml_str(LOAD_BALANCER)
+                    ),
                 )
             }
             Balancing::TargetGroup => {
                 let subnets = vec![
-                    moto.create_subnet(&format!("{}a", moto::REGION), 0).await,
-                    moto.create_subnet(&format!("{}b", moto::REGION), 1).await,
+                    moto.create_subnet_with_cidr(&format!("{}a", moto::REGION), &subnet(0))
+                        .await,
+                    moto.create_subnet_with_cidr(&format!("{}b", moto::REGION), &subnet(1))
+                        .await,
                 ];
                 let arn = moto.create_target_group(TARGET_GROUP).await;
                 moto.create_application_load_balancer(TARGET_GROUP, &subnets, &arn)
@@ -120,24 +204,31 @@ impl LocalStack {
                 (arn, placement)
             }
         };
-        allow_sudo(sshd.user());
-        let known_hosts = dir.join("known_hosts");
-        std::fs::write(&known_hosts, sshd.known_hosts_line("ssh-ed25519"))
-            .expect("write known_hosts");
         let config = dir.join("tomcat-local.toml");
         // The example's assets (manifest, scripts, the WAR's sources).
         let assets = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("examples")
             .join("tomcat");
-        std::fs::write(
-            &config,
-            render_config(&moto, &sshd, &smtp, &prometheus, &dir, &assets, &placement),
-        )
-        .expect("write the config");
+        let reach = match &stand_in {
+            StandIn::OneSshd(sshd) => Reach::OneSshd { port: sshd.port() },
+            StandIn::OwnHosts(_) => Reach::OwnHosts { key_name: KEY_PAIR },
+        };
+        let text = Rendered {
+            moto: &moto,
+            smtp: &smtp,
+            prometheus: &prometheus,
+            dir: &dir,
+            assets: &assets,
+            placement: &placement,
+            reach,
+            user: &user,
+            client_key: &client_key,
+        }
+        .render();
+        std::fs::write(&config, text).expect("write the config");
         Self {
             moto,
-            sshd,
             smtp,
             prometheus,
             metrics_addr,
@@ -145,7 +236,70 @@ impl LocalStack {
             dir,
             balancing,
             load_balancer,
+            stand_in,
+            user,
+            client_key,
         }
+    }
+
+    /// What stands in for the instances.
+    pub fn hosts(&self) -> Hosts {
+        match self.stand_in {
+            StandIn::OneSshd(_) => Hosts::OneSshd,
+            StandIn::OwnHosts(_) => Hosts::OwnHost,
+        }
+    }
+
+    /// The one sshd answering for every instance.
+    ///
+    /// # Panics
+    /// When the stack gives each instance a host of its own ([`Hosts::OwnHost`]).
+    pub fn sshd(&self) -> &Sshd {
+        match &self.stand_in {
+            StandIn::OneSshd(sshd) => sshd,
+            StandIn::OwnHosts(_) => {
+                panic!("this stack gives each instance a host of its own: use nodes()")
+            }
+        }
+    }
+
+    /// [`sshd`](Self::sshd), to stop or restart it.
+    ///
+    /// # Panics
+    /// When the stack gives each instance a host of its own ([`Hosts::OwnHost`]).
+    pub fn sshd_mut(&mut self) -> &mut Sshd {
+        match &mut self.stand_in {
+            StandIn::OneSshd(sshd) => sshd,
+            StandIn::OwnHosts(_) => {
+                panic!("this stack gives each instance a host of its own: use nodes()")
+            }
+        }
+    }
+
+    /// The node hosts, one per running instance.
+    ///
+    /// # Panics
+    /// When one sshd answers for every instance ([`Hosts::OneSshd`]).
+    pub fn nodes(&self) -> &NodeHosts {
+        match &self.stand_in {
+            StandIn::OwnHosts(nodes) => nodes,
+            StandIn::OneSshd(_) => panic!("this stack has one sshd for every instance: use sshd()"),
+        }
+    }
+
+    /// The login user on the nodes.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The private key the nodes accept.
+    pub fn client_key(&self) -> &Path {
+        &self.client_key
+    }
+
+    /// The `known_hosts` file the config names.
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.join("known_hosts")
     }
 
     /// Sets the cluster's load the watch sees (through the Pushgateway and
@@ -170,10 +324,13 @@ impl LocalStack {
 }
 
 impl Drop for LocalStack {
-    /// The stand-in VM goes away with the stack: stop the Tomcat the
+    /// With one sshd, the stand-in VM is this machine: stop the Tomcat the
     /// pipeline started on it (through the manifest's service script, on
-    /// machines without systemd).
+    /// machines without systemd). Node hosts take theirs with them.
     fn drop(&mut self) {
+        if !matches!(self.stand_in, StandIn::OneSshd(_)) {
+            return;
+        }
         let stop = Path::new("/usr/local/sbin/pyscaler-tomcat");
         if stop.exists() {
             let _ = std::process::Command::new(stop)
@@ -183,101 +340,6 @@ impl Drop for LocalStack {
                 .status();
         }
     }
-}
-
-fn toml_str(s: &str) -> String {
-    format!("{s:?}")
-}
-
-fn render_config(
-    moto: &MotoServer,
-    sshd: &Sshd,
-    smtp: &SmtpServer,
-    prometheus: &Prometheus,
-    dir: &Path,
-    assets: &Path,
-    placement: &str,
-) -> String {
-    // Both in the stack's folder, as `start_with` made them.
-    let known_hosts = dir.join("known_hosts");
-    let journal = dir.join("journal");
-    format!(
-        r#"# The Tomcat cluster against the local stack (written by LocalStack).
-cluster = "tomcat-demo"
-journal_dir = {journal}
-assets = {assets}
-
-[ec2]
-region = "{region}"
-endpoint_url = {endpoint}
-image_id = "{ami}"
-instance_type = "t3.small"
-{placement}
-tags = {{ app = "tomcat-demo" }}
-
-# Every new VM is reached through the loopback sshd standing in for it.
-[ec2.ssh]
-via = {{ fixed = {{ host = "127.0.0.1" }} }}
-port = {ssh_port}
-user = {user}
-
-[ssh]
-user = {user}
-port = {ssh_port}
-auth = {{ method = "key-file", path = {key} }}
-host_keys = "strict"
-known_hosts = {known_hosts}
-connect_timeout = "5s"
-command_timeout = "15m"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp_port}
-tls = "none"
-connect_timeout = "5s"
-from = "pyscaler@localhost"
-to = ["ops@localhost"]
-
-[tomcat]
-http_port = 8080
-heap = "256m"
-jmx_port = 9010
-app = "demo"
-ready_within = "120s"
-
-[deploy]
-count = 1
-ssh_within = "30s"
-in_service_within = "60s"
-
-# The load comes from Prometheus (pushed by the demo through the
-# Pushgateway); no data (nothing pushed yet, Prometheus down) never scales.
-[watch]
-prometheus = {{ url = {prometheus}, query = "avg({load_metric})" }}
-threshold = 2.0
-interval = "2s"
-window = "6s"
-cooldown = "60s"
-scale_in_below = 0.5
-scale_in_window = "10s"
-scale_in_cooldown = "60s"
-draining = "3s"
-min_nodes = 1
-max_nodes = 5
-"#,
-        journal = toml_str(&journal.display().to_string()),
-        assets = toml_str(&assets.display().to_string()),
-        region = moto::REGION,
-        endpoint = toml_str(&moto.endpoint_url()),
-        ami = moto::AMI,
-        ssh_port = sshd.port(),
-        user = toml_str(sshd.user()),
-        key = toml_str(&sshd.client_key().display().to_string()),
-        known_hosts = toml_str(&known_hosts.display().to_string()),
-        smtp_port = smtp.port(),
-        prometheus = toml_str(&prometheus.endpoint_url()),
-        load_metric = LOAD_METRIC,
-    )
 }
 
 /// Lets the SSH user run `sudo -n` (Puppet installs packages): the stand-in

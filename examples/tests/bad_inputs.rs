@@ -28,7 +28,7 @@ use pyscaler_core::{
     ActionExt, Classify, Cluster, Context, ErrorKind, Pipeline, RunReport, RunStatus, StepStatus,
     Target, TriggerInfo,
 };
-use pyscaler_demo::{Balancing, LocalStack};
+use pyscaler_demo::{Balancing, Hosts, LocalStack};
 use pyscaler_examples::{tomcat_pipeline, ConfigError, Providers, TomcatClusterConfig};
 use pyscaler_notify::{Email, NotifyError, Secret, SmtpConfig, SmtpMailer, Templates};
 use pyscaler_ssh::{Ssh2Shell, SshConfig, SshError};
@@ -67,7 +67,7 @@ impl Case {
         std::env::set_var("TOMCAT_MANAGER_PASSWORD", MANAGER_PASSWORD);
         // Behind the classic ELB: this suite predates target groups and keeps
         // that path covered (tomcat_e2e runs both).
-        let stack = LocalStack::start_with(Balancing::Classic).await;
+        let stack = LocalStack::start_with_hosts(Balancing::Classic, Hosts::OneSshd).await;
         let text = std::fs::read_to_string(&stack.config).expect("read the stack's config");
         Self { stack, text }
     }
@@ -156,7 +156,7 @@ impl Case {
             "an instance was launched"
         );
         assert_eq!(
-            self.stack.sshd.accepted_logins(),
+            self.stack.sshd().accepted_logins(),
             0,
             "something logged in to the node"
         );
@@ -238,7 +238,7 @@ async fn an_unknown_ami_launches_nothing() {
     )
     .await;
     assert!(case.instances().await.is_empty(), "nothing was launched");
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    assert_eq!(case.stack.sshd().accepted_logins(), 0);
     assert_eq!(report.step("deploy-ec2-node").map(|s| s.attempts), Some(1));
 }
 
@@ -259,7 +259,7 @@ async fn an_unknown_instance_type_launches_nothing() {
     )
     .await;
     assert!(case.instances().await.is_empty(), "nothing was launched");
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    assert_eq!(case.stack.sshd().accepted_logins(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +288,7 @@ async fn a_missing_ssh_key_is_refused_before_anything_runs() {
         "{message}"
     );
     // Through the library: a typed error from the SSH crate.
-    let config = SshConfig::new(case.stack.sshd.user()).with_key_file(&missing);
+    let config = SshConfig::new(case.stack.sshd().user()).with_key_file(&missing);
     let err = Ssh2Shell::new(config).expect_err("a missing key");
     assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -328,7 +328,7 @@ async fn an_unreadable_ssh_key_is_refused_before_anything_runs() {
         "the key file's content was shown: {message}"
     );
     // Through the library: a typed error from the SSH crate.
-    let config = SshConfig::new(case.stack.sshd.user()).with_key_file(&garbage);
+    let config = SshConfig::new(case.stack.sshd().user()).with_key_file(&garbage);
     let err = Ssh2Shell::new(config).expect_err("a file that holds no key");
     assert!(matches!(err, SshError::InvalidInput(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -368,7 +368,7 @@ async fn a_wrong_ssh_key_is_refused_and_the_launch_is_undone() {
         "other-key",
     )
     .await;
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    assert_eq!(case.stack.sshd().accepted_logins(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +383,10 @@ async fn a_host_key_mismatch_stops_before_login_and_the_launch_is_undone() {
     pyscaler_testkit::sshd::generate_key(&impostor, "ed25519");
     let public = std::fs::read_to_string(impostor.with_extension("pub")).expect("public key");
     let key = public.split_whitespace().nth(1).expect("a key field");
-    let line = format!("[127.0.0.1]:{} ssh-ed25519 {key}\n", case.stack.sshd.port());
+    let line = format!(
+        "[127.0.0.1]:{} ssh-ed25519 {key}\n",
+        case.stack.sshd().port()
+    );
     std::fs::write(case.stack.dir.join("known_hosts"), line).expect("write known_hosts");
     let config = case.load(&case.text).expect("the file is well-formed");
     let report = case.run(&config).await;
@@ -400,7 +403,7 @@ async fn a_host_key_mismatch_stops_before_login_and_the_launch_is_undone() {
             || error.chain.iter().any(|c| c.contains("does not match")),
         "{error:?}"
     );
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    assert_eq!(case.stack.sshd().accepted_logins(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +427,7 @@ async fn an_unreachable_host_fails_the_deploy_and_the_launch_is_undone() {
         &format!("127.0.0.1:{dead}"),
     )
     .await;
-    assert_eq!(case.stack.sshd.accepted_logins(), 0);
+    assert_eq!(case.stack.sshd().accepted_logins(), 0);
 }
 
 /// A copy of the shipped assets in `dir`, for a test to break one of them.

@@ -26,7 +26,7 @@ use faults_support::{
 };
 use pyscaler_aws::{Ec2, LoadBalancer};
 use pyscaler_core::{RunState, RunStatus};
-use pyscaler_demo::{Balancing, LocalStack, LOAD_BALANCER};
+use pyscaler_demo::{Balancing, Hosts, LocalStack, LOAD_BALANCER};
 use pyscaler_testkit::free_port;
 
 /// The fault a case injects.
@@ -199,8 +199,8 @@ fn inject(stack: &mut LocalStack, fault: Fault) -> (std::path::PathBuf, Option<D
             set(t, "smtp", "port", i64::from(free_port()));
         }),
         Fault::SshdStopped => {
-            let port = stack.sshd.port();
-            stack.sshd.stop();
+            let port = stack.sshd().port();
+            stack.sshd_mut().stop();
             guard = Some(DeadPort::bind(port));
             config_copy(stack, &name, |_| {})
         }
@@ -391,7 +391,7 @@ async fn every_injected_fault_fails_cleanly_and_leaves_nothing_behind() {
     let _tomcat = tomcat_lock();
     // Behind the classic ELB: this suite predates target groups and keeps
     // that path covered (tomcat_e2e runs both).
-    let mut stack = LocalStack::start_with(Balancing::Classic).await;
+    let mut stack = LocalStack::start_with_hosts(Balancing::Classic, Hosts::OneSshd).await;
     let aws = Aws::connect(&stack).await;
     let mut outcomes = Vec::new();
     // FAULTS=RegistrationRefused,PuppetFails runs only those cases.
@@ -413,7 +413,7 @@ async fn every_injected_fault_fails_cleanly_and_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn faults_fail_as_cleanly_with_the_dynamodb_journal() {
     let _tomcat = tomcat_lock();
-    let mut stack = LocalStack::start_with(Balancing::Classic).await;
+    let mut stack = LocalStack::start_with_hosts(Balancing::Classic, Hosts::OneSshd).await;
     let aws = Aws::connect(&stack).await;
     // A subset: a failure on the node, one of the application, and the
     // notification's (the node stays), each journaled in DynamoDB.

@@ -85,8 +85,7 @@ fn stop(mut child: Child) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_controller_s_metrics_move_with_a_run_and_a_skipped_decision() {
-    // Puppet installs and drives the machine's one Tomcat (port 8080).
-    let _tomcat = pyscaler_testkit::machine_lock("tomcat-8080");
+    // Each instance is a host of its own, with its own Tomcat.
     let stack = LocalStack::start().await;
     // The stack's cooldowns are 60 s, the trigger's counted from its firing
     // and the scaler's from the run's end: for a run shorter than that, the

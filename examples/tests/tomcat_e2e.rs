@@ -1,12 +1,15 @@
 //! The Tomcat cluster example end to end, for real, against the local stack:
 //! moto for EC2 and the load balancer (an ALB target group over two
 //! Availability Zones, the example's default; and a classic ELB, the path
-//! older accounts keep), a loopback sshd standing in for each new
-//! VM (Puppet really installs Tomcat there), aiosmtpd for the mail,
+//! older accounts keep), a host of its own for every instance moto launches
+//! (its private IP in its own network namespace, its own sshd, disk and
+//! Tomcat: Puppet really configures each one), aiosmtpd for the mail,
 //! Prometheus for the load. First a dry run that touches nothing, then once
 //! by hand, once by the threshold trigger on the load Prometheus scrapes
-//! (Puppet's second apply on the same machine changes nothing), then a
-//! scale-in when the load stays low: deregistered, drained, terminated.
+//! (each new node's first Puppet run applies changes; each node serves the
+//! WAR at its own address; each member list names the other node), then a
+//! scale-in when the load stays low: deregistered, drained, terminated, and
+//! the removed node's address no longer answers.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -20,6 +23,7 @@ use pyscaler_core::{FileJournal, Journal, RunState, RunStatus};
 use pyscaler_demo::{Balancing, LocalStack};
 use pyscaler_examples::http;
 use pyscaler_testkit::moto;
+use pyscaler_testkit::nodes::NodeHost;
 
 const PASSWORD: &str = "e2e-manager-password-9f3c";
 
@@ -46,6 +50,34 @@ fn tomcat_cluster(stack: &LocalStack, report: &Path, mode: &[&str]) -> Output {
     out
 }
 
+/// The application's answer at `node`'s own address (`None`: no answer).
+async fn app_at(node: &NodeHost) -> Option<String> {
+    let host = node.address().to_string();
+    match http::get(&host, 8080, "/demo/", Duration::from_secs(5)).await {
+        Ok((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+/// A node's member list, as the node has it.
+fn members_on(node: &NodeHost) -> String {
+    node.read("/etc/pyscaler/cluster-members")
+        .unwrap_or_else(|| panic!("no member list on {}", node.instance_id()))
+}
+
+/// The summary of step `name`'s outcome on its (first) node.
+fn summary_of(r: &serde_json::Value, name: &str) -> String {
+    let step = r["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name}: {r}"));
+    assert_eq!(step["status"], "succeeded", "{step}");
+    step["nodes"][0]["summary"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 fn report(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("the report was written");
     assert!(
@@ -66,8 +98,7 @@ async fn the_tomcat_cluster_scales_behind_a_classic_elb() {
 }
 
 async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
-    // Puppet installs and drives the machine's one Tomcat (port 8080).
-    let _tomcat = pyscaler_testkit::machine_lock("tomcat-8080");
+    // Each instance a host of its own: no machine-wide Tomcat to share.
     let stack = LocalStack::start_with(balancing).await;
     let lb = stack.load_balancer.as_str();
     let aws = ClientConfig::new(moto::REGION)
@@ -105,7 +136,8 @@ async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
         !stack.dir.join("journal").exists(),
         "the dry run opened the journal"
     );
-    assert_eq!(stack.sshd.accepted_logins(), 0, "the dry run logged in");
+    assert!(stack.nodes().nodes().is_empty(), "the dry run started a VM");
+    assert!(!stack.known_hosts().exists(), "the dry run logged in");
     assert!(stack.smtp.messages().is_empty(), "the dry run sent mail");
 
     // By hand.
@@ -147,14 +179,26 @@ async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
     );
     let health = elb.health(lb, &[]).await.expect("load balancer health");
     assert_eq!(health.len(), 1, "{health:?}");
-    let (code, body) = http::get("127.0.0.1", 8080, "/demo/", Duration::from_secs(10))
+    // It is a host of its own: Puppet's first run there changed it, the
+    // WAR answers at its own address, its member list names it.
+    let first = stack.nodes().wait_for(&instance, Duration::from_secs(10));
+    assert_eq!(
+        summary_of(&r, "os-configuration"),
+        "puppet: changes applied"
+    );
+    let body = app_at(&first)
         .await
-        .expect("HTTP");
-    assert_eq!(code, 200);
+        .expect("the application answers at the node's address");
     assert!(body.contains("pyscaler demo app"), "{body}");
-    let members =
-        std::fs::read_to_string("/etc/pyscaler/cluster-members").expect("the member list");
-    assert!(members.contains("tomcat-demo-01=127.0.0.1"), "{members}");
+    let members = members_on(&first);
+    assert_eq!(
+        members,
+        format!("tomcat-demo-01={}\n", first.address()),
+        "{members}"
+    );
+    // This machine's own files were not touched.
+    let here = std::fs::read_to_string("/etc/pyscaler/cluster-members").unwrap_or_default();
+    assert!(!here.contains(&first.address().to_string()), "{here}");
 
     // The mail arrived, naming the new node.
     let mails = stack.smtp.messages();
@@ -215,17 +259,42 @@ async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
         assert_eq!(zones, [Some("us-east-1a"), Some("us-east-1b")]);
     }
     assert_eq!(stack.smtp.messages().len(), 2);
-    // The second node is this same machine: Puppet's second apply of the
-    // manifest converged already, so it changes nothing (idempotent).
-    let puppet = r["steps"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == "os-configuration"))
-        .expect("os-configuration");
-    assert_eq!(puppet["status"], "succeeded", "{puppet}");
+    // The second node is a host of its own too: its first Puppet run
+    // applies changes, it serves the WAR at its own address, and both
+    // member lists name both nodes.
     assert_eq!(
-        puppet["nodes"][0]["summary"], "puppet: no changes",
-        "{puppet}"
+        summary_of(&r, "os-configuration"),
+        "puppet: changes applied"
     );
+    let second_id = r["nodes_added"][0]["instance_id"]
+        .as_str()
+        .expect("an instance id")
+        .to_owned();
+    let second = stack.nodes().wait_for(&second_id, Duration::from_secs(10));
+    assert_ne!(second.address(), first.address());
+    assert!(
+        app_at(&second).await.is_some(),
+        "the second node serves the WAR"
+    );
+    assert!(
+        app_at(&first).await.is_some(),
+        "the first node still serves it"
+    );
+    let both = format!(
+        "tomcat-demo-01={}\ntomcat-demo-02={}\n",
+        first.address(),
+        second.address()
+    );
+    assert_eq!(members_on(&first), both);
+    assert_eq!(members_on(&second), both);
+    // Each node's key is known under its own instance id.
+    let known = std::fs::read_to_string(stack.known_hosts()).expect("known_hosts");
+    for id in [&instance, &second_id] {
+        assert!(
+            known.lines().any(|l| l.starts_with(&format!("{id} "))),
+            "{known}"
+        );
+    }
 
     // The journal shows both runs finished.
     let journal =
@@ -299,11 +368,22 @@ async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
         .expect("list the cluster");
     assert_eq!(left.len(), 1);
     assert_ne!(left[0].id, newest);
-    let members =
-        std::fs::read_to_string("/etc/pyscaler/cluster-members").expect("the member list");
+    // The removed node is gone: its host stopped, its address answers
+    // neither SSH nor HTTP; the one left still serves, and its list names
+    // only itself.
+    assert_eq!(newest, second_id);
     assert!(
-        members.contains("tomcat-demo-01=") && !members.contains("tomcat-demo-02="),
-        "{members}"
+        stack
+            .nodes()
+            .wait_until_gone(&newest, Duration::from_secs(10)),
+        "the terminated instance's host still runs"
+    );
+    assert!(!second.answers_ssh() && !second.answers(8080));
+    assert!(app_at(&second).await.is_none());
+    assert!(app_at(&first).await.is_some());
+    assert_eq!(
+        members_on(&first),
+        format!("tomcat-demo-01={}\n", first.address())
     );
     assert_eq!(stack.smtp.messages().len(), 3);
     let journal =
@@ -315,4 +395,13 @@ async fn scales_out_by_hand_and_by_trigger_then_in(balancing: Balancing) {
             .all(|r| r.state == RunState::Finished(RunStatus::Succeeded)),
         "{runs:?}"
     );
+
+    // The stack stops: nothing of the node hosts is left on the machine
+    // (processes, Tomcat among them; namespaces; links; folders).
+    drop(journal);
+    let footprint = stack.nodes().footprint();
+    assert!(!footprint.pids.is_empty(), "the node left runs");
+    drop(stack);
+    let left = footprint.left();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
