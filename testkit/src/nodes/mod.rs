@@ -454,13 +454,8 @@ fn take_slot() -> (u8, File, Vec<String>) {
 }
 
 fn check_prerequisites() {
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
     assert!(
-        root,
+        crate::sshd::is_root(),
         "node hosts need root (network namespaces, mounts): run the tests as root"
     );
     let mut missing = Vec::new();
