@@ -223,9 +223,14 @@ fn deploy_app(config: &TomcatClusterConfig, shell: Arc<dyn RemoteShell>) -> Resu
             )
             .await
             .map_err(|e| NodeFailure::from(Error::other(ErrorKind::RemoteCommandFailed, e)))?;
+            // The script's own line names the node's loopback, where it
+            // checked; this names the address a client uses.
             Ok(format!(
-                "{}; checked from the controller",
-                out.stdout.trim()
+                "{}; checked from the controller at http://{}:{}/{}/",
+                out.stdout.trim(),
+                host,
+                t.http_port,
+                t.app
             ))
         }
     })
