@@ -5,6 +5,7 @@
 //! ```text
 //! tomcat_cluster --config examples/tomcat/aws.toml --dry-run   # the plan; touches nothing
 //! tomcat_cluster --config examples/tomcat/aws.toml run         # one scale-out, now
+//! tomcat_cluster --config examples/tomcat/aws.toml scale-in    # one scale-in, now (the newest node)
 //! tomcat_cluster --config examples/tomcat/aws.toml watch       # scale out (and in) as the load stays high (low)
 //! tomcat_cluster --config examples/tomcat/aws.toml recover     # undo runs a dead controller left
 //! tomcat_cluster --config examples/tomcat/aws.toml recover --resume  # or finish them
@@ -74,6 +75,17 @@ struct Args {
 enum Mode {
     /// Scale out once, now (the default).
     Run {
+        /// Why, for the report and the email.
+        #[arg(long, default_value = "asked by hand")]
+        reason: String,
+    },
+    /// Scale in once, now: the newest nodes (never a protected one, never
+    /// below `[watch] min_nodes`) leave the load balancer, drain and are
+    /// terminated; the other nodes' member lists are rewritten.
+    ScaleIn {
+        /// How many nodes to remove (at least 1).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        count: u16,
         /// Why, for the report and the email.
         #[arg(long, default_value = "asked by hand")]
         reason: String,
@@ -240,15 +252,12 @@ async fn run(args: Args) -> Result<ExitCode, String> {
 
     let report = match mode {
         Mode::Run { reason } => {
-            let mut ctx = Context::new(cluster).with_trigger(TriggerInfo::new("manual", reason));
-            if let Some(held) = &held {
-                ctx = ctx.with_lease(held.lost().clone());
-            }
-            let report = pipeline.run(&mut ctx).await;
-            if let Some(held) = held {
-                held.release().await;
-            }
-            Some(report)
+            let trigger = TriggerInfo::new("manual", reason);
+            Some(run_once(&pipeline, cluster, trigger, held).await)
+        }
+        Mode::ScaleIn { count, reason } => {
+            let trigger = TriggerInfo::new("manual", reason).with_nodes(usize::from(count));
+            Some(run_once(&scale_in, cluster, trigger, held).await)
         }
         Mode::Watch { runs, timeout } => {
             let pipelines = (pipeline, scale_in);
@@ -276,6 +285,25 @@ async fn run(args: Args) -> Result<ExitCode, String> {
     println!("Report written to {}", args.report.display());
     print_journal_link(&args.config, &config, &report);
     Ok(exit_code(report.is_success()))
+}
+
+/// One run of `pipeline` asked by hand, under the lease when there is one
+/// (released after it).
+async fn run_once(
+    pipeline: &Pipeline,
+    cluster: Cluster,
+    trigger: TriggerInfo,
+    held: Option<HeldLease>,
+) -> RunReport {
+    let mut ctx = Context::new(cluster).with_trigger(trigger);
+    if let Some(held) = &held {
+        ctx = ctx.with_lease(held.lost().clone());
+    }
+    let report = pipeline.run(&mut ctx).await;
+    if let Some(held) = held {
+        held.release().await;
+    }
+    report
 }
 
 fn exit_code(success: bool) -> ExitCode {

@@ -179,6 +179,10 @@ pub struct Call {
     pub injected: bool,
     /// Whether the answer was replayed for a ClientToken seen before.
     pub replayed: bool,
+    /// The instance ids the call names (`InstanceId.1`, `Targets.member.1.Id`,
+    /// `Instances.member.1.InstanceId`), in order: what a test needs to tell
+    /// which instances a deregistration or a termination was about.
+    pub instance_ids: Vec<String>,
 }
 
 /// An error body in the shape of the API `service` speaks:
@@ -190,8 +194,16 @@ pub(crate) fn error_body(
     code: &str,
     message: &str,
 ) -> String {
-    let (code, message) = (escape(code), escape(message));
     let request_id = "c0ffee00-0000-4000-8000-00000000fa17";
+    if service == "dynamodb" {
+        // The JSON protocol: `__type` names the error, as DynamoDB sends it.
+        return serde_json::json!({
+            "__type": format!("com.amazonaws.dynamodb.v20120810#{code}"),
+            "message": message,
+        })
+        .to_string();
+    }
+    let (code, message) = (escape(code), escape(message));
     if service == "ec2" {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code>\

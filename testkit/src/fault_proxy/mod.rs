@@ -6,12 +6,13 @@
 //! in front of (also on `127.0.0.1`), and per call can:
 //! - answer an AWS error (`InsufficientInstanceCapacity`, `RequestLimitExceeded`,
 //!   `ServiceUnavailable`, ...) in the XML shape of the EC2 or ELB query API,
+//!   or in DynamoDB's JSON (`ProvisionedThroughputExceededException`),
 //!   or a bare HTTP 500/503 with no error code ([`Fault`]);
 //! - do so *after* moto executed the call, so the call took effect but its
 //!   answer is lost ([`Fault::after_execution`]);
 //! - replay the answer of a RunInstances whose `ClientToken` it has seen, as
 //!   EC2 does and moto does not ([`FaultProxy::replay_client_tokens`], on by default);
-//! - log every call (action, client token, status) so tests can count them
+//! - log every call (action, client token, instance ids, status) so tests can count them
 //!   ([`FaultProxy::calls`], [`FaultProxy::count`]).
 //!
 //! It runs on its own thread and tokio runtime, so it serves whatever runtime
@@ -215,6 +216,20 @@ struct Asked {
 }
 
 impl Asked {
+    /// The instance ids the call names, in the query APIs' list shapes.
+    fn instance_ids(&self) -> Vec<String> {
+        self.params
+            .iter()
+            .filter(|(k, _)| {
+                (k.starts_with("InstanceId.")
+                    || (k.starts_with("Targets.member.") && k.ends_with(".Id"))
+                    || (k.starts_with("Instances.member.") && k.ends_with(".InstanceId")))
+                    && !k.starts_with("Filter")
+            })
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     fn read(parts: &hyper::http::request::Parts, body: &[u8]) -> Self {
         let mut params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
         if let Some(query) = parts.uri.query() {
@@ -279,6 +294,7 @@ async fn handle(
         executed: false,
         injected: false,
         replayed: false,
+        instance_ids: asked.instance_ids(),
     };
     let respond = |call: Call, response: Response<Full<Bytes>>| {
         let mut call = call;
@@ -396,6 +412,22 @@ async fn forward(
 
 fn answer(asked: &Asked, a: &Answer) -> Response<Full<Bytes>> {
     match a {
+        Answer::Error {
+            code,
+            message,
+            status,
+        } if asked.service == "dynamodb" => {
+            // DynamoDB answers throttling with HTTP 400 and the code in JSON.
+            let mut r = with_status(
+                *status,
+                Bytes::from(error_body(&asked.service, None, code, message)),
+            );
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.0"),
+            );
+            r
+        }
         Answer::Error {
             code,
             message,
