@@ -159,14 +159,37 @@ impl LoadBalancer for TargetGroups {
             .deregister_targets()
             .target_group_arn(target_group)
             .set_targets(Some(self.targets(instance_ids)));
-        call(
+        let result = call(
             "ELBv2",
             "DeregisterTargets",
             &subjects(target_group, instance_ids),
             request.send(),
         )
-        .await
-        .map(|_| ())
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            // AWS answers success for a target the group does not hold; moto
+            // answers InvalidTarget. So a retried call whose first answer was
+            // lost after it took effect fails against moto: the targets are
+            // gone, which is what was asked. Done when the group confirms it.
+            Err(e) if e.code() == Some("InvalidTarget") => {
+                let held = self.describe(target_group, &[]).await?;
+                let still = held.iter().any(|d| {
+                    let id = d.target().and_then(|t| t.id()).unwrap_or_default();
+                    let state = d
+                        .target_health()
+                        .and_then(|h| h.state())
+                        .map(|s| s.as_str());
+                    instance_ids.iter().any(|i| i == id) && state != Some("draining")
+                });
+                if still {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn health(

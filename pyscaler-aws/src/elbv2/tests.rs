@@ -254,3 +254,50 @@ async fn elbv2_refusals_are_classified_by_their_codes_once() {
         assert!(err.to_string().contains(ARN), "{code}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_deregistration_repeated_after_its_answer_was_lost_is_done_when_the_group_holds_none() {
+    // AWS answers success for targets the group does not hold; moto answers
+    // InvalidTarget, which a retry whose first answer was lost meets. The
+    // group's own list decides: without them it is done; with one of them
+    // still in it (and not draining), the refusal stands.
+    let no_targets = |held: Vec<TargetHealthDescription>| {
+        let refused = mock!(Client::deregister_targets)
+            .then_http_response(|| refusal("InvalidTarget", "The specified target does not exist"));
+        let listed = mock!(Client::describe_target_health).then_output(move || {
+            DescribeTargetHealthOutput::builder()
+                .set_target_health_descriptions(Some(held.clone()))
+                .build()
+        });
+        (refused, listed)
+    };
+    let ids = ["i-1".to_owned()];
+    for (held, done) in [
+        (vec![], true),
+        (
+            vec![target("i-1", TargetHealthStateEnum::Draining, None)],
+            true,
+        ),
+        (
+            vec![target("i-2", TargetHealthStateEnum::Healthy, None)],
+            true,
+        ),
+        (
+            vec![target("i-1", TargetHealthStateEnum::Healthy, None)],
+            false,
+        ),
+    ] {
+        let (refused, listed) = no_targets(held.clone());
+        let groups = TargetGroups::from_client(mock_client!(
+            aws_sdk_elasticloadbalancingv2,
+            RuleMode::MatchAny,
+            [&refused, &listed],
+            |c| c.retry_config(
+                aws_sdk_elasticloadbalancingv2::config::retry::RetryConfig::disabled()
+            )
+        ));
+        let result = groups.deregister(ARN, &ids).await;
+        assert_eq!(result.is_ok(), done, "{held:?}: {result:?}");
+        assert_eq!(listed.num_calls(), 1, "{held:?}");
+    }
+}
