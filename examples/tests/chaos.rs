@@ -65,6 +65,15 @@ async fn chaos_campaign_short() {
     campaign(SHORT_SEED, 0, 15).await;
 }
 
+/// Seed 2026's cycle 14, which found a defect: its scale-in's
+/// DeregisterTargets answer is lost after it took effect, and the SDK's
+/// retry met moto's `InvalidTarget` (AWS answers success), which failed the
+/// scale-in. The same plan must now pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn chaos_regression_lost_deregistration_seed_2026_cycle_14() {
+    campaign(2026, 14, 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "the long campaign: scripts/chaos [CYCLES] [SEED]"]
 async fn chaos_campaign() {
