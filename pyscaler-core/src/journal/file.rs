@@ -121,17 +121,35 @@ impl FileJournal {
     fn read_entries(path: &Path) -> Result<Vec<JournalEntry>> {
         let file = File::open(path)
             .map_err(|e| io_error(format!("read journal {}", path.display()), e))?;
+        Self::parse_entries(BufReader::new(file), &path.display().to_string())
+            .map_err(|e| io_error(format!("read journal {}", path.display()), e))
+    }
+
+    /// The entries of the journal text `reader` holds (`journal` names it
+    /// in the log). Read as bytes and decoded line by line: a line cut by a
+    /// crash mid-write, even in the middle of a multi-byte character, is
+    /// skipped, and every whole line before it is kept.
+    pub(super) fn parse_entries(
+        mut reader: impl BufRead,
+        journal: &str,
+    ) -> std::io::Result<Vec<JournalEntry>> {
         let mut entries = Vec::new();
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| io_error(format!("read journal {}", path.display()), e))?;
-            if line.trim().is_empty() {
+        let mut line = Vec::new();
+        let mut number = 0usize;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            number += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match serde_json::from_str(&line) {
+            match serde_json::from_slice(&line) {
                 Ok(entry) => entries.push(entry),
                 // A line cut by a crash mid-write is the last one: skip it, keep the rest.
                 Err(e) => {
-                    tracing::warn!(journal = %path.display(), line = i + 1, error = %e, "Skipping an unreadable journal line.")
+                    tracing::warn!(journal, line = number, error = %e, "Skipping an unreadable journal line.")
                 }
             }
         }

@@ -257,4 +257,6 @@ pub(crate) async fn write(journal: &dyn Journal, entry: JournalEntry) -> Result<
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

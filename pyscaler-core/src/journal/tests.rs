@@ -155,3 +155,40 @@ async fn no_step_starts_when_its_intent_cannot_be_written() {
         .message
         .contains("No space left on device"));
 }
+
+#[tokio::test]
+async fn a_line_torn_inside_a_multibyte_character_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = FileJournal::open(dir.path(), "web").unwrap();
+    let at = chrono::DateTime::from_timestamp(1_760_000_000, 0).unwrap();
+    let started = JournalEntry::RunStarted {
+        run_id: RunId::new("run-1"),
+        pipeline: "scale-out".into(),
+        cluster: "web".into(),
+        trigger: TriggerInfo::default(),
+        at,
+    };
+    journal.append(started.clone()).await.unwrap();
+    journal
+        .append(JournalEntry::StepStarted {
+            run_id: RunId::new("run-1"),
+            step: "déploiement".into(),
+            intent: Vec::new(),
+            at,
+        })
+        .await
+        .unwrap();
+    drop(journal);
+    // The controller died in the middle of `é` (two bytes: C3 A9).
+    let mut bytes = std::fs::read(FileJournal::path_of(dir.path(), "web")).unwrap();
+    let e_acute = bytes.windows(2).position(|w| w == [0xC3, 0xA9]).unwrap();
+    bytes.truncate(e_acute + 1);
+    std::fs::write(FileJournal::path_of(dir.path(), "web"), &bytes).unwrap();
+
+    assert_eq!(FileJournal::read(dir.path(), "web").unwrap(), [started]);
+    let journal = FileJournal::open(dir.path(), "web").unwrap();
+    let runs = journal.runs().await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].state, RunState::Unfinished);
+    assert!(runs[0].steps.is_empty(), "{:?}", runs[0].steps);
+}
