@@ -387,4 +387,6 @@ impl Trigger for ThresholdTrigger {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
