@@ -217,6 +217,51 @@ impl RemoveEc2Node {
             .collect();
         victims(nodes, ctx.trigger().nodes.unwrap_or(self.count), order)
     }
+
+    /// The nodes a run removes: [`choose`](Self::choose)'s, once checked.
+    ///
+    /// # Errors
+    /// When there is none, one is protected or not an EC2 instance, or
+    /// removing them would leave the cluster below its minimum: the run then
+    /// removes nothing.
+    fn checked(&self, ctx: &Context) -> Result<Vec<Node>> {
+        let chosen = self.choose(ctx);
+        if chosen.is_empty() {
+            return Err(Error::other(
+                ErrorKind::InvalidInput,
+                format!(
+                    "no EC2 node to remove in cluster {} (protected nodes are never picked)",
+                    ctx.cluster().name()
+                ),
+            ));
+        }
+        if let Some(n) = chosen.iter().find(|n| n.is_protected()) {
+            return Err(Error::other(
+                ErrorKind::InvalidInput,
+                format!("node {} is protected from scale-in", n.name),
+            )
+            .on_node(n.name.clone()));
+        }
+        if let Some(n) = chosen.iter().find(|n| n.instance_id.is_none()) {
+            return Err(Error::other(
+                ErrorKind::InvalidInput,
+                format!("node {} is not an EC2 instance", n.name),
+            )
+            .on_node(n.name.clone()));
+        }
+        let size = ctx.cluster().len();
+        // Saturating: a minimum read from a file may be as large as it likes.
+        if size < chosen.len().saturating_add(self.min_nodes) {
+            return Err(AwsError::BelowMinimum {
+                cluster: ctx.cluster().name().to_owned(),
+                size,
+                removing: chosen.len(),
+                minimum: self.min_nodes,
+            }
+            .into());
+        }
+        Ok(chosen)
+    }
 }
 
 #[async_trait]
@@ -253,47 +298,16 @@ impl Action for RemoveEc2Node {
         }
     }
 
+    /// What a run would remove: none when it would refuse (below the
+    /// cluster's minimum, a protected target), as the run does.
     fn nodes_to_remove(&self, ctx: &Context) -> Vec<Node> {
-        self.choose(ctx)
+        self.checked(ctx).unwrap_or_default()
     }
 
     async fn run(&self, ctx: &mut Context) -> Result<()> {
         let started = tokio::time::Instant::now();
         let step = ctx.step_name().to_owned();
-        let chosen = self.choose(ctx);
-        if chosen.is_empty() {
-            return Err(Error::other(
-                ErrorKind::InvalidInput,
-                format!(
-                    "no EC2 node to remove in cluster {} (protected nodes are never picked)",
-                    ctx.cluster().name()
-                ),
-            ));
-        }
-        if let Some(n) = chosen.iter().find(|n| n.is_protected()) {
-            return Err(Error::other(
-                ErrorKind::InvalidInput,
-                format!("node {} is protected from scale-in", n.name),
-            )
-            .on_node(n.name.clone()));
-        }
-        if let Some(n) = chosen.iter().find(|n| n.instance_id.is_none()) {
-            return Err(Error::other(
-                ErrorKind::InvalidInput,
-                format!("node {} is not an EC2 instance", n.name),
-            )
-            .on_node(n.name.clone()));
-        }
-        let size = ctx.cluster().len();
-        if size < chosen.len() + self.min_nodes {
-            return Err(AwsError::BelowMinimum {
-                cluster: ctx.cluster().name().to_owned(),
-                size,
-                removing: chosen.len(),
-                minimum: self.min_nodes,
-            }
-            .into());
-        }
+        let chosen = self.checked(ctx)?;
         let ids: Vec<String> = chosen
             .iter()
             .filter_map(|n| n.instance_id.clone())
@@ -368,5 +382,7 @@ impl Action for RemoveEc2Node {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
