@@ -49,7 +49,12 @@ fn action(pick: Pick, count: usize, min_nodes: usize) -> RemoveEc2Node {
 
 fn specs() -> impl Strategy<Value = Vec<Spec>> {
     prop::collection::vec(
-        (0u8..20, prop::option::of(0u8..3), prop::bool::weighted(0.25), prop::bool::weighted(0.9)),
+        (
+            0u8..20,
+            prop::option::of(0u8..3),
+            prop::bool::weighted(0.25),
+            prop::bool::weighted(0.9),
+        ),
         0..12,
     )
 }
@@ -59,7 +64,11 @@ fn min_nodes() -> impl Strategy<Value = usize> {
 }
 
 fn assert_safe(chosen: &[Node], cluster: &Cluster, asked: usize, min: usize) {
-    assert!(chosen.len() <= asked, "{} chosen, {asked} asked", chosen.len());
+    assert!(
+        chosen.len() <= asked,
+        "{} chosen, {asked} asked",
+        chosen.len()
+    );
     // Removing none keeps any cluster as it is, even one already below its minimum.
     assert!(
         chosen.is_empty() || cluster.len() - chosen.len() >= min,
@@ -72,7 +81,11 @@ fn assert_safe(chosen: &[Node], cluster: &Cluster, asked: usize, min: usize) {
     for n in chosen {
         assert!(!n.is_protected(), "protected {} chosen", n.name);
         assert!(n.instance_id.is_some(), "{} is not an instance", n.name);
-        assert!(cluster.nodes().iter().any(|c| c.id == n.id), "{} not in the cluster", n.name);
+        assert!(
+            cluster.nodes().iter().any(|c| c.id == n.id),
+            "{} not in the cluster",
+            n.name
+        );
     }
 }
 

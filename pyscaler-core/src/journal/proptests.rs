@@ -143,7 +143,12 @@ fn step_names(run: &RunRecord) -> Vec<&str> {
 /// What replaying a prefix reports is a prefix of what the whole journal
 /// reports: runs in the order they started, each run's steps in order.
 fn assert_prefix_of(part: &[RunRecord], all: &[RunRecord]) {
-    assert!(part.len() <= all.len(), "{} runs of {}", part.len(), all.len());
+    assert!(
+        part.len() <= all.len(),
+        "{} runs of {}",
+        part.len(),
+        all.len()
+    );
     for (p, a) in part.iter().zip(all) {
         assert_eq!(p.run_id, a.run_id);
         let (ps, as_) = (step_names(p), step_names(a));
