@@ -176,4 +176,5 @@ pub mod process;
 pub mod prometheus;
 pub mod smtp;
 pub mod sshd;
+pub mod toml_fuzz;
 mod venv;
