@@ -27,13 +27,14 @@ pub enum ConfigError {
     },
     /// The file is not valid TOML of this format (a wrong type, an unknown
     /// key, a bad `[ec2]` profile); the message names the key and the line.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {message}", path.display())]
     Malformed {
         /// The file.
         path: PathBuf,
-        /// The parser's account, with the line and the key.
-        #[source]
-        source: toml::de::Error,
+        /// The parser's account, with the line, the column and the key;
+        /// never the line itself (the parser's own `Display` quotes it, and
+        /// it may be the password cut short).
+        message: String,
     },
     /// A section parsed but is not usable (an SSH key that does not exist,
     /// a malformed mail address).
@@ -323,9 +324,9 @@ impl TomcatClusterConfig {
             path: path.to_owned(),
             source,
         })?;
-        let mut config: Self = toml::from_str(&text).map_err(|source| ConfigError::Malformed {
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Malformed {
             path: path.to_owned(),
-            source,
+            message: pyscaler_core::config_error_at(&text, e.span(), e.message()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         if config.assets.is_relative() {
@@ -368,6 +369,8 @@ impl TomcatClusterConfig {
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;

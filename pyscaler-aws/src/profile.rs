@@ -303,7 +303,12 @@ impl Ec2Profile {
     /// [`AwsError::InvalidSetting`] naming the field and the value, for a
     /// malformed file or a value that cannot be right.
     pub fn from_toml(text: &str) -> Result<Self, AwsError> {
-        toml::from_str(text).map_err(|e| AwsError::invalid("EC2 profile", e.message().to_owned()))
+        toml::from_str(text).map_err(|e| {
+            AwsError::invalid(
+                "EC2 profile",
+                pyscaler_core::config_error_at(text, e.span(), e.message()),
+            )
+        })
     }
 
     /// The region.
@@ -395,5 +400,7 @@ impl Ec2Profile {
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

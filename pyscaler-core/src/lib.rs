@@ -47,6 +47,7 @@
 
 mod action;
 mod cluster;
+mod config_text;
 mod context;
 mod decision;
 mod direction;
@@ -80,6 +81,7 @@ mod wrappers;
 pub use action::MockAction;
 pub use action::{Action, Effects};
 pub use cluster::{Cluster, Node, NodeAddress, NodeState, RunId, PROTECTED_TAG};
+pub use config_text::config_error_at;
 pub use context::{Context, Outputs, TriggerInfo};
 pub use decision::{Decision, MissingData, NodeStep, Skip, Verdict};
 pub use direction::Direction;

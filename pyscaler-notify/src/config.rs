@@ -143,8 +143,11 @@ impl SmtpConfig {
     /// malformed address (named in the message) or anything
     /// [`SmtpConfig::validate`] refuses.
     pub fn from_toml(text: &str) -> Result<Self, NotifyError> {
-        let cfg: Self =
-            toml::from_str(text).map_err(|e| NotifyError::InvalidConfig(e.to_string()))?;
+        // Not the parser's `Display`: it quotes the line, which may be the
+        // password cut short.
+        let cfg: Self = toml::from_str(text).map_err(|e| {
+            NotifyError::InvalidConfig(pyscaler_core::config_error_at(text, e.span(), e.message()))
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -192,6 +195,8 @@ impl SmtpConfig {
     }
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
