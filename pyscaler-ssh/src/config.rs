@@ -54,7 +54,7 @@ pub enum KnownHostsName {
 
 /// How to authenticate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "method")]
+#[serde(rename_all = "kebab-case", tag = "method", try_from = "AuthFields")]
 #[non_exhaustive]
 pub enum SshAuth {
     /// A private key file without passphrase (ed25519, ECDSA, or RSA signed with SHA-2).
@@ -64,6 +64,42 @@ pub enum SshAuth {
     },
     /// The keys of the running SSH agent (`SSH_AUTH_SOCK`).
     Agent,
+}
+
+/// `auth` as a file writes it. Read through this rather than by the tag
+/// alone: serde lets a unit variant (`agent`) carry any other key
+/// unchecked, so `{ method = "agent", pth = "..." }` would pass silently.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFields {
+    method: AuthMethod,
+    #[serde(default)]
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum AuthMethod {
+    KeyFile,
+    Agent,
+}
+
+impl TryFrom<AuthFields> for SshAuth {
+    type Error = String;
+
+    fn try_from(f: AuthFields) -> Result<Self, String> {
+        match (f.method, f.path) {
+            (AuthMethod::KeyFile, Some(path)) => Ok(Self::KeyFile { path }),
+            (AuthMethod::KeyFile, None) => {
+                Err("missing field `path` for method = \"key-file\"".into())
+            }
+            (AuthMethod::Agent, None) => Ok(Self::Agent),
+            (AuthMethod::Agent, Some(_)) => Err(
+                "unknown field `path` for method = \"agent\" (a key file is method = \"key-file\")"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// How to reach the nodes of a cluster over SSH.
@@ -346,6 +382,8 @@ fn check_key_file(path: &Path) -> Result<(), SshError> {
     )))
 }
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
