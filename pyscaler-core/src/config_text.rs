@@ -33,10 +33,34 @@ pub fn config_error_at(text: &str, span: Option<Range<usize>>, message: &str) ->
     let line = text[..start].matches('\n').count() + 1;
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..start].chars().count() + 1;
+    // A span over several lines that starts at the beginning of a line is
+    // a whole table's (a check across its keys): name no key of it.
+    let end = span.end.clamp(start, text.len());
+    let whole_table = text[line_start..start].trim().is_empty()
+        && text
+            .get(start..end)
+            .is_some_and(|s| s.trim_end().contains('\n'));
+    if whole_table {
+        return match table_at(text, line) {
+            Some(table) => format!("table `{table}` (line {line}): {message}"),
+            None => message.to_owned(),
+        };
+    }
     match key_at(text, line) {
         Some(key) => format!("line {line}, column {column}, key `{key}`: {message}"),
         None => format!("line {line}, column {column}: {message}"),
     }
+}
+
+/// The table line `wanted` (1-based) is in: its own name on a header line.
+fn table_at(text: &str, wanted: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().take(wanted).collect();
+    let header = lines
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))?;
+    let name = header.trim_start().trim_start_matches('[');
+    Some(name.split(']').next().unwrap_or(name).trim().to_owned())
 }
 
 /// The dotted key assigned on line `wanted` (1-based), or on the line its
@@ -126,6 +150,17 @@ mod tests {
         let text = "to = [\n  \"a@x\", # [not a bracket\n  \"b@\",\n]\nport = 1\n";
         assert_eq!(at(text, "\"b@\""), "line 3, column 3, key `to`: bad");
         assert_eq!(at(text, "1"), "line 5, column 8, key `port`: bad");
+    }
+
+    #[test]
+    fn a_check_across_a_whole_table_names_the_table_not_one_of_its_keys() {
+        let text = "region = \"r\"\nimage = \"i\"\n[ssh]\nuser = \"a\"\nport = 0\n";
+        assert_eq!(config_error_at(text, Some(0..text.len()), "bad"), "bad");
+        let ssh = text.find("user").expect("in the text");
+        assert_eq!(
+            config_error_at(text, Some(ssh..text.len()), "bad"),
+            "table `ssh` (line 4): bad"
+        );
     }
 
     #[test]
