@@ -4,7 +4,7 @@
 //! nothing of its run is left unfinished, as a supervisor would.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -29,10 +29,9 @@ pub(crate) struct Outcome {
     pub(crate) killed: bool,
     /// The restarted controllers' output, when it was killed.
     pub(crate) recovery_output: String,
-    /// From the kill to the end of the recovery that succeeded.
+    /// From the kill to the end of the recovery that succeeded (`None`:
+    /// no recovery succeeded, or none was needed).
     pub(crate) recovery: Option<Duration>,
-    /// The restarted controller's runs, and whether one succeeded.
-    pub(crate) recovered: bool,
     /// The first controller's output.
     pub(crate) output: String,
     /// A controller that did not end within its bound (then killed).
@@ -90,7 +89,6 @@ pub(crate) fn run(
                 }
                 // A resumed run that failed still ended: it was undone.
                 if exit == Some(0) || (phase.resume && exit == Some(1)) {
-                    outcome.recovered = true;
                     outcome.recovery = Some(killed_at.elapsed());
                     break;
                 }
@@ -236,7 +234,7 @@ fn signal(node: &NodeHost, sig: &str) {
 }
 
 /// The report a phase's controller wrote, if it wrote one.
-pub(crate) fn read_report(path: &PathBuf) -> Option<serde_json::Value> {
+pub(crate) fn read_report(path: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     serde_json::from_str(&text).ok()
 }

@@ -283,7 +283,7 @@ impl Campaign {
             ));
         }
         if outcome.killed {
-            if !outcome.recovered {
+            if outcome.recovery.is_none() {
                 return Err(format!(
                     "the restarted controller could not recover:\n{}",
                     outcome.recovery_output
@@ -319,7 +319,7 @@ impl Campaign {
         // The report of the run, or of its resumption after a kill.
         let mut reports = Vec::new();
         if !outcome.killed {
-            reports.extend(controller::read_report(&report.to_path_buf()));
+            reports.extend(controller::read_report(report));
         } else if phase.resume {
             for attempt in 0..4 {
                 reports.extend(controller::read_report(
