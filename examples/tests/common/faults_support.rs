@@ -262,7 +262,7 @@ impl Store {
     }
 }
 
-async fn dynamo_client(stack: &LocalStack) -> aws_sdk_dynamodb::Client {
+pub(crate) async fn dynamo_client(stack: &LocalStack) -> aws_sdk_dynamodb::Client {
     pyscaler_aws::dynamodb_client(
         &ClientConfig::new(moto::REGION)
             .endpoint_url(stack.moto.endpoint_url())

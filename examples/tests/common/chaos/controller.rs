@@ -1,7 +1,9 @@
 //! One phase of a cycle: the controller (`tomcat_cluster`) runs as a process
 //! of its own while the phase's node fault strikes, is maybe killed with
 //! SIGKILL, and is then restarted (`recover`, or `recover --resume`) until
-//! nothing of its run is left unfinished, as a supervisor would.
+//! nothing of its run is left unfinished, as a supervisor would. A
+//! controller that lost its lease (its renewals late, on a loaded machine)
+//! abandons its run to the lease's next holder: it is restarted the same way.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -27,9 +29,13 @@ pub(crate) struct Outcome {
     pub(crate) exit: Option<i32>,
     /// It was killed with SIGKILL.
     pub(crate) killed: bool,
+    /// It lost its lease and left its run to the next holder (its report
+    /// says so).
+    pub(crate) lease_lost: bool,
     /// The restarted controllers' output, when it was killed.
     pub(crate) recovery_output: String,
-    /// From the kill to the end of the recovery that succeeded (`None`:
+    /// From the kill (or the exit after a lost lease) to the end of the
+    /// recovery that succeeded (`None`:
     /// no recovery succeeded, or none was needed).
     pub(crate) recovery: Option<Duration>,
     /// The first controller's output.
@@ -72,7 +78,8 @@ pub(crate) fn run(
         if let Some(striker) = striker {
             let _ = striker.join();
         }
-        if killed {
+        outcome.lease_lost = !killed && read_report(report).is_some_and(|r| lost_lease(&r));
+        if killed || outcome.lease_lost {
             let killed_at = Instant::now();
             let mode: &[&str] = if phase.resume {
                 &["recover", "--resume"]
@@ -231,6 +238,14 @@ fn signal(node: &NodeHost, sig: &str) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status();
+}
+
+/// Whether a report is of a run abandoned because the lease was lost.
+fn lost_lease(report: &serde_json::Value) -> bool {
+    report["status"] == "cancelled"
+        && report["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("lease lost"))
 }
 
 /// The report a phase's controller wrote, if it wrote one.

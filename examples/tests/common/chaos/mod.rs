@@ -11,7 +11,9 @@
 //! node paused with SIGSTOP); Puppet, the script and the application from
 //! fault flags the campaign's assets read; the SMTP server and Prometheus
 //! down as nothing listening at the address the controller was given;
-//! the controller killed with SIGKILL and restarted ([`controller`]).
+//! the controller killed with SIGKILL and restarted ([`controller`]). A
+//! controller that lost its lease (renewals late on a loaded machine: the
+//! campaign's lease is 6 s) is restarted the same way.
 
 pub(crate) mod assets;
 mod controller;
@@ -52,6 +54,8 @@ pub(crate) struct Stats {
     pub(crate) failed: u32,
     pub(crate) faults: BTreeMap<&'static str, u32>,
     pub(crate) crashes: u32,
+    /// Controllers that lost their lease mid-run and were restarted.
+    pub(crate) leases_lost: u32,
     pub(crate) recoveries: u32,
     pub(crate) violations: u32,
     pub(crate) launched: usize,
@@ -65,12 +69,18 @@ pub(crate) struct Campaign {
     pub(crate) stack: LocalStack,
     proxy: FaultProxy,
     providers: Providers,
+    /// DynamoDB itself (not through the proxy), to take the lease.
+    dynamo: aws_sdk_dynamodb::Client,
     config: PathBuf,
     smtp_down: PathBuf,
     prometheus_down: PathBuf,
     flags: PathBuf,
     subnets: Vec<String>,
     dir: PathBuf,
+    /// Takes the lease from the controller of every phase this long after
+    /// it starts, as another controller would once this one's renewals
+    /// were late (the regression tests of seeds 2027 and 2028).
+    pub(crate) steal_lease_after: Option<Duration>,
     pub(crate) stats: Stats,
 }
 
@@ -145,6 +155,7 @@ impl Campaign {
                 moto::ACCESS_KEY_ID,
                 moto::SECRET_ACCESS_KEY,
             ));
+        let dynamo = crate::faults_support::dynamo_client(&stack).await;
         let providers = Providers {
             ec2: SdkEc2::connect(&aws).await,
             target_groups: TargetGroups::connect(&aws).await,
@@ -157,12 +168,14 @@ impl Campaign {
             stack,
             proxy,
             providers,
+            dynamo,
             config,
             smtp_down,
             prometheus_down,
             flags,
             subnets,
             dir,
+            steal_lease_after: None,
             stats: Stats::default(),
         };
         campaign
@@ -263,11 +276,23 @@ impl Campaign {
         } else {
             &["scale-in", "--reason", "chaos campaign"]
         };
+        let theft = self.steal_lease_after.map(|after| {
+            let dynamo = self.dynamo.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                steal_lease(&dynamo).await
+            })
+        });
         let stack = &self.stack;
         let command = |report: &Path| tomcat_cluster(stack, &config, report);
         let outcome = tokio::task::block_in_place(|| {
             controller::run(&command, &report, args, phase, stack.nodes(), PAUSE_FOR)
         });
+        if let Some(theft) = theft {
+            if let Ok(Err(e)) = theft.await {
+                return Err(format!("could not take the lease: {e}"));
+            }
+        }
         self.disarm();
         self.stats.runs += 1;
         for f in &phase.faults {
@@ -282,7 +307,10 @@ impl Campaign {
                 outcome.output, outcome.recovery_output
             ));
         }
-        if outcome.killed {
+        if outcome.lease_lost {
+            self.stats.leases_lost += 1;
+        }
+        if outcome.killed || outcome.lease_lost {
             if outcome.recovery.is_none() {
                 return Err(format!(
                     "the restarted controller could not recover:\n{}",
@@ -300,7 +328,18 @@ impl Campaign {
         }
         // The node hosts follow moto within half a second.
         tokio::time::sleep(Duration::from_millis(600)).await;
-        self.check(phase, scale_out, &report, &outcome).await
+        // The controllers' own words explain a broken invariant.
+        self.check(phase, scale_out, &report, &outcome)
+            .await
+            .map_err(|broken| {
+                format!(
+                    "{broken}\n  controller output (last lines):\n{}",
+                    tail(
+                        &format!("{}{}", outcome.output, outcome.recovery_output),
+                        60
+                    )
+                )
+            })
     }
 
     async fn check(
@@ -316,11 +355,13 @@ impl Campaign {
         invariants::only_succeeded_runs_run(&instances, &runs)?;
         invariants::balancers_hold_only_running(&self.providers, &instances).await?;
         invariants::one_launch_per_token(&calls)?;
-        // The report of the run, or of its resumption after a kill.
+        // The report of the run, or of its resumption after a kill (or a
+        // lost lease).
         let mut reports = Vec::new();
         if !outcome.killed {
             reports.extend(controller::read_report(report));
-        } else if phase.resume {
+        }
+        if (outcome.killed || outcome.lease_lost) && phase.resume {
             for attempt in 0..4 {
                 reports.extend(controller::read_report(
                     &report.with_extension(format!("recover-{attempt}.json")),
@@ -414,11 +455,12 @@ impl Campaign {
             t.push_str(&format!("| - {kind} | {n} |\n"));
         }
         t.push_str(&format!(
-            "| controller killed (SIGKILL) / recovered | {} / {} |\n\
+            "| controller killed (SIGKILL) / lost its lease / recovered | {} / {} / {} |\n\
              | invariant violations | {} |\n\
              | instances launched / terminated | {} / {} |\n\
              | slowest recovery | {:.1} s |\n| took | {:.0} s |\n",
             s.crashes,
+            s.leases_lost,
             s.recoveries,
             s.violations,
             s.launched,
@@ -428,4 +470,39 @@ impl Campaign {
         ));
         t
     }
+}
+
+/// Takes the cluster's lease in DynamoDB for another owner (the next epoch,
+/// for the campaign's lease duration), as a second controller would once
+/// the first one's lease had lapsed.
+async fn steal_lease(dynamo: &aws_sdk_dynamodb::Client) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    dynamo
+        .update_item()
+        .table_name("pyscaler")
+        .key("pk", AttributeValue::S(format!("cluster#{CLUSTER}")))
+        .key("sk", AttributeValue::S("lease".into()))
+        .update_expression("SET #o = :thief, expires_ms = :exp, epoch = epoch + :one")
+        .condition_expression("attribute_exists(epoch)")
+        .expression_attribute_names("#o", "owner")
+        .expression_attribute_values(":thief", AttributeValue::S("chaos-thief".into()))
+        .expression_attribute_values(":exp", AttributeValue::N((now + 6_000).to_string()))
+        .expression_attribute_values(":one", AttributeValue::N("1".into()))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// The last `n` lines of `text`, indented.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| format!("    {l}\n"))
+        .collect()
 }
