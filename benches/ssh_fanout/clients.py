@@ -1,21 +1,24 @@
 """The peers' side of the SSH fan-out benchmark: Fabric and parallel-ssh.
 
-    python clients.py <fabric|pssh> <a|b> <work-dir> [hosts]
+    python clients.py <fabric|pssh> <a|b> <work-dir> [hosts] [concurrency]
 
-<work-dir> holds `env` (written by bench_sshd), `ssh_config` (hosts h000..h099,
-all 127.0.0.1), and `payload.bin` (100 KB). Workload a runs `true` on each host;
+The hosts are the first `hosts` (100) rows of the inventory
+<work-dir>/hosts.tsv (`name<TAB>address<TAB>port`, written by `run`); the
+login user and key come from <work-dir>/env (written by bench_sshd), the
+100 KB payload is <work-dir>/payload.bin. Workload a runs `true` on each host;
 b uploads the payload to each host, then runs five commands (the first checks
-the upload's size). Every host gets its own SSH session. Prints
-`op_wall=<seconds>`: the fan-out alone, without interpreter start and imports.
-Any failure exits non-zero.
+the upload's size). Every host gets its own SSH session.
+
+`concurrency` is `default` (the default: the tool's own, Fabric's
+ThreadingGroup a thread per host, parallel-ssh's pool of 100) or a number.
+Prints `concurrency=<n>` and `op_wall=<seconds>`: the fan-out alone, without
+interpreter start and imports. Any failure exits non-zero.
 """
 
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-CONCURRENCY = 100
 
 
 def read_env(work):
@@ -28,59 +31,95 @@ def read_env(work):
     return env
 
 
+def read_inventory(work, n):
+    """The first n hosts of the inventory, as (name, address, port)."""
+    path = os.path.join(work, "hosts.tsv")
+    hosts = []
+    with open(path) as f:
+        for line in f:
+            if line.strip() and len(hosts) < n:
+                name, address, port = line.rstrip("\n").split("\t")
+                hosts.append((name, address, int(port)))
+    if len(hosts) < n:
+        raise SystemExit(f"{path} has {len(hosts)} hosts, {n} asked for")
+    return hosts
+
+
 def commands(path):
     return ["uname -r", "id -u", f"ls -l {path}", f"rm -f {path}"]
 
 
-def fabric(workload, work, hosts, env, payload):
-    from fabric import Config, ThreadingGroup
+def fabric(workload, hosts, concurrency, env, payload):
+    from fabric import Config, Connection, ThreadingGroup
+    from paramiko import SSHConfig
 
-    config = Config(runtime_ssh_path=os.path.join(work, "ssh_config"))
-    group = ThreadingGroup(
-        *hosts,
-        config=config,
-        connect_kwargs={
-            "key_filename": env["key"],
-            "look_for_keys": False,
-            "allow_agent": False,
-        },
-    )
+    # Each host's address and port straight from the inventory, and no
+    # ssh_config: paramiko looks a host up by matching every `Host` block,
+    # so 1,000 hosts in an ssh_config cost it about 30 ms of CPU per host.
+    config = Config(ssh_config=SSHConfig())
+    connections = [
+        Connection(
+            address,
+            user=env["user"],
+            port=port,
+            config=config,
+            connect_kwargs={
+                "key_filename": env["key"],
+                "look_for_keys": False,
+                "allow_agent": False,
+            },
+        )
+        for _, address, port in hosts
+    ]
+    group = ThreadingGroup.from_connections(connections)
+    # ThreadingGroup: one thread per host; a number bounds the threads instead.
+    threads = len(hosts) if concurrency == "default" else int(concurrency)
+    print(f"concurrency={threads}")
     started = time.perf_counter()
-    if workload == "a":
-        # ThreadingGroup: one thread per host; raises GroupException on any failure.
+    if workload == "a" and concurrency == "default":
+        # Raises GroupException on any failure.
         group.run("true", hide=True)
     else:
-        # A per-host task (each host its own remote path), one thread per host
-        # over the group's connections: Group.put would write one path everywhere.
-        def task(c):
-            path = f"bench-fabric-{c.original_host}.bin"
+        # A per-host task (each host its own remote path) over the group's
+        # connections: Group.put would write one path everywhere.
+        def task(name, c):
+            if workload == "a":
+                c.run("true", hide=True)
+                return
+            path = f"bench-fabric-{name}.bin"
             c.put(payload, remote=path)
             size = c.run(f"wc -c < {path}", hide=True).stdout.strip()
             if size != str(os.path.getsize(payload)):
-                raise RuntimeError(f"{c.original_host}: uploaded file has {size!r} bytes")
+                raise RuntimeError(f"{name}: uploaded file has {size!r} bytes")
             for line in commands(path):
                 c.run(line, hide=True)
 
-        with ThreadPoolExecutor(CONCURRENCY) as pool:
-            for f in [pool.submit(task, c) for c in group]:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = [pool.submit(task, h[0], c) for h, c in zip(hosts, group)]
+            for f in futures:
                 f.result()
     wall = time.perf_counter() - started
     group.close()
     print(f"op_wall={wall:.4f}")
 
 
-def pssh(workload, work, hosts, env, payload):
+def pssh(workload, hosts, concurrency, env, payload):
     from gevent import joinall
     from pssh.clients import ParallelSSHClient
+    from pssh.config import HostConfig
 
+    pool = {} if concurrency == "default" else {"pool_size": int(concurrency)}
     client = ParallelSSHClient(
-        ["127.0.0.1"] * len(hosts),
+        [address for _, address, _ in hosts],
+        host_config=[HostConfig(port=port) for _, _, port in hosts],
         user=env["user"],
-        port=int(env["port"]),
         pkey=env["key"],
-        pool_size=CONCURRENCY,
         num_retries=1,
+        **pool,
     )
+    print(f"concurrency={client.pool_size}")
+    # The hosts share addresses: name each one's remote file by its inventory name.
+    args = [{"h": name} for name, _, _ in hosts]
 
     def run(line, host_args=None):
         output = client.run_command(line, host_args=host_args, stop_on_errors=True)
@@ -94,7 +133,6 @@ def pssh(workload, work, hosts, env, payload):
     if workload == "a":
         run("true")
     else:
-        args = [{"h": h} for h in hosts]
         path = "bench-pssh-%(h)s.bin"
         joinall(client.copy_file(payload, path, copy_args=args), raise_error=True)
         size = str(os.path.getsize(payload))
@@ -111,10 +149,13 @@ def pssh(workload, work, hosts, env, payload):
 def main():
     tool, workload, work = sys.argv[1], sys.argv[2], sys.argv[3]
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 100
-    hosts = [f"h{i:03d}" for i in range(n)]
+    concurrency = sys.argv[5] if len(sys.argv) > 5 else "default"
+    if concurrency != "default" and not concurrency.isdigit():
+        raise SystemExit(f"concurrency: default or a number, not {concurrency!r}")
+    hosts = read_inventory(work, n)
     env = read_env(work)
     payload = os.path.join(work, "payload.bin")
-    {"fabric": fabric, "pssh": pssh}[tool](workload, work, hosts, env, payload)
+    {"fabric": fabric, "pssh": pssh}[tool](workload, hosts, concurrency, env, payload)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# The OpenSSH client's side of the SSH fan-out benchmark, under `xargs -P 100`.
+# The OpenSSH client's side of the SSH fan-out benchmark, under `xargs -P`.
 #
-#   openssh.sh <a|b> <work-dir> [hosts]   fan out over h000..h(hosts-1)
+#   openssh.sh <a|b> <work-dir> [hosts] [concurrency]
+#                                         fan out over the first `hosts` (100) names
+#                                         of the inventory <work-dir>/hosts.tsv
 #   openssh.sh task <work-dir> <host>     workload b on one host (xargs calls it)
 #
-# a: `ssh host true` per host. b: per host one master connection
-# (ControlMaster, as a careful user would), then `scp` of the 100 KB payload
-# and five commands over it. Prints op_wall=<seconds>; any failure exits non-zero.
+# OpenSSH has no concurrency of its own: `default` (the default) is
+# `xargs -P 100`, a number is `xargs -P <number>`. Every host is reached
+# through <work-dir>/ssh_config (made from the inventory). a: `ssh host true`
+# per host. b: per host one master connection (ControlMaster, as a careful
+# user would), then `scp` of the 100 KB payload and five commands over it.
+# Prints concurrency=<n> and op_wall=<seconds>; any failure exits non-zero.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 mode=$1 work=$2
@@ -38,11 +43,16 @@ if [[ $mode == task ]]; then
 fi
 
 n=${3:-100}
+parallel=${4:-default}
+[[ $parallel == default ]] && parallel=100
+names() { head -n "$n" "$work/hosts.tsv" | cut -f1; }
+(($(names | wc -l) == n)) || { echo "$work/hosts.tsv has fewer than $n hosts" >&2; exit 1; }
 mkdir -p "$work/mux"
+echo "concurrency=$parallel"
 started=$(date +%s.%N)
 case $mode in
-    a) seq -f 'h%03g' 0 $((n - 1)) | xargs -P 100 -I{} ssh -F "$cfg" {} true ;;
-    b) seq -f 'h%03g' 0 $((n - 1)) | xargs -P 100 -I{} bash "$here/openssh.sh" task "$work" {} ;;
+    a) names | xargs -P "$parallel" -I{} ssh -F "$cfg" {} true ;;
+    b) names | xargs -P "$parallel" -I{} bash "$here/openssh.sh" task "$work" {} ;;
     *) echo "unknown workload $mode" >&2; exit 2 ;;
 esac
 ended=$(date +%s.%N)

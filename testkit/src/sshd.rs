@@ -37,23 +37,32 @@ impl Sshd {
 
     /// Starts sshd on `port` (to restart a server at the same address with new host keys).
     pub fn start_on(port: u16) -> Self {
-        Self::launch(port, true)
+        Self::launch(port, true, &SshdBuilder::default())
     }
 
     /// Starts sshd without the SFTP subsystem (as some hardened servers are):
     /// uploads must go another way.
     pub fn start_without_sftp() -> Self {
-        Self::launch(free_port(), false)
+        Self::launch(free_port(), false, &SshdBuilder::default())
     }
 
-    fn launch(port: u16, sftp: bool) -> Self {
+    /// Options the other constructors leave at the tests' defaults: for the
+    /// fan-out benchmark's servers, which take hundreds of logins at once.
+    pub fn builder() -> SshdBuilder {
+        SshdBuilder::default()
+    }
+
+    fn launch(port: u16, sftp: bool, options: &SshdBuilder) -> Self {
         let user = login_user();
         let dir = service_dir("sshd", port);
         let mut host_keys = Vec::new();
         let mut host_key_lines = String::new();
         for kind in ["ed25519", "ecdsa"] {
             let key = dir.join(format!("ssh_host_{kind}_key"));
-            generate_key(&key, kind);
+            match &options.keys_from {
+                Some(other) => copy_key(other, &key),
+                None => generate_key(&key, kind),
+            }
             let public = read(&key.with_extension("pub"));
             let mut fields = public.split_whitespace();
             let (Some(alg), Some(b64)) = (fields.next(), fields.next()) else {
@@ -63,7 +72,10 @@ impl Sshd {
             host_key_lines.push_str(&format!("HostKey {}\n", key.display()));
         }
         let client_key = dir.join("client_key");
-        generate_key(&client_key, "ed25519");
+        match &options.keys_from {
+            Some(other) => copy_key(other, &client_key),
+            None => generate_key(&client_key, "ed25519"),
+        }
         let authorized = dir.join("authorized_keys");
         std::fs::copy(client_key.with_extension("pub"), &authorized)
             .expect("write authorized_keys");
@@ -82,7 +94,7 @@ impl Sshd {
                  KbdInteractiveAuthentication no\n\
                  AuthorizedKeysFile {}\n\
                  PermitRootLogin prohibit-password\n\
-                 MaxStartups 200:30:400\n\
+                 MaxStartups {}\n\
                  MaxSessions 200\n\
                  UseDNS no\n\
                  PrintMotd no\n\
@@ -90,6 +102,12 @@ impl Sshd {
                  LogLevel INFO\n\
                  {}",
                 authorized.display(),
+                match options.max_startups {
+                    // At most this many unauthenticated connections, none dropped before.
+                    Some(n) => n.to_string(),
+                    // Random drops (30%) past 200 waiting logins, all past 400.
+                    None => "200:30:400".to_owned(),
+                },
                 if sftp {
                     "Subsystem sftp internal-sftp\n"
                 } else {
@@ -212,6 +230,40 @@ impl Sshd {
     }
 }
 
+/// How to start an [`Sshd`] that differs from the tests' one
+/// ([`Sshd::builder`]): the fan-out benchmark starts several servers that
+/// share one host key and one client key, each taking a thousand logins at once.
+#[derive(Debug, Clone, Default)]
+pub struct SshdBuilder {
+    max_startups: Option<u32>,
+    keys_from: Option<PathBuf>,
+}
+
+impl SshdBuilder {
+    /// Lets up to `n` connections wait for their login at once (sshd's
+    /// `MaxStartups`, 200:30:400 by default: past 200 it drops 30% of new
+    /// connections at random), refusing only past `n`.
+    pub fn max_startups(mut self, n: u32) -> Self {
+        self.max_startups = Some(n);
+        self
+    }
+
+    /// Uses the host keys and the client key of `other` instead of fresh
+    /// ones, so one `known_hosts` key and one client key serve both servers.
+    pub fn same_keys_as(mut self, other: &Sshd) -> Self {
+        self.keys_from = Some(other.dir().to_path_buf());
+        self
+    }
+
+    /// Starts sshd (with SFTP) on a free loopback port.
+    ///
+    /// # Panics
+    /// As [`Sshd::start`] does, when sshd cannot be configured or started.
+    pub fn start(&self) -> Sshd {
+        Sshd::launch(free_port(), true, self)
+    }
+}
+
 /// sshd's processes serving one connection, stopped (SIGSTOP) to simulate a
 /// hung node: the kernel still accepts and acknowledges, nothing answers.
 /// Continued (SIGCONT) by [`Hang::resume`] or when dropped, so a failing
@@ -302,6 +354,23 @@ pub fn generate_key(path: &Path, kind: &str) {
         .status()
         .expect("run ssh-keygen (install openssh-client)");
     assert!(status.success(), "ssh-keygen -t {kind} failed");
+}
+
+/// Copies the key pair whose private half is `to`'s file name in folder `from` to `to`.
+fn copy_key(from: &Path, to: &Path) {
+    let Some(name) = to.file_name() else {
+        panic!("no file name in {}", to.display());
+    };
+    for (src, dst) in [
+        (from.join(name), to.to_path_buf()),
+        (
+            from.join(name).with_extension("pub"),
+            to.with_extension("pub"),
+        ),
+    ] {
+        std::fs::copy(&src, &dst)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", src.display(), dst.display()));
+    }
 }
 
 fn read(path: &Path) -> String {

@@ -1,17 +1,25 @@
 //! pyscaler's side of the SSH fan-out benchmark (`benches/ssh_fanout/run`).
 //!
-//! `fanout <env-file> <workload> [hosts] [file]` reads the sshd written by
-//! `bench_sshd` and runs, with [`Ssh2Shell`] and at most 100 nodes at once:
+//! `fanout <work-dir> <workload> [hosts] [concurrency]` runs, with
+//! [`Ssh2Shell`] under the engine's own [`FanOut`] (one pipeline step whose
+//! target is the cluster of `hosts` nodes, default 100):
 //!
-//! - `a`: `true` on each of `hosts` nodes (default 100), each its own session;
-//! - `b`: on each node, upload `file` (100 KB), then five commands;
+//! - `a`: `true` on each node, each its own session;
+//! - `b`: on each node, upload `<work-dir>/payload.bin` (100 KB), then five commands;
 //! - `c`: 100 consecutive `true` over one reused session (after logging in).
 //!
-//! Every node is a distinct [`Node`] (`h000`, `h001`, ...) at 127.0.0.1, so
-//! each gets its own SSH session, as 100 machines would. Host keys are
-//! checked strictly against the benchmark's `known_hosts` file. It prints
-//! `op_wall=<seconds>` (the fan-out alone, without process start) and, for
-//! `c`, `per_command_ms=<milliseconds>`; any failure exits non-zero.
+//! `concurrency` is how many nodes at once: `default` (the default,
+//! [`FanOut::default`]'s, 32) or a number. The nodes are the first `hosts`
+//! rows of the inventory `<work-dir>/hosts.tsv` (`name<TAB>address<TAB>port`,
+//! written by the run script; every tool reads it, so a proxy in front of the
+//! servers only rewrites that file): each is a distinct [`Node`] at its own
+//! address and port, so each gets its own SSH session, as 1,000 machines
+//! would. The login user and key come from `<work-dir>/env` (written by
+//! `bench_sshd`); host keys are checked strictly against
+//! `<work-dir>/home/.ssh/known_hosts`, also made from the inventory. It
+//! prints `concurrency=<n>`, `op_wall=<seconds>` (the fan-out alone, without
+//! process start) and, for `c`, `per_command_ms=<milliseconds>`; any failure
+//! exits non-zero.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,15 +27,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pyscaler_core::{Node, NodeAddress};
+use pyscaler_core::{
+    async_trait, Action, ActionExt, Cluster, Context, Error, ErrorKind, FanOut, Node, NodeAddress,
+    NodeOutcome, Pipeline, Target,
+};
 use pyscaler_ssh::{
     HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, UploadOptions,
 };
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-
-/// At most this many nodes are worked on at once.
-const CONCURRENCY: usize = 100;
 
 /// Consecutive commands of workload `c`.
 const CONSECUTIVE: u32 = 100;
@@ -46,115 +52,122 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<(), Failure> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (Some(env_file), Some(workload)) = (args.first(), args.get(1)) else {
-        return Err("usage: fanout <env-file> <a|b|c> [hosts] [file]".into());
+    let (Some(work), Some(workload)) = (args.first().map(Path::new), args.get(1)) else {
+        return Err("usage: fanout <work-dir> <a|b|c> [hosts] [default|concurrency]".into());
     };
     let hosts: usize = match args.get(2) {
         Some(n) => n.parse().map_err(|e| format!("hosts {n:?}: {e}"))?,
         None => 100,
     };
-    let env = read_env(Path::new(env_file))?;
+    let fan_out = match args.get(3).map(String::as_str) {
+        None | Some("default") => FanOut::default(),
+        Some(n) => FanOut::new().concurrency(
+            n.parse()
+                .map_err(|e| format!("concurrency {n:?} (default or a number): {e}"))?,
+        ),
+    };
+    let env = read_env(&work.join("env"))?;
     let get = |k: &str| {
         env.get(k)
             .cloned()
-            .ok_or_else(|| format!("{env_file} has no {k}="))
+            .ok_or_else(|| format!("{}/env has no {k}=", work.display()))
     };
-    let port: u16 = get("port")?.parse().map_err(|e| format!("port: {e}"))?;
-    let known_hosts = Path::new(env_file).with_file_name("pyscaler_known_hosts");
-    std::fs::write(&known_hosts, format!("{}\n", get("known_hosts")?))
-        .map_err(|e| format!("write {}: {e}", known_hosts.display()))?;
     let config = SshConfig::new(get("user")?)
         .with_key_file(PathBuf::from(get("key")?))
-        .with_port(port)
         .with_host_keys(HostKeyPolicy::Strict)
-        .with_known_hosts(known_hosts);
+        .with_known_hosts(work.join("home/.ssh/known_hosts"));
     let shell = Arc::new(Ssh2Shell::new(config).map_err(|e| e.to_string())?);
-    let nodes: Vec<Node> = (0..hosts)
-        .map(|i| {
-            let name = format!("h{i:03}");
-            Node::new(name.clone(), name).with_address(NodeAddress::new("127.0.0.1"))
-        })
-        .collect();
+    let nodes = read_inventory(&work.join("hosts.tsv"), hosts)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(CONCURRENCY + 16)
+        // ssh2 blocks: each node at work holds a blocking thread.
+        .max_blocking_threads(fan_out.concurrency + 16)
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
     runtime.block_on(async {
-        match workload.as_str() {
-            "a" => {
-                fan_out(&shell, nodes, |shell, node| async move {
-                    exec_ok(&shell, &node, "true").await.map(drop)
-                })
-                .await
-            }
+        let kind = match workload.as_str() {
+            "a" => Workload::True,
             "b" => {
-                let file = args.get(3).ok_or("workload b needs the file to upload")?;
+                let file = work.join("payload.bin");
                 let contents =
-                    Arc::new(std::fs::read(file).map_err(|e| format!("read {file}: {e}"))?);
-                fan_out(&shell, nodes, move |shell, node| {
-                    let contents = contents.clone();
-                    async move { task_b(&shell, &node, &contents).await }
-                })
-                .await
+                    std::fs::read(&file).map_err(|e| format!("read {}: {e}", file.display()))?;
+                Workload::Upload(Arc::new(contents))
             }
-            "c" => consecutive(&shell, &nodes[0]).await,
-            other => Err(format!("unknown workload {other:?} (a, b or c)")),
+            "c" => {
+                let first = nodes.first().ok_or("the inventory has no host")?;
+                return consecutive(&shell, first).await.map_err(|e| e.to_string());
+            }
+            other => return Err(format!("unknown workload {other:?} (a, b or c)")),
+        };
+        println!("concurrency={}", fan_out.concurrency);
+        let step = OnEachNode {
+            shell,
+            kind,
+            fan_out,
+        };
+        let pipeline = Pipeline::builder("ssh-fanout")
+            .step(step.on(Target::Cluster))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut ctx = Context::new(Cluster::new("bench").with_nodes(nodes));
+        let started = Instant::now();
+        let report = pipeline.run(&mut ctx).await;
+        let wall = started.elapsed();
+        if !report.is_success() {
+            return Err(report.to_string());
         }
+        println!("op_wall={:.4}", wall.as_secs_f64());
+        Ok(())
     })
 }
 
-/// Runs `op` on every node, at most [`CONCURRENCY`] at once, and prints the wall time.
-async fn fan_out<F, Fut>(shell: &Arc<Ssh2Shell>, nodes: Vec<Node>, op: F) -> Result<(), Failure>
-where
-    F: Fn(Arc<Ssh2Shell>, Node) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Failure>> + Send + 'static,
-{
-    let started = Instant::now();
-    let permits = Arc::new(Semaphore::new(CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    for node in nodes {
-        let work = op(shell.clone(), node.clone());
-        let permits = permits.clone();
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            work.await.map_err(|e| format!("{}: {e}", node.name))
-        });
+/// What workloads a and b do on each node.
+enum Workload {
+    /// `true`.
+    True,
+    /// Upload these bytes, then five commands.
+    Upload(Arc<Vec<u8>>),
+}
+
+/// The benchmark's one pipeline step: the workload on every node, through [`FanOut`].
+struct OnEachNode {
+    shell: Arc<Ssh2Shell>,
+    kind: Workload,
+    fan_out: FanOut,
+}
+
+#[async_trait]
+impl Action for OnEachNode {
+    fn name(&self) -> &str {
+        "on-each-node"
     }
-    let mut failures = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failures.push(e),
-            Err(e) => failures.push(format!("a task failed: {e}")),
-        }
+
+    async fn run(&self, ctx: &mut Context) -> pyscaler_core::Result<()> {
+        self.fan_out
+            .run(ctx, |node, _| async move {
+                match &self.kind {
+                    Workload::True => exec_ok(&self.shell, &node, "true").await.map(drop)?,
+                    Workload::Upload(contents) => task_b(&self.shell, &node, contents).await?,
+                }
+                Ok(NodeOutcome::ok(&node.name, "done"))
+            })
+            .await
     }
-    let wall = started.elapsed();
-    if !failures.is_empty() {
-        return Err(format!(
-            "{} node(s) failed, first: {}",
-            failures.len(),
-            failures[0]
-        ));
-    }
-    println!("op_wall={:.4}", wall.as_secs_f64());
-    Ok(())
 }
 
 /// Upload 100 KB, then five commands, the first of which checks the upload.
-async fn task_b(shell: &Ssh2Shell, node: &Node, contents: &[u8]) -> Result<(), Failure> {
+async fn task_b(shell: &Ssh2Shell, node: &Node, contents: &[u8]) -> Result<(), Error> {
     let path = format!("bench-pyscaler-{}.bin", node.name);
     shell
         .upload(node, &path, contents.to_vec(), UploadOptions::mode(0o644))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let size = exec_ok(shell, node, &format!("wc -c < {path}")).await?;
     if size.trim() != contents.len().to_string() {
-        return Err(format!(
+        return Err(failed(format!(
             "uploaded {} bytes, the node has {size:?}",
             contents.len()
-        ));
+        )));
     }
     for line in [
         "uname -r",
@@ -168,7 +181,7 @@ async fn task_b(shell: &Ssh2Shell, node: &Node, contents: &[u8]) -> Result<(), F
 }
 
 /// Workload c: log in once, then time [`CONSECUTIVE`] commands on that session.
-async fn consecutive(shell: &Ssh2Shell, node: &Node) -> Result<(), Failure> {
+async fn consecutive(shell: &Ssh2Shell, node: &Node) -> Result<(), Error> {
     exec_ok(shell, node, "true").await?;
     let started = Instant::now();
     for _ in 0..CONSECUTIVE {
@@ -184,20 +197,61 @@ async fn consecutive(shell: &Ssh2Shell, node: &Node) -> Result<(), Failure> {
 }
 
 /// Runs `line` and returns its stdout; a non-zero exit is a failure.
-async fn exec_ok(shell: &Ssh2Shell, node: &Node, line: &str) -> Result<String, Failure> {
-    let out = shell
-        .exec(node, &RemoteCommand::new(line))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn exec_ok(shell: &Ssh2Shell, node: &Node, line: &str) -> Result<String, Error> {
+    let out = shell.exec(node, &RemoteCommand::new(line)).await?;
     if out.success() {
         Ok(out.stdout)
     } else {
-        Err(format!(
+        Err(failed(format!(
             "`{line}`: {}: {}",
             out.status_line(),
             out.stderr.trim()
-        ))
+        )))
     }
+}
+
+/// A node's failure that is not the shell's: a command's exit, a wrong size.
+fn failed(message: String) -> Error {
+    Error::other(ErrorKind::RemoteCommandFailed, message)
+}
+
+/// The first `hosts` rows of the inventory (`name<TAB>address<TAB>port`), as nodes.
+fn read_inventory(path: &Path, hosts: usize) -> Result<Vec<Node>, Failure> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let nodes = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(hosts)
+        .map(|line| {
+            let bad = || {
+                format!(
+                    "{}: not name<TAB>address<TAB>port: {line:?}",
+                    path.display()
+                )
+            };
+            let mut fields = line.split('\t');
+            let (Some(name), Some(host), Some(port), None) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                return Err(bad());
+            };
+            let port: u16 = port.trim().parse().map_err(|_| bad())?;
+            // Port 22 would mean "the configured port" to Ssh2Shell: the servers are never there.
+            if port == 22 {
+                return Err(format!("{}: port 22 is not a bench server", path.display()));
+            }
+            Ok(Node::new(name, name).with_address(NodeAddress::new(host).with_port(port)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if nodes.len() < hosts {
+        return Err(format!(
+            "{} has {} hosts, {hosts} asked for",
+            path.display(),
+            nodes.len()
+        ));
+    }
+    Ok(nodes)
 }
 
 /// `key=value` lines.
