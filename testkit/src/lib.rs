@@ -170,6 +170,7 @@ pub(crate) fn lock_ignoring_poison<T>(m: &std::sync::Mutex<T>) -> std::sync::Mut
 }
 
 pub mod fault_proxy;
+pub mod latency;
 pub mod moto;
 pub mod nodes;
 pub mod process;

@@ -1,0 +1,86 @@
+//! The harness's latency proxy as a process, for the SSH fan-out benchmark
+//! (`benches/ssh_fanout/run --delay MS`): every tool reaches the sshds
+//! through it.
+//!
+//! `latency_proxy <ports-file> <one-way-ms> <upstream-port>...` listens on a
+//! free loopback port in front of each upstream (each on 127.0.0.1), delays
+//! every segment by the one-way delay, writes the listening ports (one per
+//! line, in the upstreams' order) to `<ports-file>` once it listens, and
+//! runs until SIGTERM or SIGINT. It prints how many connections and round
+//! trips it relayed when it stops.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pyscaler_testkit::latency::{round_trips, LatencyProxy, Segment};
+use tokio::signal::unix::{signal, SignalKind};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || {
+        eprintln!("usage: latency_proxy <ports-file> <one-way-ms> <upstream-port>...");
+        ExitCode::from(2)
+    };
+    let (Some(file), Some(ms)) = (args.first(), args.get(1)) else {
+        return usage();
+    };
+    let Ok(ms) = ms.parse::<u64>() else {
+        return usage();
+    };
+    let upstreams: Result<Vec<u16>, _> = args[2..].iter().map(|p| p.parse::<u16>()).collect();
+    let Ok(upstreams) = upstreams else {
+        return usage();
+    };
+    if upstreams.is_empty() {
+        return usage();
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("latency_proxy: cannot start a tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                eprintln!("latency_proxy: cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
+        let proxy = LatencyProxy::start(&upstreams, Duration::from_millis(ms));
+        let ports: Vec<String> = proxy.ports().iter().map(u16::to_string).collect();
+        let file = PathBuf::from(file);
+        let partial = file.with_extension("partial");
+        if let Err(e) = std::fs::write(&partial, ports.join("\n") + "\n")
+            .and_then(|()| std::fs::rename(&partial, &file))
+        {
+            eprintln!("latency_proxy: cannot write {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("latency_proxy: {ms} ms each way, ports {}", ports.join(","));
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let mut by_connection: BTreeMap<u32, Vec<Segment>> = BTreeMap::new();
+        for s in proxy.segments() {
+            by_connection.entry(s.connection).or_default().push(s);
+        }
+        let trips: usize = by_connection.values().map(|c| round_trips(c)).sum();
+        eprintln!(
+            "latency_proxy: relayed {} connections, {trips} round trips waited",
+            by_connection.len()
+        );
+        ExitCode::SUCCESS
+    })
+}
