@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use ::ssh2::{MethodType, Session};
 
+use super::channels::Channels;
 use super::{is_code, lock, millis, Endpoint};
 use crate::known_hosts::{self, Verdict};
 use crate::proxy::{ProxyStream, ProxyWatch};
@@ -42,6 +43,8 @@ impl Transport {
 pub(super) struct Live {
     pub(super) session: Session,
     pub(super) transport: std::sync::Arc<Transport>,
+    /// Its next channel, opened ahead, and its round trip.
+    pub(super) channels: std::sync::Mutex<Channels>,
 }
 
 /// Connects, checks the host key and logs in.
@@ -167,6 +170,7 @@ pub(super) fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Live, SshErro
     Ok(Live {
         session,
         transport: std::sync::Arc::new(transport),
+        channels: std::sync::Mutex::new(Channels::default()),
     })
 }
 

@@ -5,10 +5,9 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ::ssh2::Session;
 use pyscaler_core::CancellationToken;
 
-use super::connect::Transport;
+use super::connect::{Live, Transport};
 use super::record::{self, Group};
 use super::{lock, millis, Endpoint, OPENING};
 use crate::{CommandOutput, SshError};
@@ -188,11 +187,12 @@ pub(super) struct Job {
 /// either of the last two the connection is shut down before returning: the
 /// caller drops the session and ends the command's process group.
 pub(super) fn run(
-    session: &Session,
+    live: &Live,
     ep: &Endpoint,
     job: &Job,
     interrupt: &Interrupt,
 ) -> Result<RawOutput, SshError> {
+    let session = &live.session;
     let deadline = Instant::now() + job.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let fail = |doing: &'static str| {
@@ -212,13 +212,16 @@ pub(super) fn run(
     };
     session.set_blocking(true);
     session.set_timeout(millis(left().min(Duration::from_secs(30))));
-    let mut channel = session
-        .channel_session()
+    let (mut channel, ahead) = lock(&live.channels)
+        .take(session)
         .map_err(|e| fail(OPENING)(e.into()))?;
     let prelude = record::prelude(job.record.as_ref(), job.sudo);
+    // On a channel opened ahead, a failed start is a failed open (the
+    // session died meanwhile): nothing ran, and the caller reconnects once.
+    let starting = if ahead { OPENING } else { "starting a command" };
     channel
         .exec(&format!("{prelude}{}", job.line))
-        .map_err(|e| fail("starting a command")(e.into()))?;
+        .map_err(|e| fail(starting)(e.into()))?;
     if !job.stdin.is_empty() {
         session.set_timeout(millis(left()));
         if let Err(e) = channel.write_all(&job.stdin) {
@@ -232,6 +235,8 @@ pub(super) fn run(
     channel
         .send_eof()
         .map_err(|e| fail("sending input")(e.into()))?;
+    // While it runs, the next command's channel.
+    lock(&live.channels).open_ahead(session);
 
     let mut out = Stdout {
         head: Some(Vec::new()),

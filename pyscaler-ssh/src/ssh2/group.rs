@@ -87,7 +87,8 @@ fn end_with(config: &SshConfig, ep: &Endpoint, script: String) -> Result<usize, 
         record: None,
         display: "ending a command's process group".to_owned(),
     };
-    let result = run(&live.session, ep, &job, &Interrupt::default());
+    super::lock(&live.channels).one_shot();
+    let result = run(&live, ep, &job, &Interrupt::default());
     live.session.set_timeout(1000);
     let _ = live.session.disconnect(None, "done", None);
     let out = result?;

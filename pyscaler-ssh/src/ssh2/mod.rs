@@ -2,10 +2,12 @@
 //!
 //! - `mod.rs`: the shell, its pool of sessions (one per node) and the trait impl;
 //! - `connect.rs`: transport, handshake, host key, login;
+//! - `channels.rs`: the next channel opened ahead, and the round trip;
 //! - `exec.rs`: one command on a channel, and what stops it early;
 //! - `sftp.rs`: uploads over SFTP;
 //! - `group.rs`: the process groups of a run's commands on a node.
 
+mod channels;
 mod connect;
 mod exec;
 mod group;
@@ -19,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ::ssh2::{ErrorCode, Session};
+use ::ssh2::ErrorCode;
 use async_trait::async_trait;
 use pyscaler_core::{CancellationToken, Node};
 
@@ -44,6 +46,15 @@ use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, Uplo
 ///   keys are still those of the node, and the proxy is killed and reaped when
 ///   the session ends. A proxy that exits early is [`SshError::ProxyFailed`].
 /// - stdout and stderr are read together, so neither can fill the channel window and stall the other.
+/// - Round trips: once a command is under way, the channel of the node's
+///   next command is opened without waiting for the answer, so a command on
+///   an open session waits one round trip (not two: the open, then `exec`).
+///   An upload is one shell command (`cat` into a temporary name, `chmod`,
+///   `mv`: two round trips) where a channel open takes 1 ms or more, and
+///   SFTP (no shell: about half the server's CPU, but nine requests one
+///   after the other) where round trips are cheaper than the server's CPU,
+///   as on the same machine or network; uploads with sudo, or to a node
+///   without the SFTP subsystem, always use the shell.
 /// - Host keys are checked as [`HostKeyPolicy`](crate::HostKeyPolicy) says, against entries for
 ///   exactly `host` (port 22) or `[host]:port`; the host-key algorithm is
 ///   pinned to the type(s) stored for the server, so a server with several
@@ -154,6 +165,16 @@ fn is_code(e: &::ssh2::Error, code: i32) -> bool {
 
 const OPENING: &str = "opening a channel";
 
+/// Uploads go over SFTP when the session's round trip is below this, and
+/// through one shell command otherwise (see [`Ssh2Shell`]'s `upload`).
+const SFTP_BELOW: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How an upload went on the session.
+enum Uploaded {
+    Sftp(SftpUpload),
+    Shell(RawOutput),
+}
+
 /// Cancels an operation whose caller stopped waiting (its future was
 /// dropped, as a step's timeout does), unless it finished.
 struct CancelOnDrop(Option<Arc<Interrupt>>);
@@ -167,8 +188,7 @@ impl Drop for CancelOnDrop {
 }
 
 /// An operation on a node's session, run in a blocking thread.
-type Op<T> =
-    dyn Fn(&Session, &Endpoint, &SshConfig, &Interrupt) -> Result<T, SshError> + Send + Sync;
+type Op<T> = dyn Fn(&Live, &Endpoint, &SshConfig, &Interrupt) -> Result<T, SshError> + Send + Sync;
 
 impl Ssh2Shell {
     /// A shell for nodes reached as `config` says.
@@ -292,7 +312,7 @@ impl Ssh2Shell {
             node,
             cancel,
             &what,
-            Box::new(move |session, ep, _config, interrupt| run(session, ep, &job, interrupt)),
+            Box::new(move |live, ep, _config, interrupt| run(live, ep, &job, interrupt)),
         )
         .await
     }
@@ -324,7 +344,7 @@ fn on_session<T>(
         .as_ref()
         .ok_or_else(|| SshError::InvalidInput("no session".into()))?;
     interrupt.attach(&live.transport);
-    let mut result = op(&live.session, &conn.endpoint, config, interrupt);
+    let mut result = op(live, &conn.endpoint, config, interrupt);
     if let Err(SshError::Session { doing, .. }) = &result {
         // A cached session the server closed while idle fails to open a
         // channel: nothing ran, so reconnect once and try again.
@@ -332,7 +352,7 @@ fn on_session<T>(
             *slot = None;
             let live = conn.connect(config)?;
             interrupt.attach(&live.transport);
-            result = op(&live.session, &conn.endpoint, config, interrupt);
+            result = op(&live, &conn.endpoint, config, interrupt);
             *slot = Some(live);
         }
     }
@@ -414,36 +434,6 @@ impl RemoteShell for Ssh2Shell {
         let timeout = timeout.unwrap_or(self.config.command_timeout);
         let cancel = cancel.as_ref();
         let path = quote(remote_path)?;
-        let no_sftp = || {
-            self.conn(node)
-                .is_ok_and(|c| c.no_sftp.load(Ordering::Relaxed))
-        };
-        if !sudo && !no_sftp() {
-            // SFTP runs inside sshd (no shell, no `cat`, no `mv`): about half
-            // the server's CPU of the shell pipeline below. A server without
-            // the SFTP subsystem gets the shell pipeline.
-            let (target, data) = (remote_path.to_owned(), contents.clone());
-            let sent = self
-                .with_session(
-                    node,
-                    cancel,
-                    "upload",
-                    Box::new(move |session, ep, _config, _interrupt| {
-                        sftp_upload(session, ep, &target, &data, mode, timeout)
-                    }),
-                )
-                .await?;
-            match sent {
-                SftpUpload::Done => return Ok(()),
-                SftpUpload::NoSubsystem(why) => {
-                    if let Ok(c) = self.conn(node) {
-                        c.no_sftp.store(true, Ordering::Relaxed);
-                    }
-                    tracing::debug!(node = %node.name, %why,
-                        "No SFTP on the node; uploading through the shell from now on.");
-                }
-            }
-        }
         // Written beside the target, then renamed: a reader never sees half a file.
         let script = format!(
             "t={path}.pyscaler-$$; umask 077; cat > \"$t\" && chmod {mode:o} \"$t\" && mv -f \"$t\" {path} || {{ rm -f \"$t\"; exit 1; }}"
@@ -451,14 +441,68 @@ impl RemoteShell for Ssh2Shell {
         let command = RemoteCommand::new(script).sudo(sudo);
         let job = Job {
             line: command.render()?,
-            stdin: contents,
+            stdin: contents.clone(),
             timeout,
             cap: 64 * 1024,
             sudo,
             record: None,
             display: "upload".to_owned(),
         };
-        let out = self.run_job(node, cancel, job).await?.into_output();
+        let no_sftp = sudo
+            || self
+                .conn(node)
+                .is_ok_and(|c| c.no_sftp.load(Ordering::Relaxed));
+        let target = remote_path.to_owned();
+        let uploaded = self
+            .with_session(
+                node,
+                cancel,
+                "upload",
+                Box::new(move |live, ep, _config, interrupt| {
+                    // SFTP runs inside sshd (no shell, no `cat`, no `mv`):
+                    // about half the server's CPU of the shell pipeline, but
+                    // eight more round trips (its subsystem, then open,
+                    // write, setstat, close, unlink and rename one after
+                    // the other); the pipeline is one command. So SFTP where
+                    // round trips are cheap, the pipeline where they are not.
+                    let round_trip =
+                        lock(&live.channels)
+                            .round_trip(&live.session)
+                            .map_err(|e| SshError::Session {
+                                host: ep.to_string(),
+                                doing: OPENING,
+                                source: e.into(),
+                            })?;
+                    if !no_sftp && round_trip < SFTP_BELOW {
+                        return sftp_upload(live, ep, &target, &job.stdin, mode, timeout)
+                            .map(Uploaded::Sftp);
+                    }
+                    run(live, ep, &job, interrupt).map(Uploaded::Shell)
+                }),
+            )
+            .await?;
+        let out = match uploaded {
+            Uploaded::Sftp(SftpUpload::Done) => return Ok(()),
+            Uploaded::Sftp(SftpUpload::NoSubsystem(why)) => {
+                if let Ok(c) = self.conn(node) {
+                    c.no_sftp.store(true, Ordering::Relaxed);
+                }
+                tracing::debug!(node = %node.name, %why,
+                    "No SFTP on the node; uploading through the shell from now on.");
+                let job = Job {
+                    line: command.render()?,
+                    stdin: contents,
+                    timeout,
+                    cap: 64 * 1024,
+                    sudo,
+                    record: None,
+                    display: "upload".to_owned(),
+                };
+                self.run_job(node, cancel, job).await?
+            }
+            Uploaded::Shell(raw) => raw,
+        }
+        .into_output();
         let ep = self.endpoint(node)?;
         let message = format!("{}: {}", out.status_line(), out.stderr.trim());
         match out.check_as(&command, &ep.to_string(), &ep.user) {

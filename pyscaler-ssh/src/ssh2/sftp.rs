@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use ::ssh2::{ErrorCode, Session};
+use ::ssh2::ErrorCode;
 
-use super::{millis, Endpoint, OPENING};
+use super::connect::Live;
+use super::{lock, millis, Endpoint, OPENING};
 use crate::SshError;
 
 /// `LIBSSH2_ERROR_CHANNEL_FAILURE` (libssh2.h): a channel, or a subsystem on
@@ -28,15 +29,18 @@ pub(super) enum SftpUpload {
 /// so an old one is removed first: a reader sees the old file, then for one
 /// round trip none, then the whole new one, never half a file.
 pub(super) fn sftp_upload(
-    session: &Session,
+    live: &Live,
     ep: &Endpoint,
     path: &str,
     contents: &[u8],
     mode: u32,
     timeout: Duration,
 ) -> Result<SftpUpload, SshError> {
+    let session = &live.session;
     session.set_blocking(true);
     session.set_timeout(millis(timeout));
+    // A channel open sent ahead is completed by SFTP's own, and is its channel.
+    lock(&live.channels).consumed_by_sftp();
     let sftp = match session.sftp() {
         Ok(sftp) => sftp,
         // The channel opened but the server refused the `sftp` subsystem.
