@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use pyscaler_testkit::sshd::Sshd;
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,28 +32,7 @@ fn main() -> ExitCode {
     let (Some(servers), Some(max_startups)) = (number(1, 1), number(2, 1000)) else {
         return usage();
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("bench_sshd: cannot start a tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        // Signal handlers first, so a stop that comes right after start is not lost.
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                eprintln!("bench_sshd: cannot install signal handlers");
-                return ExitCode::FAILURE;
-            }
-        };
+    let start = || {
         let first = Sshd::builder().max_startups(max_startups).start();
         let mut all = vec![first];
         for _ in 1..servers {
@@ -75,14 +53,7 @@ fn main() -> ExitCode {
             all[0].user(),
             all[0].client_key().display(),
         );
-        // Written beside, then renamed: the script never reads half a file.
-        let partial = env_file.with_extension("partial");
-        if let Err(e) =
-            std::fs::write(&partial, contents).and_then(|()| std::fs::rename(&partial, &env_file))
-        {
-            eprintln!("bench_sshd: cannot write {}: {e}", env_file.display());
-            return ExitCode::FAILURE;
-        }
+        pyscaler_benches::write_whole(&env_file, &contents)?;
         for sshd in &all {
             eprintln!(
                 "bench_sshd: sshd on 127.0.0.1:{}, log {}",
@@ -90,11 +61,7 @@ fn main() -> ExitCode {
                 sshd.log().display()
             );
         }
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        drop(all);
-        ExitCode::SUCCESS
-    })
+        Ok(all)
+    };
+    pyscaler_benches::serve_until_signalled("bench_sshd", start, drop)
 }

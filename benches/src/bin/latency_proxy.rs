@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use pyscaler_testkit::latency::{round_trips, LatencyProxy, Segment};
-use tokio::signal::unix::{signal, SignalKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,42 +35,14 @@ fn main() -> ExitCode {
     if upstreams.is_empty() {
         return usage();
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("latency_proxy: cannot start a tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                eprintln!("latency_proxy: cannot install signal handlers");
-                return ExitCode::FAILURE;
-            }
-        };
+    let start = || {
         let proxy = LatencyProxy::start(&upstreams, Duration::from_millis(ms));
         let ports: Vec<String> = proxy.ports().iter().map(u16::to_string).collect();
-        let file = PathBuf::from(file);
-        let partial = file.with_extension("partial");
-        if let Err(e) = std::fs::write(&partial, ports.join("\n") + "\n")
-            .and_then(|()| std::fs::rename(&partial, &file))
-        {
-            eprintln!("latency_proxy: cannot write {}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
+        pyscaler_benches::write_whole(&PathBuf::from(file), &(ports.join("\n") + "\n"))?;
         eprintln!("latency_proxy: {ms} ms each way, ports {}", ports.join(","));
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        Ok(proxy)
+    };
+    pyscaler_benches::serve_until_signalled("latency_proxy", start, |proxy| {
         let mut by_connection: BTreeMap<u32, Vec<Segment>> = BTreeMap::new();
         for s in proxy.segments() {
             by_connection.entry(s.connection).or_default().push(s);
@@ -81,6 +52,5 @@ fn main() -> ExitCode {
             "latency_proxy: relayed {} connections, {trips} round trips waited",
             by_connection.len()
         );
-        ExitCode::SUCCESS
     })
 }
