@@ -84,7 +84,9 @@ async fn a_command_on_an_open_session_waits_one_round_trip_and_an_upload_two() {
         )
         .await
         .expect("stat");
-    shell.disconnect(&node).await;
+    // Its session has the next channel's open under way: giving the
+    // session up waits for nothing.
+    let dropped = counted(&proxy, async move { drop(shell) }).await;
 
     assert!(
         login >= 6,
@@ -93,6 +95,7 @@ async fn a_command_on_an_open_session_waits_one_round_trip_and_an_upload_two() {
     assert_eq!(again, 1, "a command on the open session");
     assert_eq!(upload, 2, "an upload over a 40 ms round trip");
     assert_eq!(after, 1, "a command after an upload");
+    assert_eq!(dropped, 0, "dropping the shell with an open session");
     assert_eq!(
         stat.stdout.trim(),
         "102400 640",

@@ -47,6 +47,17 @@ pub(super) struct Live {
     pub(super) channels: std::sync::Mutex<Channels>,
 }
 
+impl Drop for Live {
+    fn drop(&mut self) {
+        // The session is being given up. A channel opened ahead and never
+        // used would, freed on a live connection, wait a round trip for the
+        // server's close (one node after another, when a shell with many
+        // sessions is dropped): end the connection first, as dropping it
+        // would anyway.
+        self.transport.shut();
+    }
+}
+
 /// Connects, checks the host key and logs in.
 pub(super) fn connect(config: &SshConfig, ep: &Endpoint) -> Result<Live, SshError> {
     let host = ep.to_string();
