@@ -20,13 +20,7 @@ where
     tokio::time::sleep(proxy.delay() * 4).await;
     let from = proxy.now();
     op.await;
-    let to = proxy.now();
-    let segments: Vec<_> = proxy
-        .segments()
-        .into_iter()
-        .filter(|s| s.at >= from && s.at <= to)
-        .collect();
-    round_trips(&segments)
+    round_trips(&proxy.segments_between(from, proxy.now()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

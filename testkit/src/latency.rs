@@ -123,6 +123,16 @@ impl LatencyProxy {
         lock(&self.log).clone()
     }
 
+    /// The segments that reached the proxy between `from` and `to` (on
+    /// [`LatencyProxy::now`]'s clock): one operation's, to give [`round_trips`].
+    pub fn segments_between(&self, from: Duration, to: Duration) -> Vec<Segment> {
+        lock(&self.log)
+            .iter()
+            .filter(|s| s.at >= from && s.at <= to)
+            .copied()
+            .collect()
+    }
+
     /// Forgets the segments logged so far.
     pub fn clear(&self) {
         lock(&self.log).clear();

@@ -36,7 +36,7 @@ use pyscaler_core::{Node, NodeAddress};
 use pyscaler_ssh::{
     HostKeyPolicy, RemoteCommand, RemoteShell, Ssh2Shell, SshConfig, UploadOptions,
 };
-use pyscaler_testkit::latency::{round_trips, LatencyProxy, Segment};
+use pyscaler_testkit::latency::{round_trips, LatencyProxy};
 use pyscaler_testkit::sshd::Sshd;
 
 type Failure = String;
@@ -161,18 +161,10 @@ where
     let to = proxy.now();
     Ok(Phase {
         name,
-        waited: round_trips(&window(&proxy.segments(), from, to)),
+        waited: round_trips(&proxy.segments_between(from, to)),
         wall,
         minimum,
     })
-}
-
-fn window(segments: &[Segment], from: Duration, to: Duration) -> Vec<Segment> {
-    segments
-        .iter()
-        .filter(|s| s.at >= from && s.at <= to)
-        .copied()
-        .collect()
 }
 
 /// `ssh true` through the proxy, as OpenSSH does it.
@@ -222,7 +214,7 @@ fn openssh_true(
     let to = proxy.now();
     Ok(Phase {
         name: "OpenSSH",
-        waited: round_trips(&window(&proxy.segments(), from, to)),
+        waited: round_trips(&proxy.segments_between(from, to)),
         wall,
         minimum: 4 + 2,
     })

@@ -441,7 +441,7 @@ impl RemoteShell for Ssh2Shell {
         let command = RemoteCommand::new(script).sudo(sudo);
         let job = Job {
             line: command.render()?,
-            stdin: contents.clone(),
+            stdin: contents,
             timeout,
             cap: 64 * 1024,
             sudo,
@@ -453,6 +453,8 @@ impl RemoteShell for Ssh2Shell {
                 .conn(node)
                 .is_ok_and(|c| c.no_sftp.load(Ordering::Relaxed));
         let target = remote_path.to_owned();
+        // The same command again, should the node turn out to have no SFTP.
+        let fallback = job.clone();
         let uploaded = self
             .with_session(
                 node,
@@ -489,16 +491,7 @@ impl RemoteShell for Ssh2Shell {
                 }
                 tracing::debug!(node = %node.name, %why,
                     "No SFTP on the node; uploading through the shell from now on.");
-                let job = Job {
-                    line: command.render()?,
-                    stdin: contents,
-                    timeout,
-                    cap: 64 * 1024,
-                    sudo,
-                    record: None,
-                    display: "upload".to_owned(),
-                };
-                self.run_job(node, cancel, job).await?
+                self.run_job(node, cancel, fallback).await?
             }
             Uploaded::Shell(raw) => raw,
         }
