@@ -1,10 +1,13 @@
 """Runs the SSH fan-out benchmark and prints its table (called by `run`).
 
-    python bench.py [--reps N] [--concurrency "default 200"] \\
+    python bench.py [--reps N] [--concurrency "default 200"] [--delays "0 25 50"] \\
         <work-dir> <fanout-bin> <venv-python> [hosts...]
 
 Each tool runs as its own process at each size (`hosts`, default 100) and
-each concurrency (`default`: each tool's own; a number: the same for all).
+each concurrency (`default`: each tool's own; a number: the same for all)
+and each one-way delay in ms (`--delays`, default 0: a delay D above 0 is
+reached through the work folder <work-dir>/delay-D, whose inventory names
+the latency proxy the run script put in front of the servers).
 Its wall time and the CPU time (user+sys) of its whole process tree are
 measured from here (resource.getrusage of RUSAGE_CHILDREN: every process it
 started and waited for); its peak memory is the largest sum of the resident
@@ -82,7 +85,8 @@ def tree_rss(pid):
     return total
 
 
-def measure(cmd, env):
+def measure(cmd, work):
+    env = dict(os.environ, HOME=os.path.join(work, "home"))
     idle = server_processes()
     server_before = server_cpu()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -139,6 +143,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--concurrency", default="default 200")
+    parser.add_argument("--delays", default="0")
+    parser.add_argument("--tools", default="", help="a subset of the tools, pyscaler among them")
     parser.add_argument("work")
     parser.add_argument("fanout")
     parser.add_argument("python")
@@ -146,34 +152,46 @@ def main():
     args = parser.parse_args()
     sizes = sorted(set(args.hosts or [100]))
     levels = args.concurrency.split()
+    delays = sorted(set(int(d) for d in args.delays.split())) or [0]
+    latency = delays != [0]
     load_before = loadavg()
     work, fanout, python, reps = args.work, args.fanout, args.python, args.reps
-    env = dict(os.environ, HOME=os.path.join(work, "home"))
+    at = lambda d: work if d == 0 else os.path.join(work, f"delay-{d}")  # noqa: E731
     clients = os.path.join(HERE, "clients.py")
     openssh = os.path.join(HERE, "openssh.sh")
     tools = {
-        "pyscaler": lambda w, n, c: [fanout, work, w, str(n), c],
-        "fabric": lambda w, n, c: [python, clients, "fabric", w, work, str(n), c],
-        "parallel-ssh": lambda w, n, c: [python, clients, "pssh", w, work, str(n), c],
-        "openssh xargs -P": lambda w, n, c: ["bash", openssh, w, work, str(n), c],
+        "pyscaler": lambda w, d, n, c: [fanout, d, w, str(n), c],
+        "fabric": lambda w, d, n, c: [python, clients, "fabric", w, d, str(n), c],
+        "parallel-ssh": lambda w, d, n, c: [python, clients, "pssh", w, d, str(n), c],
+        "openssh xargs -P": lambda w, d, n, c: ["bash", openssh, w, d, str(n), c],
     }
+    if args.tools:
+        # Each tool by its first word (`openssh` for OpenSSH under xargs -P).
+        wanted = args.tools.split()
+        ids = {t.split()[0]: t for t in tools}
+        if any(w not in ids for w in wanted) or "pyscaler" not in wanted:
+            parser.error(f"--tools: some of {', '.join(ids)}, pyscaler among them; not {args.tools!r}")
+        tools = {t: cmd for t, cmd in tools.items() if t.split()[0] in wanted}
+    # A result's key: (workload, hosts, concurrency, delay, tool).
     results = {}
     for workload in WORKLOADS:
         for hosts in sizes:
             for level in levels:
-                for rep in range(reps):
-                    for tool, cmd in tools.items():
-                        r = measure(cmd(workload, hosts, level), env)
-                        results.setdefault((workload, hosts, level, tool), []).append(r)
-                        print(
-                            f"  {workload} {hosts} hosts, concurrency {level}, {tool:<17}"
-                            f" run {rep + 1}: wall {r['wall']:.2f} s, op {r['op']:.2f} s,"
-                            f" client CPU {r['cpu']:.2f} s, peak RSS {r['rss_mb']:.0f} MB,"
-                            f" sshd CPU {r['server']:.2f} s",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-    consecutive = [measure([fanout, work, "c", "1"], env) for _ in range(reps)]
+                for delay in delays:
+                    for rep in range(reps):
+                        for tool, cmd in tools.items():
+                            r = measure(cmd(workload, at(delay), hosts, level), at(delay))
+                            key = (workload, hosts, level, delay, tool)
+                            results.setdefault(key, []).append(r)
+                            print(
+                                f"  {workload} {hosts} hosts, concurrency {level}, {delay} ms,"
+                                f" {tool:<17} run {rep + 1}: wall {r['wall']:.2f} s,"
+                                f" op {r['op']:.2f} s, client CPU {r['cpu']:.2f} s,"
+                                f" peak RSS {r['rss_mb']:.0f} MB, sshd CPU {r['server']:.2f} s",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+    consecutive = [measure([fanout, work, "c", "1"], work) for _ in range(reps)]
 
     def med(key, *row):
         return statistics.median(r[key] for r in results[row])
@@ -194,6 +212,9 @@ def main():
         f"\nSSH fan-out, a session per host to {servers} local sshd, median of {reps} runs,"
         f" {cores} cores, load average {load_before} before, {loadavg()} after"
     )
+    if latency:
+        print("(delay: the one-way delay of every segment between the tool and the servers,")
+        print(" through the harness's latency proxy; a round trip takes twice the delay)")
     print("(wall, client CPU and peak RSS of the tool's whole process tree; op: the fan-out alone,")
     print(" as the tool times it; ratios: the tool's number / pyscaler's at the same size and")
     print(" concurrency, so 2.0x means twice pyscaler's; concurrency `default` is each tool's own:")
@@ -204,50 +225,56 @@ def main():
     if growth:
         print(f" growth: client CPU per host and peak RSS at this size / at {smallest} hosts")
     print()
-    header = [
-        "workload", "hosts", "tool", "concurrency", "wall s", "op s", "client CPU ms/host",
+
+    def table_row(workload, hosts, level, delay, tool, base):
+        row = (workload, hosts, level, delay, tool)
+        wall, cpu, server = med("wall", *row), med("cpu", *row), med("server", *row)
+        rss = med("rss_mb", *row)
+        used = results[row][0]["concurrency"]
+        cells = [names[workload], str(hosts)] + ([str(delay)] if latency else []) + [
+            tool, concurrency_label(level, used),
+            f"{wall:.2f}", f"{med('op', *row):.2f}", f"{per_host_ms(*row):.1f}",
+            f"{rss:.0f}", f"{wall / med('wall', *base):.1f}x",
+            f"{cpu / med('cpu', *base):.1f}x", f"{server:.2f}",
+            f"{server / cores:.2f}", f"{wall / (server / cores):.2f}",
+            f"{(server + cpu) / cores:.2f}",
+        ]
+        if growth:
+            first = (workload, smallest, level, delay, tool)
+            if hosts == smallest:
+                cells += ["", ""]
+            else:
+                cells += [
+                    f"{per_host_ms(*row) / per_host_ms(*first):.2f}x",
+                    f"{rss / med('rss_mb', *first):.2f}x",
+                ]
+        print("| " + " | ".join(cells) + " |")
+
+    header = ["workload", "hosts"] + (["delay ms"] if latency else []) + [
+        "tool", "concurrency", "wall s", "op s", "client CPU ms/host",
         "peak RSS MB", "wall / pyscaler", "CPU / pyscaler", "sshd CPU s", "server floor s",
         "wall / server floor", "floor s",
     ]
     if growth:
         header += [f"CPU/host vs {smallest}", f"RSS vs {smallest}"]
     print("| " + " | ".join(header) + " |")
-    print("| --- | ---: | --- | --- |" + " ---: |" * (len(header) - 4))
+    print("| --- | ---: |" + (" ---: |" if latency else "") + " --- | --- |"
+          + " ---: |" * (len(header) - 4 - latency))
     for workload in WORKLOADS:
         for level in levels:
-            for hosts in sizes:
-                base = (workload, hosts, level, "pyscaler")
-                for tool in tools:
-                    row = (workload, hosts, level, tool)
-                    wall, cpu, server = med("wall", *row), med("cpu", *row), med("server", *row)
-                    rss = med("rss_mb", *row)
-                    used = results[row][0]["concurrency"]
-                    cells = [
-                        names[workload], str(hosts), tool, concurrency_label(level, used),
-                        f"{wall:.2f}", f"{med('op', *row):.2f}", f"{per_host_ms(*row):.1f}",
-                        f"{rss:.0f}", f"{wall / med('wall', *base):.1f}x",
-                        f"{cpu / med('cpu', *base):.1f}x", f"{server:.2f}",
-                        f"{server / cores:.2f}", f"{wall / (server / cores):.2f}",
-                        f"{(server + cpu) / cores:.2f}",
-                    ]
-                    if growth:
-                        first = (workload, smallest, level, tool)
-                        if hosts == smallest:
-                            cells += ["", ""]
-                        else:
-                            cells += [
-                                f"{per_host_ms(*row) / per_host_ms(*first):.2f}x",
-                                f"{rss / med('rss_mb', *first):.2f}x",
-                            ]
-                    print("| " + " | ".join(cells) + " |")
+            for delay in delays:
+                for hosts in sizes:
+                    base = (workload, hosts, level, delay, "pyscaler")
+                    for tool in tools:
+                        table_row(workload, hosts, level, delay, tool, base)
     per = statistics.median(r["per_command_ms"] for r in consecutive)
     server_per = statistics.median(r["server"] for r in consecutive) * 1000 / 101
     print(f"\n(c) 100 consecutive `true` over one reused pyscaler session: {per:.2f} ms per command"
           f" (sshd CPU {server_per:.2f} ms per command, login included)")
 
     checks = []
-    if 100 in sizes and "default" in levels:
-        row = lambda w, tool: (w, 100, "default", tool)  # noqa: E731
+    if 100 in sizes and "default" in levels and 0 in delays:
+        row = lambda w, tool: (w, 100, "default", 0, tool)  # noqa: E731
         checks += [
             ("issue 4: (a) 100 hosts, pyscaler wall <= 1.2 s",
              med("wall", *row("a", "pyscaler")), 1.2, "s"),
@@ -260,12 +287,14 @@ def main():
     largest = sizes[-1]
     for workload in WORKLOADS:
         for level in levels:
-            row = (workload, largest, level, "pyscaler")
+            if 0 not in delays:
+                break
+            row = (workload, largest, level, 0, "pyscaler")
             if growth and largest >= 1000:
                 checks.append((
                     f"issue 18: ({workload}) concurrency {level}, pyscaler client CPU per host"
                     f" at {largest} <= at {smallest}",
-                    per_host_ms(*row), per_host_ms(workload, smallest, level, "pyscaler"), "ms",
+                    per_host_ms(*row), per_host_ms(workload, smallest, level, 0, "pyscaler"), "ms",
                 ))
             if level == "200":
                 checks.append((
@@ -277,6 +306,19 @@ def main():
                 " <= 1.1 x server floor",
                 med("wall", *row), 1.1 * med("server", *row) / cores, "s",
             ))
+    slowest = delays[-1]
+    if slowest > 0:
+        for level in levels:
+            for hosts in sizes:
+                peers = {t: med("wall", "b", hosts, level, slowest, t) for t in tools if t != "pyscaler"}
+                if not peers:
+                    break
+                best = min(peers, key=peers.get)
+                checks.append((
+                    f"issue 18: (b) {hosts} hosts, {slowest} ms, concurrency {level}, pyscaler wall"
+                    f" <= best peer's ({best}) / 1.5",
+                    med("wall", "b", hosts, level, slowest, "pyscaler"), peers[best] / 1.5, "s",
+                ))
     print("\nTargets:")
     for what, got, limit, unit in checks:
         verdict = "met" if got <= limit else "MISSED"

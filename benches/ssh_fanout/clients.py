@@ -122,12 +122,18 @@ def pssh(workload, hosts, concurrency, env, payload):
     args = [{"h": name} for name, _, _ in hosts]
 
     def run(line, host_args=None):
+        """`line` on every host; each host's stdout, read whole before its exit code."""
         output = client.run_command(line, host_args=host_args, stop_on_errors=True)
         client.join(output)
+        stdouts = []
         for o in output:
+            # Reading stdout to its end first: parallel-ssh's exit code is
+            # None for a channel whose EOF it has not seen yet, and behind
+            # a delay join() can return before that (parallel-ssh#424).
+            stdouts.append("" if o.exception is not None else "".join(o.stdout))
             if o.exception is not None or o.exit_code != 0:
                 raise RuntimeError(f"`{line}` on {o.host}: exit {o.exit_code} {o.exception}")
-        return output
+        return stdouts
 
     started = time.perf_counter()
     if workload == "a":
@@ -136,10 +142,9 @@ def pssh(workload, hosts, concurrency, env, payload):
         path = "bench-pssh-%(h)s.bin"
         joinall(client.copy_file(payload, path, copy_args=args), raise_error=True)
         size = str(os.path.getsize(payload))
-        for o in run(f"wc -c < {path}", host_args=args):
-            got = "".join(o.stdout).strip()
-            if got != size:
-                raise RuntimeError(f"{o.host}: uploaded file has {got!r} bytes")
+        for (name, _, _), got in zip(hosts, run(f"wc -c < {path}", host_args=args)):
+            if got.strip() != size:
+                raise RuntimeError(f"{name}: uploaded file has {got.strip()!r} bytes")
         for line in commands(path):
             run(line, host_args=args)
     wall = time.perf_counter() - started

@@ -33,7 +33,7 @@ if [[ $mode == task ]]; then
     s() { ssh -F "$cfg" -o ControlMaster=no -o ControlPath="$sock" "$h" "$@"; }
     scp -q -F "$cfg" -o ControlMaster=no -o ControlPath="$sock" "$work/payload.bin" "$h:$path"
     size=$(s "wc -c < $path")
-    want=$(stat -c %s "$work/payload.bin")
+    want=$(stat -L -c %s "$work/payload.bin")
     [[ $size == "$want" ]] || { echo "$h: uploaded file has '$size' bytes" >&2; exit 1; }
     s uname -r >/dev/null
     s id -u >/dev/null
