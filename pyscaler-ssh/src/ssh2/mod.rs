@@ -1,6 +1,7 @@
 //! `Ssh2Shell`: the [`RemoteShell`] built on libssh2 (the `ssh2` crate).
 //!
 //! - `mod.rs`: the shell, its pool of sessions (one per node) and the trait impl;
+//! - `idle.rs`: the idle sessions, least recently used first, and closing those beyond the bound;
 //! - `connect.rs`: transport, handshake, host key, login;
 //! - `channels.rs`: the next channel opened ahead, and the round trip;
 //! - `exec.rs`: one command on a channel, and what stops it early;
@@ -11,13 +12,14 @@ mod channels;
 mod connect;
 mod exec;
 mod group;
+mod idle;
 mod record;
 mod sftp;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -27,6 +29,7 @@ use pyscaler_core::{CancellationToken, Node};
 
 use self::connect::{connect, Live};
 use self::exec::{run, Interrupt, Job, RawOutput};
+use self::idle::{close_if_idle, IdleSessions};
 use self::sftp::{sftp_upload, SftpUpload};
 use crate::config::KnownHostsName;
 use crate::quote::quote;
@@ -36,7 +39,11 @@ use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, Uplo
 ///
 /// - One authenticated session is kept per node (by node id) and reused for
 ///   consecutive commands; each command gets its own channel. Commands to the
-///   same node run one after the other; different nodes run in parallel.
+///   same node run one after the other; different nodes run in parallel. At
+///   most [`SshConfig::idle_sessions`] sessions (default 256) are kept idle:
+///   beyond that the least recently used are closed (and reconnected when
+///   their node is next used), so a fan-out over 1,000 nodes holds its
+///   concurrency's sessions plus that many, not one per node it reached.
 /// - libssh2 is blocking: every call runs in `tokio::task::spawn_blocking`.
 /// - `TCP_NODELAY` is set before the handshake (libssh2 does not set it;
 ///   without it every round trip stalls about 40 ms on delayed ACKs).
@@ -88,6 +95,7 @@ use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, Uplo
 pub struct Ssh2Shell {
     config: Arc<SshConfig>,
     conns: Mutex<HashMap<String, Arc<NodeConn>>>,
+    idle: Arc<Mutex<IdleSessions>>,
 }
 
 impl fmt::Debug for Ssh2Shell {
@@ -133,9 +141,22 @@ struct NodeConn {
     /// A command here was abandoned and its group could not be ended, or is
     /// being ended: connect within `unreachable_timeout` until one succeeds.
     suspect: AtomicBool,
+    /// When its session became idle (a tick of [`IdleSessions`]), or 0: in
+    /// use, or none.
+    idle_since: AtomicU64,
 }
 
 impl NodeConn {
+    fn new(endpoint: Endpoint) -> Self {
+        Self {
+            endpoint,
+            session: Mutex::new(None),
+            no_sftp: AtomicBool::new(false),
+            suspect: AtomicBool::new(false),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+
     /// A new session; bounded by `unreachable_timeout` while the node is suspect.
     fn connect(&self, config: &SshConfig) -> Result<Live, SshError> {
         if !self.suspect.load(Ordering::Relaxed) {
@@ -200,6 +221,7 @@ impl Ssh2Shell {
         Ok(Self {
             config: Arc::new(config),
             conns: Mutex::new(HashMap::new()),
+            idle: Arc::default(),
         })
     }
 
@@ -239,13 +261,11 @@ impl Ssh2Shell {
         match conns.get(&node.id) {
             Some(c) if c.endpoint == endpoint => Ok(c.clone()),
             _ => {
-                let c = Arc::new(NodeConn {
-                    endpoint,
-                    session: Mutex::new(None),
-                    no_sftp: AtomicBool::new(false),
-                    suspect: AtomicBool::new(false),
-                });
-                conns.insert(node.id.clone(), c.clone());
+                let c = Arc::new(NodeConn::new(endpoint));
+                if let Some(old) = conns.insert(node.id.clone(), c.clone()) {
+                    // The node moved: its old session is closed once unused.
+                    lock(&self.idle).taken(&old);
+                }
                 Ok(c)
             }
         }
@@ -263,11 +283,16 @@ impl Ssh2Shell {
     ) -> Result<T, SshError> {
         let conn = self.conn(node)?;
         let config = self.config.clone();
+        let idle = self.idle.clone();
         let interrupt = Arc::new(Interrupt::new(cancel));
         let mut guard = CancelOnDrop(Some(interrupt.clone()));
         let mut task = {
             let interrupt = interrupt.clone();
-            tokio::task::spawn_blocking(move || on_session(&conn, &config, &interrupt, &*op))
+            tokio::task::spawn_blocking(move || {
+                let result = on_session(&conn, &idle, &config, &interrupt, &*op);
+                close_idle_beyond(&idle, config.idle_sessions);
+                result
+            })
         };
         let joined = tokio::select! {
             joined = &mut task => joined,
@@ -318,17 +343,49 @@ impl Ssh2Shell {
     }
 }
 
-/// The blocking part of [`Ssh2Shell::with_session`]. A cancelled or timed-out
-/// operation leaves its session shut down: it is dropped, and the command's
-/// process group is ended over a fresh connection (bounded), before the next
-/// operation on the node may start.
+/// Closes the least recently used idle sessions beyond `keep`.
+fn close_idle_beyond(idle: &Mutex<IdleSessions>, keep: usize) {
+    let beyond = lock(idle).beyond(keep);
+    let closed = beyond.iter().filter(|c| close_if_idle(c)).count();
+    if closed > 0 {
+        tracing::trace!(
+            closed,
+            keep,
+            "Closed the least recently used idle sessions."
+        );
+    }
+}
+
+/// The blocking part of [`Ssh2Shell::with_session`]: `op` on the node's
+/// session, which is not idle meanwhile, and idle again after it (the most
+/// recently used) if it is still connected.
 fn on_session<T>(
-    conn: &NodeConn,
+    conn: &Arc<NodeConn>,
+    idle: &Mutex<IdleSessions>,
     config: &SshConfig,
     interrupt: &Interrupt,
     op: &Op<T>,
 ) -> Result<T, SshError> {
     let mut slot = lock(&conn.session);
+    lock(idle).taken(conn);
+    let result = on_taken_session(&mut slot, conn, config, interrupt, op);
+    if slot.is_some() {
+        lock(idle).released(conn);
+    }
+    result
+}
+
+/// [`on_session`] once the session is taken. A cancelled or timed-out
+/// operation leaves its session shut down: it is dropped, and the command's
+/// process group is ended over a fresh connection (bounded), before the next
+/// operation on the node may start.
+fn on_taken_session<T>(
+    slot: &mut Option<Live>,
+    conn: &NodeConn,
+    config: &SshConfig,
+    interrupt: &Interrupt,
+    op: &Op<T>,
+) -> Result<T, SshError> {
     if interrupt.is_cancelled() {
         // Cancelled while waiting for the node (the caller names the command).
         return Err(SshError::Cancelled {
@@ -550,6 +607,7 @@ impl RemoteShell for Ssh2Shell {
     async fn disconnect(&self, node: &Node) {
         let conn = lock(&self.conns).remove(&node.id);
         if let Some(conn) = conn {
+            lock(&self.idle).taken(&conn);
             let _ = tokio::task::spawn_blocking(move || {
                 if let Some(live) = lock(&conn.session).take() {
                     live.session.set_timeout(1000);
