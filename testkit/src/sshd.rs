@@ -146,6 +146,11 @@ impl Sshd {
         self.port
     }
 
+    /// The listener's process id (its sessions are its children).
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
     /// The user the tests log in as.
     pub fn user(&self) -> &str {
         &self.user
