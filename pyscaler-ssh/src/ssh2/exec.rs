@@ -213,7 +213,7 @@ pub(super) fn run(
     session.set_blocking(true);
     session.set_timeout(millis(left().min(Duration::from_secs(30))));
     let (mut channel, ahead) = lock(&live.channels)
-        .take(session)
+        .take(session, &live.transport)
         .map_err(|e| fail(OPENING)(e.into()))?;
     let prelude = record::prelude(job.record.as_ref(), job.sudo);
     // On a channel opened ahead, a failed start is a failed open (the

@@ -5,6 +5,7 @@
 //! - `connect.rs`: transport, handshake, host key, login;
 //! - `channels.rs`: the next channel opened ahead, and the round trip;
 //! - `exec.rs`: one command on a channel, and what stops it early;
+//! - `upload.rs`: uploads, over SFTP or through the shell, by the link's round trip;
 //! - `sftp.rs`: uploads over SFTP;
 //! - `group.rs`: the process groups of a run's commands on a node.
 
@@ -15,6 +16,7 @@ mod group;
 mod idle;
 mod record;
 mod sftp;
+mod upload;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -30,7 +32,6 @@ use pyscaler_core::{CancellationToken, Node};
 use self::connect::{connect, Live};
 use self::exec::{run, Interrupt, Job, RawOutput};
 use self::idle::{close_if_idle, IdleSessions};
-use self::sftp::{sftp_upload, SftpUpload};
 use crate::config::KnownHostsName;
 use crate::quote::quote;
 use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, UploadOptions};
@@ -57,11 +58,13 @@ use crate::{CommandOutput, RemoteCommand, RemoteShell, SshConfig, SshError, Uplo
 ///   next command is opened without waiting for the answer, so a command on
 ///   an open session waits one round trip (not two: the open, then `exec`).
 ///   An upload is one shell command (`cat` into a temporary name, `chmod`,
-///   `mv`: two round trips) where a channel open takes 1 ms or more, and
+///   `mv`: two round trips) where the link's round trip is 1 ms or more, and
 ///   SFTP (no shell: about half the server's CPU, but nine requests one
 ///   after the other) where round trips are cheaper than the server's CPU,
-///   as on the same machine or network; uploads with sudo, or to a node
-///   without the SFTP subsystem, always use the shell.
+///   as on the same machine or network. The link's round trip is the
+///   quickest channel open seen on any session to the node's address: a
+///   busy server answers late, its link stays as fast. Uploads with sudo, or
+///   to a node without the SFTP subsystem, always use the shell.
 /// - Host keys are checked as [`HostKeyPolicy`](crate::HostKeyPolicy) says, against entries for
 ///   exactly `host` (port 22) or `[host]:port`; the host-key algorithm is
 ///   pinned to the type(s) stored for the server, so a server with several
@@ -96,6 +99,7 @@ pub struct Ssh2Shell {
     config: Arc<SshConfig>,
     conns: Mutex<HashMap<String, Arc<NodeConn>>>,
     idle: Arc<Mutex<IdleSessions>>,
+    links: Arc<upload::Links>,
 }
 
 impl fmt::Debug for Ssh2Shell {
@@ -186,16 +190,6 @@ fn is_code(e: &::ssh2::Error, code: i32) -> bool {
 
 const OPENING: &str = "opening a channel";
 
-/// Uploads go over SFTP when the session's round trip is below this, and
-/// through one shell command otherwise (see [`Ssh2Shell`]'s `upload`).
-const SFTP_BELOW: std::time::Duration = std::time::Duration::from_millis(1);
-
-/// How an upload went on the session.
-enum Uploaded {
-    Sftp(SftpUpload),
-    Shell(RawOutput),
-}
-
 /// Cancels an operation whose caller stopped waiting (its future was
 /// dropped, as a step's timeout does), unless it finished.
 struct CancelOnDrop(Option<Arc<Interrupt>>);
@@ -222,6 +216,7 @@ impl Ssh2Shell {
             config: Arc::new(config),
             conns: Mutex::new(HashMap::new()),
             idle: Arc::default(),
+            links: Arc::default(),
         })
     }
 
@@ -284,12 +279,13 @@ impl Ssh2Shell {
         let conn = self.conn(node)?;
         let config = self.config.clone();
         let idle = self.idle.clone();
+        let links = self.links.clone();
         let interrupt = Arc::new(Interrupt::new(cancel));
         let mut guard = CancelOnDrop(Some(interrupt.clone()));
         let mut task = {
             let interrupt = interrupt.clone();
             tokio::task::spawn_blocking(move || {
-                let result = on_session(&conn, &idle, &config, &interrupt, &*op);
+                let result = on_session(&conn, &idle, &links, &config, &interrupt, &*op);
                 close_idle_beyond(&idle, config.idle_sessions);
                 result
             })
@@ -358,10 +354,12 @@ fn close_idle_beyond(idle: &Mutex<IdleSessions>, keep: usize) {
 
 /// The blocking part of [`Ssh2Shell::with_session`]: `op` on the node's
 /// session, which is not idle meanwhile, and idle again after it (the most
-/// recently used) if it is still connected.
+/// recently used) if it is still connected; its round trip, once measured,
+/// counts for the link to its address.
 fn on_session<T>(
     conn: &Arc<NodeConn>,
     idle: &Mutex<IdleSessions>,
+    links: &upload::Links,
     config: &SshConfig,
     interrupt: &Interrupt,
     op: &Op<T>,
@@ -369,7 +367,11 @@ fn on_session<T>(
     let mut slot = lock(&conn.session);
     lock(idle).taken(conn);
     let result = on_taken_session(&mut slot, conn, config, interrupt, op);
-    if slot.is_some() {
+    if let Some(live) = slot.as_ref() {
+        // Every session's round trip tells what the link to its address allows.
+        if let Some(round_trip) = lock(&live.channels).measured() {
+            links.observe(&conn.endpoint.host, round_trip);
+        }
         lock(idle).released(conn);
     }
     result
@@ -482,87 +484,7 @@ impl RemoteShell for Ssh2Shell {
         contents: Vec<u8>,
         options: UploadOptions,
     ) -> Result<(), SshError> {
-        let UploadOptions {
-            mode,
-            sudo,
-            timeout,
-            cancel,
-        } = options;
-        let timeout = timeout.unwrap_or(self.config.command_timeout);
-        let cancel = cancel.as_ref();
-        let path = quote(remote_path)?;
-        // Written beside the target, then renamed: a reader never sees half a file.
-        let script = format!(
-            "t={path}.pyscaler-$$; umask 077; cat > \"$t\" && chmod {mode:o} \"$t\" && mv -f \"$t\" {path} || {{ rm -f \"$t\"; exit 1; }}"
-        );
-        let command = RemoteCommand::new(script).sudo(sudo);
-        let job = Job {
-            line: command.render()?,
-            stdin: contents,
-            timeout,
-            cap: 64 * 1024,
-            sudo,
-            record: None,
-            display: "upload".to_owned(),
-        };
-        let no_sftp = sudo
-            || self
-                .conn(node)
-                .is_ok_and(|c| c.no_sftp.load(Ordering::Relaxed));
-        let target = remote_path.to_owned();
-        // The same command again, should the node turn out to have no SFTP.
-        let fallback = job.clone();
-        let uploaded = self
-            .with_session(
-                node,
-                cancel,
-                "upload",
-                Box::new(move |live, ep, _config, interrupt| {
-                    // SFTP runs inside sshd (no shell, no `cat`, no `mv`):
-                    // about half the server's CPU of the shell pipeline, but
-                    // eight more round trips (its subsystem, then open,
-                    // write, setstat, close, unlink and rename one after
-                    // the other); the pipeline is one command. So SFTP where
-                    // round trips are cheap, the pipeline where they are not.
-                    let round_trip =
-                        lock(&live.channels)
-                            .round_trip(&live.session)
-                            .map_err(|e| SshError::Session {
-                                host: ep.to_string(),
-                                doing: OPENING,
-                                source: e.into(),
-                            })?;
-                    if !no_sftp && round_trip < SFTP_BELOW {
-                        return sftp_upload(live, ep, &target, &job.stdin, mode, timeout)
-                            .map(Uploaded::Sftp);
-                    }
-                    run(live, ep, &job, interrupt).map(Uploaded::Shell)
-                }),
-            )
-            .await?;
-        let out = match uploaded {
-            Uploaded::Sftp(SftpUpload::Done) => return Ok(()),
-            Uploaded::Sftp(SftpUpload::NoSubsystem(why)) => {
-                if let Ok(c) = self.conn(node) {
-                    c.no_sftp.store(true, Ordering::Relaxed);
-                }
-                tracing::debug!(node = %node.name, %why,
-                    "No SFTP on the node; uploading through the shell from now on.");
-                self.run_job(node, cancel, fallback).await?
-            }
-            Uploaded::Shell(raw) => raw,
-        }
-        .into_output();
-        let ep = self.endpoint(node)?;
-        let message = format!("{}: {}", out.status_line(), out.stderr.trim());
-        match out.check_as(&command, &ep.to_string(), &ep.user) {
-            Ok(_) => Ok(()),
-            Err(e @ SshError::SudoNeedsPassword { .. }) => Err(e),
-            Err(_) => Err(SshError::Transfer {
-                path: remote_path.to_owned(),
-                message,
-            }),
-        }
+        self.upload_to(node, remote_path, contents, options).await
     }
 
     async fn download(&self, node: &Node, remote_path: &str) -> Result<Vec<u8>, SshError> {
