@@ -104,11 +104,17 @@ def fabric(workload, hosts, concurrency, env, payload):
 
 
 def pssh(workload, hosts, concurrency, env, payload):
-    from gevent import joinall
+    from gevent import get_hub, joinall
     from pssh.clients import ParallelSSHClient
     from pssh.config import HostConfig
 
-    pool = {} if concurrency == "default" else {"pool_size": int(concurrency)}
+    pool = {}
+    if concurrency != "default":
+        pool["pool_size"] = int(concurrency)
+        # parallel-ssh does every handshake and login in gevent's thread pool
+        # (10 threads unless set): behind a delay those ten bound its
+        # concurrency whatever pool_size says. A number sets both.
+        get_hub().threadpool.maxsize = int(concurrency)
     client = ParallelSSHClient(
         [address for _, address, _ in hosts],
         host_config=[HostConfig(port=port) for _, _, port in hosts],
