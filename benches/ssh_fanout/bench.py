@@ -14,7 +14,8 @@ started and waited for); its peak memory is the largest sum of the resident
 sets of its process and all its descendants, sampled from /proc every 20 ms.
 `op` is the time the tool itself reports for the fan-out alone, without
 process start and imports. Repetitions are interleaved across tools; the
-median is reported.
+median is reported. A run that fails is tried once more; one that fails
+twice is left out of its row's median, and the row says so.
 
 With BENCH_SSHD_CGROUP set to a cgroup v1 cpuacct folder holding the sshd
 listeners (the run script makes one when it can), the servers' CPU time for
@@ -127,6 +128,18 @@ def measure(cmd, work):
     }
 
 
+def attempt(cmd, work):
+    """measure(), tried twice: a run that fails twice counts as failed (None)
+    and is shown as such, instead of ending the benchmark (a peer's login
+    can time out on a server at its limit)."""
+    for tries in (1, 2):
+        try:
+            return measure(cmd, work)
+        except RuntimeError as e:
+            print(f"  failed (try {tries} of 2): {e}", file=sys.stderr, flush=True)
+    return None
+
+
 def loadavg():
     with open("/proc/loadavg") as f:
         return f.read().split()[0]
@@ -180,9 +193,11 @@ def main():
                 for delay in delays:
                     for rep in range(reps):
                         for tool, cmd in tools.items():
-                            r = measure(cmd(workload, at(delay), hosts, level), at(delay))
                             key = (workload, hosts, level, delay, tool)
+                            r = attempt(cmd(workload, at(delay), hosts, level), at(delay))
                             results.setdefault(key, []).append(r)
+                            if r is None:
+                                continue
                             print(
                                 f"  {workload} {hosts} hosts, concurrency {level}, {delay} ms,"
                                 f" {tool:<17} run {rep + 1}: wall {r['wall']:.2f} s,"
@@ -192,9 +207,15 @@ def main():
                                 flush=True,
                             )
     consecutive = [measure([fanout, work, "c", "1"], work) for _ in range(reps)]
+    if any(None in runs for runs in results.values()):
+        print("some runs failed twice: their rows are medians of the others", file=sys.stderr)
 
     def med(key, *row):
-        return statistics.median(r[key] for r in results[row])
+        ok = [r[key] for r in results[row] if r is not None]
+        return statistics.median(ok) if ok else float("nan")
+
+    def failed(*row):
+        return sum(r is None for r in results[row])
 
     def per_host_ms(*row):
         return med("cpu", *row) * 1000 / row[1]
@@ -230,10 +251,11 @@ def main():
         row = (workload, hosts, level, delay, tool)
         wall, cpu, server = med("wall", *row), med("cpu", *row), med("server", *row)
         rss = med("rss_mb", *row)
-        used = results[row][0]["concurrency"]
+        used = next((r["concurrency"] for r in results[row] if r is not None), "?")
+        lost = f" ({failed(*row)} of {reps} failed)" if failed(*row) else ""
         cells = [names[workload], str(hosts)] + ([str(delay)] if latency else []) + [
             tool, concurrency_label(level, used),
-            f"{wall:.2f}", f"{med('op', *row):.2f}", f"{per_host_ms(*row):.1f}",
+            f"{wall:.2f}{lost}", f"{med('op', *row):.2f}", f"{per_host_ms(*row):.1f}",
             f"{rss:.0f}", f"{wall / med('wall', *base):.1f}x",
             f"{cpu / med('cpu', *base):.1f}x", f"{server:.2f}",
             f"{server / cores:.2f}", f"{wall / (server / cores):.2f}",

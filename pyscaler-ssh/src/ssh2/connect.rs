@@ -29,14 +29,13 @@ pub(super) enum Transport {
 }
 
 impl Transport {
-    /// Shuts the connection down both ways (the socket stays open until the
-    /// session is dropped, so no other file can take its descriptor).
     /// Acks what arrives at once for a while (`TCP_QUICKACK`, Linux) instead
     /// of up to 40 ms late. sshd does not set `TCP_NODELAY` for a session
     /// without a terminal, so Nagle holds its next small packet (a channel's
     /// confirmation) until its last one is acked; a delayed ack would stall
-    /// that answer. The kernel leaves quick-ack mode again by itself: set it
-    /// before each wait for an answer. A proxy command's socket has no ack.
+    /// that answer. Sending leaves quick-ack mode again: set it once the
+    /// request is sent, before waiting for the answer. A proxy command's
+    /// socket has no ack of its own.
     pub(super) fn quick_ack(&self) {
         #[cfg(target_os = "linux")]
         if let Self::Tcp(s) = self {
@@ -44,6 +43,8 @@ impl Transport {
         }
     }
 
+    /// Shuts the connection down both ways (the socket stays open until the
+    /// session is dropped, so no other file can take its descriptor).
     pub(super) fn shut(&self) {
         let _ = match self {
             Self::Tcp(s) => s.shutdown(Shutdown::Both),

@@ -169,8 +169,9 @@ impl RawOutput {
 pub(super) struct Job {
     /// The rendered line.
     pub(super) line: String,
-    /// Fed to its stdin, then EOF.
-    pub(super) stdin: Vec<u8>,
+    /// Fed to its stdin, then EOF; shared, so a job kept to try again
+    /// (an upload's, should SFTP be missing) holds no copy of an upload.
+    pub(super) stdin: Arc<[u8]>,
     pub(super) timeout: Duration,
     /// Bytes kept of stdout, and of stderr.
     pub(super) cap: usize,

@@ -9,6 +9,7 @@
 //! id (`record.rs`). A record left behind names a group still running, or one
 //! a signal ended; ending it again is harmless.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::connect::connect;
@@ -80,7 +81,7 @@ fn end_with(config: &SshConfig, ep: &Endpoint, script: String) -> Result<usize, 
         .map_err(|e| SshError::as_unreachable(ep.to_string(), config.unreachable_timeout, e))?;
     let job = Job {
         line: script,
-        stdin: Vec::new(),
+        stdin: Arc::default(),
         timeout: config.unreachable_timeout + TERM_GRACE,
         cap: 64 * 1024,
         sudo: false,

@@ -458,7 +458,7 @@ impl RemoteShell for Ssh2Shell {
     async fn exec(&self, node: &Node, command: &RemoteCommand) -> Result<CommandOutput, SshError> {
         let job = Job {
             line: command.render()?,
-            stdin: Vec::new(),
+            stdin: Arc::default(),
             timeout: command.own_timeout().unwrap_or(self.config.command_timeout),
             cap: self.config.output_cap,
             sudo: command.is_sudo(),
@@ -490,7 +490,7 @@ impl RemoteShell for Ssh2Shell {
     async fn download(&self, node: &Node, remote_path: &str) -> Result<Vec<u8>, SshError> {
         let job = Job {
             line: format!("cat -- {}", quote(remote_path)?),
-            stdin: Vec::new(),
+            stdin: Arc::default(),
             timeout: self.config.command_timeout,
             cap: usize::MAX,
             sudo: false,

@@ -78,7 +78,7 @@ impl Ssh2Shell {
         let command = RemoteCommand::new(script).sudo(sudo);
         let job = Job {
             line: command.render()?,
-            stdin: contents,
+            stdin: contents.into(),
             timeout,
             cap: 64 * 1024,
             sudo,
