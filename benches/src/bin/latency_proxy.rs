@@ -1,5 +1,5 @@
 //! The harness's latency proxy as a process, for the SSH fan-out benchmark
-//! (`benches/ssh_fanout/run --delay MS`): every tool reaches the sshds
+//! (`BENCH_DELAYS="25 50" benches/ssh_fanout/run`): every tool reaches the sshds
 //! through it.
 //!
 //! `latency_proxy <ports-file> <one-way-ms> <upstream-port>...` listens on a
